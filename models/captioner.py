@@ -1,0 +1,113 @@
+"""The one network: CNN features -> Linear -> image vector -> RNN decoder -> caption.
+
+Its by-products are the point of onenet: `image_vectors()` (d-dim, one per photo) and the word
+embedding matrix `embed.weight` (d-dim, one per word). As in the original article the image
+vector is the decoder's *first input*, followed by the caption's words; the decoder predicts
+each next word and finally <end>.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAD_ID, END_ID, UNK_ID = 0, 1, 2  # must match tasks/captions.py SPECIALS order
+
+
+@dataclass
+class CaptionerConfig:
+    feature_dim: int  # width of the stored CNN features
+    vocab_size: int
+    dim: int = 300  # image vector and word vector width
+    hidden: int = 300  # RNN state width
+    layers: int = 2
+    rnn: str = "gru"  # "gru" or "lstm"
+    dropout: float = 0.2
+    tie_weights: bool = True  # output layer shares the word vectors (needs hidden == dim)
+
+
+class Captioner(nn.Module):
+    def __init__(self, cfg: CaptionerConfig):
+        super().__init__()
+        self.cfg = cfg
+        # Standardise the frozen CNN's features with statistics of the training photos.
+        self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
+        self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
+        self.image_proj = nn.Linear(cfg.feature_dim, cfg.dim)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=PAD_ID)
+        rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}[cfg.rnn]
+        self.rnn = rnn_cls(cfg.dim, cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.drop = nn.Dropout(cfg.dropout)
+        # With tied weights the output layer maps the state back into word-vector space first;
+        # a word's vector then has to work both as input and as prediction target, which makes
+        # the vectors better at similarity and analogies.
+        self.to_dim = nn.Linear(cfg.hidden, cfg.dim) if cfg.tie_weights and cfg.hidden != cfg.dim else nn.Identity()
+        self.out = nn.Linear(cfg.dim if cfg.tie_weights else cfg.hidden, cfg.vocab_size)
+        if cfg.tie_weights:
+            self.out.weight = self.embed.weight
+
+    def image_vectors(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, feature_dim) CNN features -> (B, dim) image vectors."""
+        return self.image_proj((features - self.feature_mean) / self.feature_std)
+
+    def forward(self, image_vecs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing. image_vecs (B, dim), tokens (B, T) -> logits (B, T + 1, V).
+
+        Position 0 sees the image and predicts word 1; position T predicts <end>.
+        """
+        inputs = torch.cat([image_vecs.unsqueeze(1), self.embed(tokens)], dim=1)  # (B, T + 1, dim)
+        states, _ = self.rnn(self.drop(inputs))  # (B, T + 1, hidden)
+        return self.out(self.to_dim(self.drop(states)))  # (B, T + 1, V)
+
+    def start(self, image_vecs: torch.Tensor):
+        """First decoding step: (B, dim) -> log-probs of word 1 (B, V) and the RNN state."""
+        states, h = self.rnn(image_vecs.unsqueeze(1))  # (B, 1, hidden)
+        return F.log_softmax(self.out(self.to_dim(states[:, 0])), dim=-1), h
+
+    def step(self, tokens: torch.Tensor, h):
+        """One decoding step: previous words (B,) -> log-probs of the next word (B, V), new state."""
+        states, h = self.rnn(self.embed(tokens).unsqueeze(1), h)  # (B, 1, hidden)
+        return F.log_softmax(self.out(self.to_dim(states[:, 0])), dim=-1), h
+
+    def sequence_nll(self, image_vecs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Mean per-token negative log-likelihood of each caption (words + <end>) given its image.
+
+        image_vecs (B, dim), tokens (B, T) padded with PAD_ID -> (B,). Lower is a better match.
+        """
+        targets = with_end(tokens)  # (B, T + 1)
+        logits = self(image_vecs, tokens)  # (B, T + 1, V)
+        nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, reduction="none")  # (B, T + 1)
+        return nll.sum(1) / (targets != PAD_ID).sum(1)
+
+    @property
+    def word_vectors(self) -> torch.Tensor:
+        return self.embed.weight  # (V, dim)
+
+    def checkpoint(self) -> dict:
+        return {"config": asdict(self.cfg), "state_dict": self.state_dict()}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> "Captioner":
+        model = cls(CaptionerConfig(**checkpoint["config"]))
+        model.load_state_dict(checkpoint["state_dict"])
+        return model.eval()
+
+
+def with_end(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T) words padded with PAD_ID -> (B, T + 1) targets with <end> after the last word."""
+    padded = F.pad(tokens, (0, 1), value=PAD_ID)  # (B, T + 1)
+    lengths = (tokens != PAD_ID).sum(1)  # (B,)
+    padded[torch.arange(len(tokens)), lengths] = END_ID
+    return padded
+
+
+def pad_batch(sequences: list[list[int]]) -> torch.Tensor:
+    """Ragged token lists -> (B, T) padded with PAD_ID."""
+    longest = max((len(s) for s in sequences), default=0)
+    out = torch.full((len(sequences), max(longest, 1)), PAD_ID, dtype=torch.long)
+    for i, s in enumerate(sequences):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out

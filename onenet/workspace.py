@@ -1,0 +1,52 @@
+"""The workspace: one directory holding all of onenet's state. Deleting it is a full reset.
+
+    onenet-data/
+      raw/            source images and manifests (what `download`/generate wrote)
+      parquet/        cleaned captions and vocabularies
+      features/       CNN features, content-addressed Parquet shards per encoder
+      models/         checkpoints, one per model version
+      exports/        word vectors, image vectors, generated captions per version (Parquet)
+      indexes/        faiss indexes per version
+      results/        Prefect's persisted task results (the cache)
+      prefect/        PREFECT_HOME: the local Prefect database and settings
+      warehouse.duckdb
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_VAR = "ONENET_HOME"
+DEFAULT_DIR = "onenet-data"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike | None = None) -> "Workspace":
+        """The workspace at `root`, else $ONENET_HOME, else ./onenet-data."""
+        chosen = root or os.environ.get(ENV_VAR) or DEFAULT_DIR
+        return cls(Path(chosen).expanduser().resolve())
+
+    def path(self, relative: str) -> Path:
+        """Absolute path of a workspace-relative path (what tasks pass between each other)."""
+        return self.root / relative
+
+    def relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"

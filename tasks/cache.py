@@ -1,0 +1,65 @@
+"""How tasks are cached: keys built from the *content* of their inputs plus a code version.
+
+Tasks hand each other small `Ref`s (a workspace-relative path and a digest of what is there).
+A task's cache key hashes its parameters (those refs and its config), never the workspace path,
+so a moved workspace keeps its cache and an unchanged input is recognised by its digest alone.
+Bump CODE_VERSION when a helper changes what a task writes: helpers are not part of the task
+source that Prefect could see.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onenet.files import sha256_text
+
+CODE_VERSION = "2026.11.23-1"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A task's output on disk: workspace-relative `path`, `digest` of its content."""
+
+    path: str
+    digest: str
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return value
+
+
+def task_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Prefect `cache_key_fn`: task name + code version + every parameter except the workspace."""
+    payload = {k: _plain(v) for k, v in parameters.items() if k != "workspace"}
+    text = json.dumps([CODE_VERSION, context.task.name, payload], sort_keys=True, default=str)
+    return f"{context.task.name}-{sha256_text(text)[:32]}"
+
+
+def cached_task(**options: Any):
+    """`@task` with onenet's content-keyed, persisted cache (result storage set by the flow)."""
+    from prefect import task
+
+    options.setdefault("cache_key_fn", task_cache_key)
+    return task(persist_result=True, **options)
+
+
+class TaskRuns:
+    """Runs tasks with the workspace's result storage and remembers each one's final state.
+
+    `states` tells which tasks were computed ("Completed") and which were cache hits ("Cached").
+    """
+
+    def __init__(self, results_dir: Path):
+        self.storage = results_dir  # a Path: Prefect stores results there without a saved block
+        self.states: dict[str, str] = {}
+
+    def __call__(self, task: Any, **parameters: Any) -> Any:
+        state = task.with_options(result_storage=self.storage)(**parameters, return_state=True)
+        self.states[task.name] = state.name
+        return state.result()

@@ -1,0 +1,98 @@
+"""Stage 5, export: the network's by-products as Parquet, ready to land.
+
+exports/<version>/
+    word_vectors.parquet        word | freq | vec FLOAT[dim]      (the decoder's embedding matrix)
+    image_vectors.parquet       image_id | vec FLOAT[dim]         (Linear(CNN features), every photo)
+    generated_captions.parquet  image_id | caption | score | method
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from models import default_device
+from models.beam import beam_search
+from models.captioner import Captioner
+from onenet.files import sha256_text, write_parquet
+from onenet.vectors import to_column
+from onenet.workspace import Workspace
+from tasks.cache import Ref, cached_task
+from tasks.captions import SPECIALS
+from tasks.features import Features, read_features
+from tasks.train import ModelRef
+
+log = logging.getLogger("onenet.export")
+
+
+def load_model(path: Path, device: torch.device | None = None) -> tuple[Captioner, dict]:
+    """A trained captioner in eval mode and its checkpoint metadata (vocab, encoder, metrics)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = Captioner.from_checkpoint(checkpoint).to(device or default_device())
+    model.requires_grad_(False)
+    return model, checkpoint
+
+
+def decode(words: list[str], tokens: list[int]) -> str:
+    return " ".join(words[t] for t in tokens)
+
+
+@torch.no_grad()
+def caption_vectors(model: Captioner, words: list[str], image_vecs: torch.Tensor, beam_size: int, batch_size: int = 512):
+    """Captions (text, score) for (N, dim) image vectors, decoded in batches."""
+    out = []
+    for s in range(0, len(image_vecs), batch_size):
+        for c in beam_search(model, image_vecs[s : s + batch_size], beam_size=beam_size):
+            out.append((decode(words, c.tokens), c.score))
+    return out
+
+
+def export_vectors(workspace: Workspace, manifest: Ref, features: Features, model_ref: ModelRef, beam_size: int) -> Ref:
+    model, checkpoint = load_model(workspace.path(model_ref.path))
+    words = checkpoint["vocab"]
+    device = next(model.parameters()).device
+    rejected = {p for p, _ in features.rejects}
+    table = pq.read_table(workspace.path(manifest.path), columns=["image_id", "path"])
+    image_ids = sorted({i for i, p in zip(table.column(0).to_pylist(), table.column(1).to_pylist()) if p not in rejected})
+    folder = workspace.path(f"exports/{model_ref.version}")
+
+    feats = torch.from_numpy(read_features(workspace, features, image_ids)).to(device)  # (N, feature_dim)
+    with torch.no_grad():
+        image_vecs = model.image_vectors(feats)  # (N, dim)
+    write_parquet(pa.table({"image_id": image_ids, "vec": to_column(image_vecs.cpu().numpy())}), folder / "image_vectors.parquet")
+
+    keep = [i for i, w in enumerate(words) if w not in SPECIALS]
+    word_table = pa.table(
+        {
+            "word": [words[i] for i in keep],
+            "freq": [int(checkpoint["word_freq"][i]) for i in keep],
+            "vec": to_column(model.word_vectors[keep].cpu().numpy()),
+        }
+    )
+    write_parquet(word_table, folder / "word_vectors.parquet")
+
+    started = time.perf_counter()
+    captions = caption_vectors(model, words, image_vecs, beam_size)
+    log.info("export: captioned %d photos (beam %d) in %.1fs", len(captions), beam_size, time.perf_counter() - started)
+    write_parquet(
+        pa.table(
+            {
+                "image_id": image_ids,
+                "caption": [c for c, _ in captions],
+                "score": [float(s) for _, s in captions],
+                "method": [f"beam{beam_size}"] * len(captions),
+            }
+        ),
+        folder / "generated_captions.parquet",
+    )
+    return Ref(workspace.relative(folder), sha256_text(model_ref.digest, features.digest, manifest.digest, str(beam_size)))
+
+
+@cached_task(name="export-vectors")
+def export_vectors_task(workspace: Workspace, manifest: Ref, features: Features, model: ModelRef, beam_size: int) -> Ref:
+    return export_vectors(workspace, manifest, features, model, beam_size)

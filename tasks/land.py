@@ -1,0 +1,77 @@
+"""Stage 7, land: load one model version and its by-products into DuckDB, and promote it.
+
+The cache key adds whether this version is the promoted one right now: an unchanged re-run is
+a cache hit, but re-running an older configuration lands (idempotently) and promotes it again,
+and a deleted warehouse file is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from onenet.workspace import Workspace
+from tasks.cache import Ref, cached_task, task_cache_key
+from tasks.features import Features
+from tasks.train import ModelRef
+from warehouse.db import connect, land_version
+
+
+def land(workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref, flow_run_id: str | None) -> str:
+    import torch
+
+    checkpoint = torch.load(workspace.path(model.path), map_location="cpu", weights_only=True)
+    version_row = {
+        "version": model.version,
+        "flow_run_id": flow_run_id,
+        "encoder": f"{features.encoder}@{features.image_size}px",
+        "dim": checkpoint["config"]["dim"],
+        "config": {"train": checkpoint["train_config"], "encoder": checkpoint["encoder"]},
+        "metrics": model.metrics,
+        "checkpoint": model.path,
+        "index_path": index.path,
+    }
+    con = connect(workspace)
+    try:
+        land_version(
+            con,
+            manifest=pq.read_table(workspace.path(manifest.path)),
+            captions=pq.read_table(workspace.path(captions.path) / "captions.parquet"),
+            export_dir=workspace.path(export.path),
+            version_row=version_row,
+            rejects=list(features.rejects),
+        )
+    finally:
+        con.close()
+    return model.version
+
+
+def promoted_version(workspace: Workspace) -> str | None:
+    if not workspace.warehouse.exists():
+        return None
+    try:
+        con = duckdb.connect(str(workspace.warehouse), read_only=True)
+    except duckdb.Error:  # locked by a writer: treat as unknown, which means "land again"
+        return None
+    try:
+        row = con.execute("SELECT version FROM model_versions WHERE promoted").fetchone()
+        return row[0] if row else None
+    except duckdb.CatalogException:
+        return None
+    finally:
+        con.close()
+
+
+def land_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    is_current = promoted_version(parameters["workspace"]) == parameters["model"].version
+    return task_cache_key(context, {**parameters, "flow_run_id": None, "is_current": is_current})
+
+
+@cached_task(name="land-warehouse", cache_key_fn=land_cache_key)
+def land_task(workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref) -> str:
+    from prefect.runtime import flow_run
+
+    return land(workspace, manifest, captions, features, model, export, index, flow_run.id)

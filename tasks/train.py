@@ -1,0 +1,161 @@
+"""Stage 4, train: fit the captioner on the training split, keep the best epoch on validation.
+
+Writes models/<version>.pt: the weights, the vocabulary, the encoder settings and the metrics.
+The version is a digest of everything that shaped the model (captions, features, config), so
+the same inputs give the same version and a changed hyper-parameter gives a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from models import default_device
+from models.captioner import PAD_ID, UNK_ID, Captioner, CaptionerConfig, pad_batch, with_end
+from onenet.files import atomic_path, sha256_text
+from onenet.workspace import Workspace
+from tasks.cache import Ref, cached_task
+from tasks.features import Features, read_features
+
+log = logging.getLogger("onenet.train")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Decoder hyper-parameters and the optimisation schedule (all part of the cache key)."""
+
+    dim: int = 300
+    hidden: int = 300
+    layers: int = 2
+    rnn: str = "gru"
+    dropout: float = 0.2
+    tie_weights: bool = True
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    path: str  # workspace-relative checkpoint
+    digest: str
+    version: str
+    metrics: dict
+
+
+def load_split(workspace: Workspace, captions: Ref, split: str) -> tuple[list[str], list[list[int]], list[str]]:
+    """(image ids, token ids, vocabulary words) of one split's captions."""
+    words = vocabulary(workspace, captions)
+    index = {w: i for i, w in enumerate(words)}
+    table = pq.read_table(workspace.path(captions.path) / "captions.parquet", filters=[("split", "=", split)])
+    ids = table.column("image_id").to_pylist()
+    tokens = [[index.get(w, UNK_ID) for w in c.split()] for c in table.column("clean").to_pylist()]
+    return ids, tokens, words
+
+
+def vocabulary(workspace: Workspace, captions: Ref) -> list[str]:
+    return word_frequencies(workspace, captions)[0]
+
+
+def word_frequencies(workspace: Workspace, captions: Ref) -> tuple[list[str], list[int]]:
+    """Vocabulary words in id order and their training-split frequencies."""
+    table = pq.read_table(workspace.path(captions.path) / "vocab.parquet").sort_by("id")
+    return table.column("word").to_pylist(), table.column("freq").to_pylist()
+
+
+def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: TrainConfig) -> ModelRef:
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = default_device()
+    train_ids, train_tokens, words = load_split(workspace, captions, "train")
+    val_ids, val_tokens, _ = load_split(workspace, captions, "val")
+    images = sorted(set(train_ids) | set(val_ids))
+    row = {image_id: r for r, image_id in enumerate(images)}
+    feats = torch.from_numpy(read_features(workspace, features, images)).to(device)  # (N, feature_dim)
+
+    model = Captioner(
+        CaptionerConfig(feats.shape[1], len(words), cfg.dim, cfg.hidden, cfg.layers, cfg.rnn, cfg.dropout, cfg.tie_weights)
+    ).to(device)
+    train_rows = torch.tensor([row[i] for i in sorted(set(train_ids))], device=device)
+    model.feature_mean.copy_(feats[train_rows].mean(0))
+    model.feature_std.copy_(feats[train_rows].std(0) + 1e-3)
+
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(train_tokens) / cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch), pct_start=0.1)
+    best: dict = {"val_loss": float("inf")}
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        started, seen_tokens, total_loss = time.perf_counter(), 0, 0.0
+        for batch in np.array_split(rng.permutation(len(train_tokens)), steps_per_epoch):
+            tokens = pad_batch([train_tokens[i] for i in batch]).to(device)  # (B, T)
+            image_vecs = model.image_vectors(feats[[row[train_ids[i]] for i in batch]])  # (B, dim)
+            targets = with_end(tokens)  # (B, T + 1)
+            logits = model(image_vecs, tokens)  # (B, T + 1, V)
+            loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimiser.step()
+            schedule.step()
+            n = int((targets != PAD_ID).sum())
+            seen_tokens, total_loss = seen_tokens + n, total_loss + loss.item() * n
+        val = evaluate_loss(model, feats, [row[i] for i in val_ids], val_tokens, device)
+        record = {"epoch": epoch, "train_loss": total_loss / seen_tokens, **val, "tokens_per_s": seen_tokens / (time.perf_counter() - started)}
+        history.append(record)
+        log.info(
+            "train: epoch %d/%d  loss %.3f  val_loss %.3f  val_acc %.3f  (%.0f tokens/s)",
+            epoch, cfg.epochs, record["train_loss"], val["val_loss"], val["val_accuracy"], record["tokens_per_s"],
+        )
+        if val["val_loss"] < best["val_loss"]:
+            best = {**record, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+    model.load_state_dict(best.pop("state"))
+    metrics = {k: round(float(v), 5) for k, v in best.items()} | {"val_perplexity": round(math.exp(best["val_loss"]), 4)}
+    version = "m" + sha256_text(captions.digest, features.digest, json.dumps(asdict(cfg), sort_keys=True))[:10]
+    checkpoint = {
+        **model.cpu().checkpoint(),
+        "version": version,
+        "vocab": words,
+        "word_freq": word_frequencies(workspace, captions)[1],
+        "encoder": {"name": features.encoder, "image_size": features.image_size, "grid": features.grid},
+        "train_config": asdict(cfg),
+        "metrics": metrics,
+        "history": history,
+    }
+    path = workspace.path(f"models/{version}.pt")
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    log.info("train: model %s  best epoch %d  val_loss %.3f", version, metrics["epoch"], metrics["val_loss"])
+    return ModelRef(workspace.relative(path), version, version, metrics)
+
+
+@torch.no_grad()
+def evaluate_loss(model: Captioner, feats: torch.Tensor, rows: list[int], tokens: list[list[int]], device, batch_size: int = 256) -> dict:
+    """Mean per-token loss and next-word accuracy on held-out captions."""
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    for s in range(0, len(tokens), batch_size):
+        batch_tokens = pad_batch(tokens[s : s + batch_size]).to(device)
+        targets = with_end(batch_tokens)
+        logits = model(model.image_vectors(feats[rows[s : s + batch_size]]), batch_tokens)
+        mask = targets != PAD_ID
+        total_loss += F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, reduction="sum").item()
+        correct += int(((logits.argmax(-1) == targets) & mask).sum())
+        count += int(mask.sum())
+    return {"val_loss": total_loss / max(count, 1), "val_accuracy": correct / max(count, 1)}
+
+
+@cached_task(name="train-decoder")
+def train_decoder_task(workspace: Workspace, captions: Ref, features: Features, cfg: TrainConfig) -> ModelRef:
+    return train_decoder(workspace, captions, features, cfg)

@@ -1,0 +1,50 @@
+"""Shared fixtures. One real training run (the whole Prefect flow on a small shapes set) serves
+every test that needs a trained model; it runs once per session, on CPU, in a temp workspace."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Prefect reads its settings on import: give the whole test session one private, offline home.
+_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="onenet-prefect-"))
+os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
+os.environ.pop("PREFECT_API_URL", None)
+
+from onenet import prefect_env  # noqa: E402
+from onenet.workspace import Workspace  # noqa: E402
+
+prefect_env.configure(Workspace.at(_PREFECT_HOME))
+
+# Small enough for 2 CPU cores, large enough that the quality floors are meaningful.
+TEST_IMAGES = 1500
+TEST_EPOCHS = 10
+
+
+def test_options(**decoder_overrides):
+    from flows.train import TrainOptions
+    from tasks.train import TrainConfig
+
+    return TrainOptions(n_images=TEST_IMAGES, decoder=TrainConfig(epochs=TEST_EPOCHS, **decoder_overrides))
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict:
+    """A workspace after one full `train` flow run: {'workspace', 'result'}."""
+    from flows.train import train
+
+    workspace = Workspace.at(tmp_path_factory.mktemp("workspace"))
+    result = train(workspace=str(workspace.root), options=test_options())
+    return {"workspace": workspace, "result": result}
+
+
+@pytest.fixture(scope="session")
+def queries(trained):
+    from warehouse.query import Queries
+
+    q = Queries.open(trained["workspace"])
+    yield q
+    q.close()

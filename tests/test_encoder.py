@@ -1,0 +1,52 @@
+"""The frozen encoder really carries ImageNet weights, and bad encoder names fail clearly."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.encoder import SameConv2d, load_encoder
+from onenet.errors import OnenetError
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+def classify(encoder, photo: np.ndarray) -> list[int]:
+    image = Image.fromarray(photo).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        logits = encoder.net(encoder.normalise(pixels))
+    return logits.topk(3).indices[0].tolist()
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder()
+
+
+def test_pretrained_weights_recognise_real_photos(encoder):
+    # ImageNet classes: 281 tabby, 282 tiger cat, 285 Egyptian cat; 967 espresso.
+    assert classify(encoder, skimage_data.chelsea())[0] in {281, 282, 285}
+    assert classify(encoder, skimage_data.coffee())[0] == 967
+
+
+def test_features_have_global_and_grid_parts(encoder):
+    pixels = torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8)
+    features = encoder.features(pixels)
+    assert features.shape == (2, 1280 * 5)
+    # the global part is the mean of the four grid cells (4x4 map pooled to 2x2)
+    cells = features[:, 1280:].view(2, 1280, 4)
+    assert torch.allclose(features[:, :1280], cells.mean(-1), atol=1e-5)
+
+
+def test_same_padding_matches_tensorflow_output_size():
+    conv = SameConv2d(1, 1, 3, stride=2, bias=False)
+    for size in (7, 8, 224, 225):
+        assert conv(torch.zeros(1, 1, size, size)).shape[-1] == -(-size // 2)
+
+
+def test_unknown_encoder_is_a_clear_error():
+    with pytest.raises(OnenetError, match="unknown encoder"):
+        load_encoder("vgg-imaginary")
+    with pytest.raises(OnenetError, match="torchvision has no model"):
+        load_encoder("torchvision:no_such_net")

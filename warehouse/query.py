@@ -1,0 +1,263 @@
+"""The four uses of the one network, answered from the warehouse (and the model where needed).
+
+    q = Queries.open(Workspace.at())
+    q.caption("photo.jpg")                 caption any photo
+    q.similar_words("red")                 nearest word vectors (cosine, in SQL)
+    q.analogy("circle", "circles", "square")   a:b :: c:?  (3CosAdd, query words excluded)
+    q.similar_images("photo.jpg" or id)    nearest image vectors (faiss), also for new photos
+    q.search("a red circle")               text -> photos by inverting the captioner
+    q.sql("SELECT ...")                    read-only SQL
+
+Every statement is parameterised; the connection is read-only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import duckdb
+import faiss
+import numpy as np
+import torch
+
+from models.captioner import pad_batch
+from models.encoder import load_encoder
+from models.inversion import InversionConfig, invert
+from onenet.errors import OnenetError
+from onenet.files import sha256_file
+from onenet.vectors import normalise
+from onenet.workspace import Workspace
+from tasks.captions import clean
+from tasks.export import caption_vectors, load_model
+from tasks.features import load_pixels
+from tasks.index import faiss_id
+from warehouse.db import connect
+
+CURRENT_VERSION = "SELECT version, dim, checkpoint, index_path, metrics FROM model_versions WHERE promoted"
+WORD_VECTOR = "SELECT vec FROM current_word_vectors WHERE word = ?"
+ALL_WORDS = "SELECT word FROM current_word_vectors"
+SIMILAR_WORDS = """
+    SELECT word, array_cosine_similarity(vec, ?::FLOAT[{dim}]) AS similarity
+    FROM current_word_vectors
+    WHERE NOT list_contains(?, word)
+    ORDER BY similarity DESC, word
+    LIMIT ?"""
+IMAGE_IDS = "SELECT image_id FROM current_image_vectors"
+IMAGE_ID_PREFIX = "SELECT image_id FROM current_image_vectors WHERE starts_with(image_id, ?) LIMIT 2"
+IMAGE_VECTORS_OF = """
+    SELECT v.image_id, v.vec FROM current_image_vectors v
+    JOIN (SELECT unnest(?) AS image_id) wanted USING (image_id)"""
+IMAGE_DETAILS = """
+    SELECT i.image_id, i.path, c.caption FROM images i
+    LEFT JOIN current_captions c USING (image_id)
+    WHERE i.image_id IN (SELECT unnest(?))"""
+IMAGE_VECTOR_SAMPLE = "SELECT vec FROM current_image_vectors USING SAMPLE reservoir(10000 ROWS) REPEATABLE (0)"
+
+
+@dataclass
+class Match:
+    """A photo found by similarity or search."""
+
+    image_id: str
+    path: str
+    caption: str | None
+    score: float
+
+
+@dataclass
+class SearchResult:
+    matches: list[Match]
+    unknown_words: list[str] = field(default_factory=list)
+    query_nll: float | None = None  # how well the optimised vector explains the query
+
+
+class Queries:
+    def __init__(self, workspace: Workspace, con: duckdb.DuckDBPyConnection):
+        self.workspace, self.con = workspace, con
+        row = con.execute(CURRENT_VERSION).fetchone() if _has_table(con, "model_versions") else None
+        if row is None:
+            raise OnenetError("no trained model yet: run `onenet train` first")
+        self.version, self.dim, self._checkpoint, self._index_path, metrics = row
+        self.metrics = json.loads(metrics) if metrics else {}
+
+    @classmethod
+    def open(cls, workspace: Workspace) -> "Queries":
+        return cls(workspace, connect(workspace, read_only=True))
+
+    def close(self) -> None:
+        self.con.close()
+
+    # --- words ---------------------------------------------------------------------------------
+
+    def similar_words(self, word: str, k: int = 10) -> list[tuple[str, float]]:
+        """The k words whose vectors are closest (cosine) to `word`'s."""
+        return self._nearest_words(self.word_vector(word), exclude=[word.lower()], k=k)
+
+    def analogy(self, a: str, b: str, c: str, k: int = 5) -> list[tuple[str, float]]:
+        """a is to b as c is to ?  (3CosAdd: nearest to b - a + c, never a, b or c themselves)."""
+        va, vb, vc = (normalise(self.word_vector(w)) for w in (a, b, c))
+        return self._nearest_words(vb - va + vc, exclude=[a.lower(), b.lower(), c.lower()], k=k)
+
+    def word_vector(self, word: str) -> np.ndarray:
+        word = word.strip().lower()
+        if not word:
+            raise OnenetError("empty word")
+        row = self.con.execute(WORD_VECTOR, [word]).fetchone()
+        if row is None:
+            raise OnenetError(f"unknown word {word!r}; known words near it: {', '.join(self.close_words(word)) or 'none'}")
+        return np.asarray(row[0], dtype=np.float32)
+
+    def close_words(self, word: str, n: int = 5) -> list[str]:
+        """Known words spelled like `word` (for 'did you mean')."""
+        return difflib.get_close_matches(word, self.vocabulary, n=n, cutoff=0.5)
+
+    @cached_property
+    def vocabulary(self) -> list[str]:
+        return [w for (w,) in self.con.execute(ALL_WORDS).fetchall()]
+
+    def _nearest_words(self, vector: np.ndarray, exclude: list[str], k: int) -> list[tuple[str, float]]:
+        rows = self.con.execute(SIMILAR_WORDS.format(dim=int(self.dim)), [vector.tolist(), exclude, k]).fetchall()
+        return [(w, float(s)) for w, s in rows]
+
+    # --- images --------------------------------------------------------------------------------
+
+    def caption(self, photo: str | Path, beam_size: int = 3) -> dict:
+        """Caption any photo, in the collection or not."""
+        image_id, vector = self.photo_vector(Path(photo))
+        text, score = caption_vectors(self.model, self.words, torch.from_numpy(vector[None]).to(self.device), beam_size)[0]
+        return {"photo": str(photo), "image_id": image_id, "caption": text, "score": score}
+
+    def similar_images(self, photo_or_id: str, k: int = 5) -> list[Match]:
+        """Photos whose image vectors are nearest to a photo's (a file path or a known image id)."""
+        if Path(photo_or_id).is_file():
+            image_id, vector = self.photo_vector(Path(photo_or_id))
+        else:
+            image_id = self.resolve_image_id(photo_or_id)
+            vector = self.image_vectors([image_id])[0]
+        return [m for m in self.nearest_images(vector, k + 1) if m.image_id != image_id][:k]
+
+    def resolve_image_id(self, text: str) -> str:
+        """A full image id or an unambiguous prefix of one (at least 6 characters)."""
+        text = text.strip().lower()
+        if len(text) < 6:
+            raise OnenetError(f"{text!r} is neither a photo file nor an image id (ids are sha256 hex, 6+ characters)")
+        rows = self.con.execute(IMAGE_ID_PREFIX, [text]).fetchall()
+        if not rows:
+            raise OnenetError(f"no photo file or known image id {text!r}")
+        if len(rows) > 1:
+            raise OnenetError(f"image id prefix {text!r} is ambiguous: give more characters")
+        return rows[0][0]
+
+    def photo_vector(self, path: Path) -> tuple[str, np.ndarray]:
+        """(image_id, image vector) of a photo file, encoded with the model's own encoder."""
+        if not path.is_file():
+            raise OnenetError(f"photo not found: {path}")
+        settings = self.checkpoint["encoder"]
+        pixels = load_pixels(path, settings["image_size"]).unsqueeze(0).to(self.device)  # (1, 3, S, S)
+        with torch.no_grad():
+            vector = self.model.image_vectors(self.encoder.features(pixels))[0]  # (dim,)
+        return sha256_file(path), vector.cpu().numpy()
+
+    def image_vectors(self, image_ids: list[str]) -> np.ndarray:
+        rows = dict(self.con.execute(IMAGE_VECTORS_OF, [image_ids]).fetchall())
+        return np.asarray([rows[i] for i in image_ids], dtype=np.float32).reshape(len(image_ids), -1)
+
+    def nearest_images(self, vector: np.ndarray, k: int) -> list[Match]:
+        scores, ids = self.index.search(normalise(vector.reshape(1, -1)), k)
+        pairs = [(self.faiss_ids[i], float(s)) for i, s in zip(ids[0], scores[0]) if i != -1]
+        return self.matches(pairs)
+
+    def matches(self, pairs: list[tuple[str, float]]) -> list[Match]:
+        details = {i: (p, c) for i, p, c in self.con.execute(IMAGE_DETAILS, [[i for i, _ in pairs]]).fetchall()}
+        return [Match(i, *details.get(i, ("?", None)), score=s) for i, s in pairs]
+
+    # --- text -> images --------------------------------------------------------------------------
+
+    def search(self, text: str, k: int = 5, rerank: int = 100, inversion: InversionConfig | None = None) -> SearchResult:
+        """Photos matching a description, by inverting the captioner (see models/inversion.py).
+
+        The optimised vector's `rerank` nearest photos are re-ordered by how likely the decoder
+        finds the query given each real photo's vector (0 turns re-ranking off).
+        """
+        words = clean(text).split()
+        if not words:
+            raise OnenetError("empty query: describe the photos you want, e.g. 'a red circle'")
+        index = {w: i for i, w in enumerate(self.words)}
+        unknown = [w for w in words if w not in index]
+        known = [index[w] for w in words if w in index]
+        if not known:
+            raise OnenetError(f"no known word in {text!r}; unknown: {', '.join(unknown)}")
+        tokens = pad_batch([known]).to(self.device)  # (1, T)
+        mean, std = self.image_vector_prior
+        vector, nll = invert(self.model, tokens, mean, std, inversion)
+        candidates = self.nearest_images(vector[0].detach().cpu().numpy(), max(k, rerank))
+        if rerank:
+            ids = [m.image_id for m in candidates]
+            vecs = torch.from_numpy(self.image_vectors(ids)).to(self.device)  # (N, dim)
+            with torch.no_grad():
+                fit = self.model.sequence_nll(vecs, tokens.expand(len(ids), -1)).cpu().numpy()  # (N,)
+            candidates = self.matches([(ids[j], float(-fit[j])) for j in np.argsort(fit, kind="stable")])
+        return SearchResult(candidates[:k], unknown, float(nll[0]))
+
+    # --- SQL -------------------------------------------------------------------------------------
+
+    def sql(self, query: str) -> tuple[list[str], list[tuple]]:
+        """Run read-only SQL; returns (column names, rows)."""
+        if not query.strip():
+            raise OnenetError("empty SQL query")
+        try:
+            cursor = self.con.execute(query)
+        except duckdb.Error as e:
+            raise OnenetError(f"SQL error: {e}") from None
+        columns = [d[0] for d in cursor.description or []]
+        return columns, cursor.fetchall()
+
+    # --- lazily loaded parts -----------------------------------------------------------------------
+
+    @cached_property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @cached_property
+    def _loaded(self):
+        return load_model(self.workspace.path(self._checkpoint))
+
+    @property
+    def model(self):
+        return self._loaded[0]
+
+    @property
+    def checkpoint(self) -> dict:
+        return self._loaded[1]
+
+    @property
+    def words(self) -> list[str]:
+        return self.checkpoint["vocab"]
+
+    @cached_property
+    def encoder(self):
+        settings = self.checkpoint["encoder"]
+        return load_encoder(settings["name"], settings["grid"]).to(self.device)
+
+    @cached_property
+    def index(self) -> faiss.Index:
+        return faiss.read_index(str(self.workspace.path(self._index_path)))
+
+    @cached_property
+    def faiss_ids(self) -> dict[int, str]:
+        return {faiss_id(i): i for (i,) in self.con.execute(IMAGE_IDS).fetchall()}
+
+    @cached_property
+    def image_vector_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension mean and std of the collection's image vectors (a sample of 10,000)."""
+        sample = np.asarray([v for (v,) in self.con.execute(IMAGE_VECTOR_SAMPLE).fetchall()], dtype=np.float32)
+        mean, std = torch.from_numpy(sample.mean(0)), torch.from_numpy(sample.std(0))
+        return mean.to(self.device), std.clamp_min(1e-4).to(self.device)
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])

@@ -1,0 +1,63 @@
+-- onenet's warehouse: every table in one place.
+-- Vectors are stored as FLOAT[] lists so versions of different widths can live side by side;
+-- the current_* views (made by warehouse/db.py on promotion) cast them to fixed FLOAT[d] arrays,
+-- the type array_cosine_similarity and array_inner_product work on.
+
+CREATE TABLE IF NOT EXISTS images (
+    image_id    VARCHAR PRIMARY KEY,  -- sha256 of the file's bytes
+    path        VARCHAR NOT NULL,     -- workspace-relative or absolute
+    width       INTEGER,
+    height      INTEGER,
+    source      VARCHAR,              -- shapes | flickr8k | karpathy | folder
+    split       VARCHAR,              -- train | val | test | NULL (ingested, no captions)
+    truth       JSON,                 -- ground truth where the source has it (shapes)
+    ingested_at TIMESTAMP DEFAULT current_timestamp
+);
+
+CREATE TABLE IF NOT EXISTS captions (
+    image_id VARCHAR NOT NULL,
+    n        INTEGER NOT NULL,        -- position among the photo's human captions
+    raw      VARCHAR NOT NULL,
+    clean    VARCHAR NOT NULL,
+    PRIMARY KEY (image_id, n)
+);
+
+CREATE TABLE IF NOT EXISTS model_versions (
+    version     VARCHAR PRIMARY KEY,  -- digest of what shaped the model
+    created_at  TIMESTAMP DEFAULT current_timestamp,
+    flow_run_id VARCHAR,
+    encoder     VARCHAR,
+    dim         INTEGER,              -- width of word and image vectors
+    config      JSON,
+    metrics     JSON,
+    checkpoint  VARCHAR,              -- workspace-relative .pt
+    index_path  VARCHAR,              -- workspace-relative faiss index
+    promoted    BOOLEAN DEFAULT false
+);
+
+CREATE TABLE IF NOT EXISTS word_vectors (
+    version VARCHAR NOT NULL,
+    word    VARCHAR NOT NULL,
+    freq    INTEGER,                  -- count in the training captions
+    vec     FLOAT[] NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS image_vectors (
+    version  VARCHAR NOT NULL,
+    image_id VARCHAR NOT NULL,
+    vec      FLOAT[] NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS generated_captions (
+    version  VARCHAR NOT NULL,
+    image_id VARCHAR NOT NULL,
+    caption  VARCHAR NOT NULL,
+    score    DOUBLE,                  -- length-normalised log-probability
+    method   VARCHAR                  -- e.g. beam3
+);
+
+CREATE TABLE IF NOT EXISTS rejects (
+    path    VARCHAR NOT NULL,
+    reason  VARCHAR NOT NULL,
+    seen_at TIMESTAMP DEFAULT current_timestamp
+);

@@ -19,7 +19,7 @@ from tasks.captions import clean_captions_task
 from tasks.export import export_vectors_task
 from tasks.features import extract_features_task
 from tasks.index import build_index_task
-from tasks.land import land_task
+from tasks.land import land_task_for
 from tasks.source import source_shapes
 from tasks.train import TrainConfig, train_decoder_task
 
@@ -34,7 +34,7 @@ class TrainOptions:
     n_images: int = 2000  # shapes: how many scenes to draw
     seed: int = 0  # shapes: which scenes
     encoder: str = DEFAULT_ENCODER
-    image_size: int = 128  # pixels fed to the CNN (shapes are drawn at 128)
+    image_size: int = 160  # pixels fed to the CNN (shapes are drawn at 128; 160 sees small objects better)
     grid: int = 2
     feature_batch: int = 32
     min_count: int = 1
@@ -61,7 +61,7 @@ def train(workspace: str, options: TrainOptions | None = None) -> dict:
     model = run(train_decoder_task, workspace=ws, captions=captions, features=features, cfg=o.decoder)
     export = run(export_vectors_task, workspace=ws, manifest=manifest, features=features, model=model, beam_size=o.beam_size)
     index = run(build_index_task, workspace=ws, export=export)
-    version = run(land_task, workspace=ws, manifest=manifest, captions=captions, features=features, model=model, export=export, index=index)
+    version = run(land_task_for(ws, model), workspace=ws, manifest=manifest, captions=captions, features=features, model=model, export=export, index=index)
 
     create_table_artifact(
         key="train-summary",

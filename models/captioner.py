@@ -27,6 +27,7 @@ class CaptionerConfig:
     rnn: str = "gru"  # "gru" or "lstm"
     dropout: float = 0.2
     tie_weights: bool = True  # output layer shares the word vectors (needs hidden == dim)
+    init_state: bool = True  # the image vector also sets the RNN's initial state
 
 
 class Captioner(nn.Module):
@@ -41,6 +42,9 @@ class Captioner(nn.Module):
         rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}[cfg.rnn]
         self.rnn = rnn_cls(cfg.dim, cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
+        # Seen only as the first input, the image fades from the state after a few words and
+        # colours get confused; also deriving the initial state from it keeps it in view.
+        self.init_h = nn.Linear(cfg.dim, cfg.layers * cfg.hidden) if cfg.init_state else None
         # With tied weights the output layer maps the state back into word-vector space first;
         # a word's vector then has to work both as input and as prediction target, which makes
         # the vectors better at similarity and analogies.
@@ -48,6 +52,9 @@ class Captioner(nn.Module):
         self.out = nn.Linear(cfg.dim if cfg.tie_weights else cfg.hidden, cfg.vocab_size)
         if cfg.tie_weights:
             self.out.weight = self.embed.weight
+        # Small initial word vectors: with N(0, 1) in 300 dimensions the random start dominates
+        # what a small vocabulary learns, and similar words end up with cosine ~0.1.
+        nn.init.normal_(self.embed.weight, std=0.02)
 
     def image_vectors(self, features: torch.Tensor) -> torch.Tensor:
         """(B, feature_dim) CNN features -> (B, dim) image vectors."""
@@ -59,12 +66,20 @@ class Captioner(nn.Module):
         Position 0 sees the image and predicts word 1; position T predicts <end>.
         """
         inputs = torch.cat([image_vecs.unsqueeze(1), self.embed(tokens)], dim=1)  # (B, T + 1, dim)
-        states, _ = self.rnn(self.drop(inputs))  # (B, T + 1, hidden)
+        states, _ = self.rnn(self.drop(inputs), self.initial_state(image_vecs))  # (B, T + 1, hidden)
         return self.out(self.to_dim(self.drop(states)))  # (B, T + 1, V)
+
+    def initial_state(self, image_vecs: torch.Tensor):
+        """RNN state before the first input: from the image vector, or zeros (None)."""
+        if self.init_h is None:
+            return None
+        B, L, H = image_vecs.size(0), self.cfg.layers, self.cfg.hidden
+        h0 = torch.tanh(self.init_h(image_vecs)).view(B, L, H).transpose(0, 1).contiguous()  # (L, B, H)
+        return (h0, torch.zeros_like(h0)) if self.cfg.rnn == "lstm" else h0
 
     def start(self, image_vecs: torch.Tensor):
         """First decoding step: (B, dim) -> log-probs of word 1 (B, V) and the RNN state."""
-        states, h = self.rnn(image_vecs.unsqueeze(1))  # (B, 1, hidden)
+        states, h = self.rnn(image_vecs.unsqueeze(1), self.initial_state(image_vecs))  # (B, 1, hidden)
         return F.log_softmax(self.out(self.to_dim(states[:, 0])), dim=-1), h
 
     def step(self, tokens: torch.Tensor, h):

@@ -70,7 +70,7 @@ def train(
     n_images: int = typer.Option(2000, help="shapes: number of scenes to draw"),
     seed: int = typer.Option(0, help="shapes: which scenes"),
     encoder: str = typer.Option("efficientnet-lite0", help="efficientnet-lite0 or torchvision:NAME (weights in TORCH_HOME)"),
-    image_size: int = typer.Option(128, help="pixels fed to the CNN"),
+    image_size: int = typer.Option(160, help="pixels fed to the CNN"),
     epochs: int = typer.Option(12),
     dim: int = typer.Option(300, help="image and word vector width"),
     hidden: int = typer.Option(300),

@@ -17,7 +17,7 @@ from typing import Any
 
 from onenet.files import sha256_text
 
-CODE_VERSION = "2026.11.23-1"
+CODE_VERSION = "2026.11.23-2"
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,7 @@ def cached_task(**options: Any):
     """`@task` with onenet's content-keyed, persisted cache (result storage set by the flow)."""
     from prefect import task
 
-    options.setdefault("cache_key_fn", task_cache_key)
-    return task(persist_result=True, **options)
+    return task(cache_key_fn=task_cache_key, persist_result=True, **options)
 
 
 class TaskRuns:

@@ -85,8 +85,11 @@ def _decoded_batches(paths: list[Path], size: int, batch_size: int) -> Iterator[
             yield current
 
 
+FEATURE_LAYOUT = 2  # bump when Encoder.features() changes what it returns
+
+
 def feature_dir(encoder: str, image_size: int, grid: int) -> str:
-    return f"features/{encoder.replace(':', '-')}-{image_size}px-g{grid}"
+    return f"features/{encoder.replace(':', '-')}-{image_size}px-g{grid}-f{FEATURE_LAYOUT}"
 
 
 def stored_ids(folder: Path) -> set[str]:

@@ -1,20 +1,19 @@
 """Stage 7, land: load one model version and its by-products into DuckDB, and promote it.
 
-The cache key adds whether this version is the promoted one right now: an unchanged re-run is
-a cache hit, but re-running an older configuration lands (idempotently) and promotes it again,
-and a deleted warehouse file is rebuilt.
+Landing is cached like every task, with one twist (`land_task_for`): when the warehouse does
+not show this version as the promoted one (a deleted warehouse file, or another version
+promoted since), the cache is refreshed, so the version is landed again (idempotently) and
+promoted. An unchanged re-run is a cache hit.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
-
 import duckdb
 import pyarrow.parquet as pq
 
 from onenet.workspace import Workspace
-from tasks.cache import Ref, cached_task, task_cache_key
+from tasks.cache import Ref, cached_task
 from tasks.features import Features
 from tasks.train import ModelRef
 from warehouse.db import connect, land_version
@@ -65,13 +64,13 @@ def promoted_version(workspace: Workspace) -> str | None:
         con.close()
 
 
-def land_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    is_current = promoted_version(parameters["workspace"]) == parameters["model"].version
-    return task_cache_key(context, {**parameters, "flow_run_id": None, "is_current": is_current})
-
-
-@cached_task(name="land-warehouse", cache_key_fn=land_cache_key)
+@cached_task(name="land-warehouse")
 def land_task(workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref) -> str:
     from prefect.runtime import flow_run
 
     return land(workspace, manifest, captions, features, model, export, index, flow_run.id)
+
+
+def land_task_for(workspace: Workspace, model: ModelRef):
+    """The land task, told to ignore its cache unless `model` is already the promoted version."""
+    return land_task.with_options(refresh_cache=promoted_version(workspace) != model.version)

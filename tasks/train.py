@@ -38,6 +38,7 @@ class TrainConfig:
     rnn: str = "gru"
     dropout: float = 0.2
     tie_weights: bool = True
+    init_state: bool = True
     epochs: int = 12
     batch_size: int = 64
     lr: float = 3e-3
@@ -83,7 +84,9 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
     feats = torch.from_numpy(read_features(workspace, features, images)).to(device)  # (N, feature_dim)
 
     model = Captioner(
-        CaptionerConfig(feats.shape[1], len(words), cfg.dim, cfg.hidden, cfg.layers, cfg.rnn, cfg.dropout, cfg.tie_weights)
+        CaptionerConfig(
+            feats.shape[1], len(words), cfg.dim, cfg.hidden, cfg.layers, cfg.rnn, cfg.dropout, cfg.tie_weights, cfg.init_state
+        )
     ).to(device)
     train_rows = torch.tensor([row[i] for i in sorted(set(train_ids))], device=device)
     model.feature_mean.copy_(feats[train_rows].mean(0))

@@ -33,9 +33,9 @@ def test_pretrained_weights_recognise_real_photos(encoder):
 def test_features_have_global_and_grid_parts(encoder):
     pixels = torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8)
     features = encoder.features(pixels)
-    assert features.shape == (2, 1280 * 5)
+    assert features.shape == (2, 1280 * 5 + 2 * (16 + 24 + 40 + 80)) == (2, encoder.feature_dim)
     # the global part is the mean of the four grid cells (4x4 map pooled to 2x2)
-    cells = features[:, 1280:].view(2, 1280, 4)
+    cells = features[:, 1280 : 1280 * 5].view(2, 1280, 4)
     assert torch.allclose(features[:, :1280], cells.mean(-1), atol=1e-5)
 
 

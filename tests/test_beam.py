@@ -1,0 +1,72 @@
+"""Beam search: keeps finished hypotheses, normalises length, batches without changing answers."""
+
+import math
+
+import torch
+
+from models.beam import beam_search
+from models.captioner import END_ID, Captioner, CaptionerConfig
+
+A, B, C = 3, 4, 5  # word ids after <pad>, <end>, <unk>
+
+
+class MarkovDecoder:
+    """A decoder whose next-word distribution depends only on the previous word."""
+
+    def __init__(self, first: dict[int, float], after: dict[int, dict[int, float]], vocab: int = 6):
+        self.first, self.after, self.vocab = first, after, vocab
+
+    def _logp(self, dist: dict[int, float]) -> torch.Tensor:
+        p = torch.full((self.vocab,), 1e-9)
+        for token, prob in dist.items():
+            p[token] = prob
+        return p.log()
+
+    def start(self, image_vecs):
+        n = image_vecs.size(0)
+        return self._logp(self.first).expand(n, -1).clone(), torch.zeros(1, n, 1)
+
+    def step(self, tokens, h):
+        return torch.stack([self._logp(self.after.get(int(t), {END_ID: 1.0})) for t in tokens]), h
+
+
+def test_a_hypothesis_that_finished_early_is_not_dropped():
+    # "b <end>" (p = 0.45) ends at step 2. Every caption starting with "a" goes on ("a c", then
+    # <end> or "a" again) and is less likely per token. A search that keeps only live beams
+    # would lose "b"; greedy decoding starts with "a" and never recovers.
+    model = MarkovDecoder(
+        first={A: 0.55, B: 0.45},
+        after={A: {C: 1.0}, B: {END_ID: 1.0}, C: {END_ID: 0.3, A: 0.7}},
+    )
+    (best,) = beam_search(model, torch.zeros(1, 8), beam_size=2, alpha=0.7)
+    assert best.tokens == [B]
+    assert math.isclose(best.logprob, math.log(0.45), rel_tol=1e-4)
+    (greedy,) = beam_search(model, torch.zeros(1, 8), beam_size=1)
+    assert greedy.tokens[:2] == [A, C]
+
+
+def test_length_normalisation_prefers_a_longer_caption_that_is_nearly_as_likely():
+    # "b <end>": 0.5 * 0.5 = 0.25 ; "a b <end>": 0.5 * 0.8 * 0.5 = 0.2 (better per token)
+    model = MarkovDecoder(first={A: 0.5, B: 0.5}, after={A: {B: 0.8, END_ID: 0.2}, B: {END_ID: 0.5, A: 0.5}})
+    (normalised,) = beam_search(model, torch.zeros(1, 8), beam_size=3, alpha=0.7)
+    (raw,) = beam_search(model, torch.zeros(1, 8), beam_size=3, alpha=0.0)
+    assert normalised.tokens == [A, B]
+    assert raw.tokens == [B]
+
+
+def test_never_repeats_the_previous_word():
+    model = MarkovDecoder(first={A: 1.0}, after={A: {A: 0.9, B: 0.05, END_ID: 0.05}, B: {END_ID: 1.0}})
+    (best,) = beam_search(model, torch.zeros(1, 8), beam_size=2)
+    assert all(x != y for x, y in zip(best.tokens, best.tokens[1:]))
+
+
+def test_batched_search_gives_the_same_captions_as_one_image_at_a_time():
+    torch.manual_seed(0)
+    model = Captioner(CaptionerConfig(feature_dim=16, vocab_size=30, dim=32, hidden=32)).eval()
+    for p in model.parameters():  # sharper distributions so captions differ between images
+        p.data.mul_(4)
+    vecs = torch.randn(6, 32) * 3
+    together = beam_search(model, vecs, beam_size=3, max_len=8)
+    alone = [beam_search(model, vecs[i : i + 1], beam_size=3, max_len=8)[0] for i in range(6)]
+    assert [c.tokens for c in together] == [c.tokens for c in alone]
+    assert len({tuple(c.tokens) for c in together}) > 1

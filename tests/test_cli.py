@@ -1,0 +1,67 @@
+"""The CLI round trip as a user meets it: real processes, JSON answers, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def onenet(workspace, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "onenet.cli", "-w", str(workspace), *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, message: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2  # one message (rich may wrap a long line)
+
+
+@pytest.fixture(scope="module")
+def ws(trained):
+    return trained["workspace"].root
+
+
+def test_words_and_analogy_answer_as_json(ws):
+    words = json.loads(onenet(ws, "--json", "words", "red", "-k", "3").stdout)
+    assert len(words) == 3 and {"word", "similarity"} <= set(words[0])
+    answer = json.loads(onenet(ws, "--json", "analogy", "circle", "circles", "square").stdout)
+    assert answer[0]["word"] == "squares"
+
+
+def test_caption_search_similar_and_sql_round_trip(ws, tmp_path):
+    from tasks import shapes
+
+    photo = tmp_path / "photo.png"
+    shapes.scene(5, 0).image.save(photo)
+    captioned = json.loads(onenet(ws, "--json", "caption", str(photo)).stdout)
+    assert captioned[0]["caption"] and len(captioned[0]["image_id"]) == 64
+    found = json.loads(onenet(ws, "--json", "search", "two blue squares", "-k", "2").stdout)
+    assert len(found["matches"]) == 2
+    image_id = found["matches"][0]["image_id"]
+    similar = json.loads(onenet(ws, "--json", "similar", image_id[:10], "-k", "2").stdout)
+    assert len(similar) == 2 and image_id not in {m["image_id"] for m in similar}
+    rows = json.loads(onenet(ws, "--json", "sql", "SELECT count(*) AS n FROM images").stdout)
+    assert rows == [{"n": 1500}]
+    table = onenet(ws, "words", "blue")
+    assert table.returncode == 0 and "blue" in table.stdout
+
+
+def test_bad_input_gets_one_clear_line(ws, tmp_path):
+    assert_clean_error(onenet(ws, "caption", str(tmp_path / "missing.jpg")), "photo not found")
+    fake = tmp_path / "not a photo.jpg"
+    fake.write_text("hello")
+    assert_clean_error(onenet(ws, "caption", str(fake)), "cannot read photo")
+    assert_clean_error(onenet(ws, "words", "cirle"), "known words near it: circle")
+    assert_clean_error(onenet(ws, "search", "  "), "empty query")
+    assert_clean_error(onenet(ws, "similar", "nope"), "neither a photo file nor an image id")
+    assert_clean_error(onenet(ws, "sql", "DELETE FROM images"), "SQL error")
+
+
+def test_no_trained_model_yet(tmp_path):
+    assert_clean_error(onenet(tmp_path / "empty", "words", "red"), "run `onenet train` first")

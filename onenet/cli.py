@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from onenet import prefect_env
@@ -207,7 +208,7 @@ def main() -> None:
     try:
         app()
     except OnenetError as e:
-        errors.print(f"[red]error:[/] {e}")
+        errors.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         errors.print("[red]interrupted[/]")

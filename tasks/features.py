@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from models import default_device
 from models.encoder import load_encoder
@@ -60,6 +60,8 @@ def load_pixels(path: Path, size: int) -> torch.Tensor:
             array = np.asarray(im, dtype=np.uint8).copy()
     except FileNotFoundError:
         raise OnenetError(f"photo not found: {path}") from None
+    except UnidentifiedImageError:
+        raise OnenetError(f"cannot read photo {path}: not an image file, or a format Pillow cannot decode") from None
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
         raise OnenetError(f"cannot read photo {path}: {e}") from None
     return torch.from_numpy(array).permute(2, 0, 1)  # (3, size, size)
@@ -135,7 +137,7 @@ def extract_features(
             rate = (s + len(chunk)) / (time.perf_counter() - started)
             log.info("features: %d / %d photos (%.1f photos/s)", s + len(chunk), len(todo), rate)
     bad = {p for p, _ in rejects}
-    covered = sorted(i for i, p in images if p not in bad)
+    covered = sorted({i for i, p in images if p not in bad})  # a copy under two names counts once
     digest = sha256_text(feature_dir(encoder_name, image_size, grid), json.dumps(covered))
     return Features(workspace.relative(folder), digest, encoder_name, image_size, grid, tuple(rejects))
 

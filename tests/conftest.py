@@ -48,3 +48,13 @@ def queries(trained):
     q = Queries.open(trained["workspace"])
     yield q
     q.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_prefect_shutdown():
+    """Prefect stops its temporary server at interpreter exit and logs that to a stream pytest has
+    already closed ('I/O operation on closed file'); after the last test, keep that line quiet."""
+    yield
+    import logging
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)

@@ -19,7 +19,7 @@ def assert_clean_error(proc: subprocess.CompletedProcess, message: str) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert message in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) <= 2  # one message (rich may wrap a long line)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 @pytest.fixture(scope="module")

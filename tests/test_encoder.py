@@ -50,3 +50,23 @@ def test_unknown_encoder_is_a_clear_error():
         load_encoder("vgg-imaginary")
     with pytest.raises(OnenetError, match="torchvision has no model"):
         load_encoder("torchvision:no_such_net")
+
+
+def test_torchvision_encoder_is_used_when_its_weights_are_in_torch_home(tmp_path, monkeypatch):
+    import torchvision
+
+    # Put a resnet18 checkpoint where torchvision looks for downloaded weights; nothing is fetched.
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    target = tmp_path / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    target.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), target)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    encoder = load_encoder("torchvision:resnet18")
+    features = encoder.features(torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8))
+    assert features.shape == (1, 512 * 5) == (1, encoder.feature_dim)
+
+
+def test_torchvision_encoder_without_weights_says_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(OnenetError, match="not available offline"):
+        load_encoder("torchvision:resnet18")

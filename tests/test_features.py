@@ -1,0 +1,57 @@
+"""Feature extraction: content-addressed, incremental, and a bad photo is rejected, not fatal."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from onenet.errors import OnenetError
+from onenet.files import sha256_file
+from onenet.workspace import Workspace
+from tasks import shapes
+from tasks.features import extract_features, load_pixels, read_features, stored_ids
+
+
+@pytest.fixture
+def photos(tmp_path):
+    ws = Workspace.at(tmp_path)
+    folder = ws.path("photos")
+    folder.mkdir()
+    for i in range(3):
+        shapes.scene(3, i).image.save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes((folder / "0.png").read_bytes()[:200])  # truncated PNG
+    pairs = [(sha256_file(p), ws.relative(p)) for p in sorted(folder.iterdir())]
+    return ws, pairs
+
+
+def test_bad_photo_is_rejected_and_the_rest_is_encoded(photos):
+    ws, pairs = photos
+    result = extract_features(ws, pairs, "efficientnet-lite0", 64, batch_size=2)
+    assert [p for p, _ in result.rejects] == ["photos/broken.png"]
+    assert "cannot read photo" in result.rejects[0][1]
+    good = [i for i, p in pairs if p != "photos/broken.png"]
+    assert stored_ids(ws.path(result.path)) == set(good)
+    assert read_features(ws, result, good).shape == (3, 1280 * 5 + 2 * (16 + 24 + 40 + 80))
+
+
+def test_known_content_is_never_encoded_twice(photos, monkeypatch):
+    ws, pairs = photos
+    good = [(i, p) for i, p in pairs if "broken" not in p]
+    first = extract_features(ws, good, "efficientnet-lite0", 64)
+    before = read_features(ws, first, [i for i, _ in good])
+    # a renamed copy has the same content hash: nothing new to encode, so no encoder is loaded
+    shutil.copy(ws.path(good[0][1]), ws.path("photos/renamed copy.png"))
+    monkeypatch.setattr("tasks.features.load_encoder", lambda *a, **k: pytest.fail("encoder loaded for known photos"))
+    again = extract_features(ws, good + [(good[0][0], "photos/renamed copy.png")], "efficientnet-lite0", 64)
+    assert again.digest == first.digest
+    np.testing.assert_array_equal(read_features(ws, again, [i for i, _ in good]), before)
+
+
+def test_load_pixels_errors_name_the_file(tmp_path):
+    with pytest.raises(OnenetError, match="photo not found"):
+        load_pixels(tmp_path / "nope.jpg", 64)
+    (tmp_path / "text.jpg").write_text("not an image")
+    with pytest.raises(OnenetError, match="cannot read photo .*text.jpg"):
+        load_pixels(tmp_path / "text.jpg", 64)

@@ -24,7 +24,7 @@ TEST_IMAGES = 1500
 TEST_EPOCHS = 10
 
 
-def test_options(**decoder_overrides):
+def small_options(**decoder_overrides):
     from flows.train import TrainOptions
     from tasks.train import TrainConfig
 
@@ -37,7 +37,7 @@ def trained(tmp_path_factory) -> dict:
     from flows.train import train
 
     workspace = Workspace.at(tmp_path_factory.mktemp("workspace"))
-    result = train(workspace=str(workspace.root), options=test_options())
+    result = train(workspace=str(workspace.root), options=small_options())
     return {"workspace": workspace, "result": result}
 
 

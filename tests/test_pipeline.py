@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from tasks import shapes
-from tests.conftest import TEST_IMAGES, test_options
+from tests.conftest import TEST_IMAGES, small_options
 
 COLOURS = set(shapes.COLOURS)
 
@@ -111,7 +111,7 @@ def test_a_photo_never_seen_is_captioned_and_matched(queries, tmp_path):
 def test_rerun_with_nothing_changed_recomputes_nothing(trained):
     from flows.train import train
 
-    again = train(workspace=str(trained["workspace"].root), options=test_options())
+    again = train(workspace=str(trained["workspace"].root), options=small_options())
     assert again["version"] == trained["result"]["version"]
     assert set(again["tasks"].values()) == {"Cached"}, again["tasks"]
 
@@ -122,7 +122,7 @@ def test_changing_a_decoder_hyperparameter_reruns_training_not_features(trained,
 
     copy = Workspace.at(tmp_path / "copy")
     shutil.copytree(trained["workspace"].root, copy.root)  # a workspace is relocatable
-    result = train(workspace=str(copy.root), options=_fast(test_options()))
+    result = train(workspace=str(copy.root), options=_fast(small_options()))
     states = result["tasks"]
     assert [states[t] for t in ("source-shapes", "clean-captions", "extract-features")] == ["Cached"] * 3
     assert [states[t] for t in ("train-decoder", "export-vectors", "build-index", "land-warehouse")] == ["Completed"] * 4

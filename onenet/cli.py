@@ -100,6 +100,25 @@ def train(
 
 
 @app.command()
+def ingest(
+    ctx: typer.Context,
+    folders: list[str] = typer.Argument(..., help="photo folders (walked recursively)"),
+    captions: Optional[str] = typer.Option(None, "--captions", help="CSV/TSV of file,caption: human captions for the next retraining"),
+    prune: bool = typer.Option(False, "--prune", help="forget ingested photos whose files are gone"),
+) -> None:
+    """Add new photos to the current model version: vectors, captions, index (no retraining)."""
+    c = _ctx(ctx)
+    from flows.ingest import ingest as ingest_flow
+
+    counts = ingest_flow(workspace=str(c.workspace.root), folders=folders, captions_file=captions, prune=prune)
+    table = _table(f"ingested into model {counts['version']}", "count", "value")
+    for key, value in counts.items():
+        if key != "version":
+            table.add_row(key, str(value))
+    _emit(c, counts, table)
+
+
+@app.command()
 def caption(ctx: typer.Context, photos: list[str] = typer.Argument(..., help="photo files"), beam: int = typer.Option(3)) -> None:
     """Caption photos (in the collection or not)."""
     c = _ctx(ctx)
@@ -134,9 +153,9 @@ def analogy(ctx: typer.Context, a: str, b: str, c_word: str = typer.Argument(...
 
 
 def _matches_table(title: str, matches) -> Table:
-    table = _table(title, "image id", "path", "generated caption", "score")
+    table = _table(title, "image id", "file", "generated caption", "score")
     for m in matches:
-        table.add_row(m.image_id[:12], m.path, m.caption or "", f"{m.score:.3f}")
+        table.add_row(m.image_id[:12], m.path.rsplit("/", 1)[-1], m.caption or "", f"{m.score:.3f}")
     return table
 
 
@@ -169,6 +188,24 @@ def sql(ctx: typer.Context, query: str) -> None:
     _emit(c, [dict(zip(columns, row)) for row in rows], table)
 
 
+@app.command()
+def export(
+    ctx: typer.Context,
+    table: str = typer.Argument(..., help="a table or current_* view"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="file to write [default: TABLE.FORMAT]"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or csv"),
+) -> None:
+    """Export a warehouse table to Parquet (or CSV)."""
+    from pathlib import Path
+
+    c = _ctx(ctx)
+    destination = Path(output or f"{table}.{fmt}")
+    rows = _queries(c).export(table, destination, fmt)
+    _emit(c, {"table": table, "rows": rows, "path": str(destination)}, None)
+    if not c.json:
+        console.print(f"wrote {rows} rows of {table} to {destination}")
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)) and len(value) > 6:
         return "[" + ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value[:4]) + f", ... ({len(value)} values)]"
@@ -188,7 +225,7 @@ def tour(ctx: typer.Context) -> None:
     )[1]
     table = _table("1. caption this photo (held-out test photos)", "photo", "generated caption", "a human caption")
     for path, generated, human in samples:
-        table.add_row(path, generated, human)
+        table.add_row(path.rsplit("/", 1)[-1], generated, human)
     console.print(table)
     for word in ("red", "circle", "two"):
         if word in q.vocabulary:
@@ -198,7 +235,8 @@ def tour(ctx: typer.Context) -> None:
         console.print("   analogy circle : circles :: square : ? → " + ", ".join(f"{w} ({s:.2f})" for w, s in answer))
     if samples:
         first = str(c.workspace.path(samples[0][0]))
-        console.print(_matches_table(f"3. photos like {samples[0][0]} ({samples[0][1]})", q.similar_images(first, 3)))
+        name = samples[0][0].rsplit("/", 1)[-1]
+        console.print(_matches_table(f"3. photos like {name} ({samples[0][1]})", q.similar_images(first, 3)))
     query = "a red circle"
     console.print(_matches_table(f"4. search: {query!r}", q.search(query, 3).matches))
     console.print(f"SQL: onenet sql \"SELECT word, freq FROM current_word_vectors ORDER BY freq DESC LIMIT 5\"  (workspace {c.workspace.root})")

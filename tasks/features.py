@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from models import default_device
 from models.encoder import load_encoder
 from onenet.errors import OnenetError
+from onenet.faults import crash_point
 from onenet.files import sha256_text, write_parquet
 from onenet.vectors import to_column, to_matrix
 from onenet.workspace import Workspace
@@ -51,20 +53,44 @@ class Features:
 def load_pixels(path: Path, size: int) -> torch.Tensor:
     """Decode a photo to a (3, size, size) uint8 tensor, EXIF rotation applied.
 
-    Raises OnenetError with the reason when the file is missing or not a readable image.
+    Handles grayscale, CMYK, palette, alpha (composited on white) and 16-bit images. Raises
+    OnenetError with the reason when the file is missing, empty, not an image, truncated, or so
+    large it may be a decompression bomb.
     """
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
-            im = ImageOps.exif_transpose(im).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            array = np.asarray(im, dtype=np.uint8).copy()
+        if path.stat().st_size == 0:
+            raise OnenetError(f"cannot read photo {path}: empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
+                im = _to_rgb(ImageOps.exif_transpose(im))
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+                array = np.asarray(im, dtype=np.uint8).copy()
     except FileNotFoundError:
         raise OnenetError(f"photo not found: {path}") from None
+    except PermissionError:
+        raise OnenetError(f"cannot read photo {path}: permission denied") from None
     except UnidentifiedImageError:
         raise OnenetError(f"cannot read photo {path}: not an image file, or a format Pillow cannot decode") from None
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise OnenetError(f"cannot read photo {path}: too many pixels, possibly a decompression bomb ({e})") from None
+    except (OSError, ValueError, SyntaxError) as e:
         raise OnenetError(f"cannot read photo {path}: {e}") from None
     return torch.from_numpy(array).permute(2, 0, 1)  # (3, size, size)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit (or 32-bit) integer: keep the top 8 bits
+        values = np.asarray(im).astype(np.int64).clip(0)
+        im = Image.fromarray((values >> (8 if values.max(initial=0) < 65536 else 24)).astype(np.uint8))
+    elif im.mode == "F":
+        im = Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8))
+    if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")  # L, CMYK, YCbCr, RGB
 
 
 def _try_load(path: Path, size: int) -> torch.Tensor | str:
@@ -134,6 +160,7 @@ def extract_features(
                     ids += [m[0] for m, _ in good]
             if ids:
                 _write_shard(folder, ids, np.concatenate(vectors))
+                crash_point("features")
             rate = (s + len(chunk)) / (time.perf_counter() - started)
             log.info("features: %d / %d photos (%.1f photos/s)", s + len(chunk), len(todo), rate)
     bad = {p for p, _ in rejects}

@@ -6,6 +6,7 @@ Every landing is one transaction: readers see the previous state or the new one,
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import duckdb
@@ -13,21 +14,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from onenet.errors import OnenetError
+from onenet.faults import crash_point
 from onenet.workspace import Workspace
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
 VECTOR_TABLES = ("word_vectors", "image_vectors", "generated_captions")
 
 
-def connect(workspace: Workspace, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse. DuckDB lets one process write at a time and locks the file meanwhile;
+    writers hold it only for a landing, so a reader (or a second writer) waits and retries."""
     path = workspace.warehouse
-    if read_only:
-        if not path.exists():
-            raise OnenetError(f"no warehouse at {path}: run `onenet train` first")
-        return duckdb.connect(str(path), read_only=True)
+    if read_only and not path.exists():
+        raise OnenetError(f"no warehouse at {path}: run `onenet train` first")
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
-    con.execute(SCHEMA)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                raise OnenetError(f"the warehouse {path} is busy: {e}") from None
+            time.sleep(0.2)
+    if not read_only:
+        con.execute(SCHEMA)
     return con
 
 
@@ -62,13 +73,9 @@ def land_version(
             con.register(f"staged_{table}", data)
             columns = ", ".join(data.column_names)
             con.execute(f"INSERT INTO {table} (version, {columns}) SELECT ?, {columns} FROM staged_{table}", [version])
-        for path, reason in rejects:
-            con.execute(
-                "INSERT INTO rejects (path, reason) SELECT $path, $reason WHERE NOT EXISTS "
-                "(SELECT 1 FROM rejects WHERE path = $path AND reason = $reason)",
-                {"path": path, "reason": reason},
-            )
+        _record_rejects(con, rejects)
         promote(con, version)
+        crash_point("landing")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -96,3 +103,120 @@ def promote(con: duckdb.DuckDBPyConnection, version: str) -> None:
         f"""CREATE OR REPLACE VIEW current_captions AS
             SELECT image_id, caption, score, method FROM generated_captions WHERE version = '{quoted}'"""
     )
+    con.execute(MACROS)
+
+
+# The uses as SQL table macros over the current_* views, e.g.
+#   SELECT * FROM similar_words('red', 5);   SELECT * FROM similar_images('3fa2...', 5);
+MACROS = """
+CREATE OR REPLACE MACRO similar_words(w, k := 10) AS TABLE
+    SELECT o.word, array_cosine_similarity(o.vec, q.vec) AS similarity
+    FROM current_word_vectors o JOIN current_word_vectors q ON q.word = lower(w)
+    WHERE o.word <> q.word
+    ORDER BY similarity DESC, o.word LIMIT k;
+CREATE OR REPLACE MACRO analogy(a, b, c, k := 5) AS TABLE
+    WITH q AS (
+        SELECT list_transform(list_zip(vb.vec::FLOAT[], va.vec::FLOAT[], vc.vec::FLOAT[]),
+                              lambda t: t[1] / sqrt(list_dot_product(vb.vec::FLOAT[], vb.vec::FLOAT[]))
+                                 - t[2] / sqrt(list_dot_product(va.vec::FLOAT[], va.vec::FLOAT[]))
+                                 + t[3] / sqrt(list_dot_product(vc.vec::FLOAT[], vc.vec::FLOAT[]))) AS target
+        FROM current_word_vectors va, current_word_vectors vb, current_word_vectors vc
+        WHERE va.word = lower(a) AND vb.word = lower(b) AND vc.word = lower(c))
+    SELECT o.word, list_cosine_similarity(o.vec::FLOAT[], q.target) AS similarity
+    FROM current_word_vectors o, q
+    WHERE o.word NOT IN (lower(a), lower(b), lower(c))
+    ORDER BY similarity DESC, o.word LIMIT k;
+CREATE OR REPLACE MACRO similar_images(id, k := 10) AS TABLE
+    SELECT o.image_id, i.path, g.caption, array_cosine_similarity(o.vec, q.vec) AS similarity
+    FROM current_image_vectors o
+    JOIN current_image_vectors q ON q.image_id = id
+    JOIN images i ON i.image_id = o.image_id
+    LEFT JOIN current_captions g ON g.image_id = o.image_id
+    WHERE o.image_id <> q.image_id
+    ORDER BY similarity DESC LIMIT k;
+"""
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> dict | None:
+    row = con.execute("SELECT version, checkpoint, index_path, dim FROM model_versions WHERE promoted").fetchone()
+    return dict(zip(("version", "checkpoint", "index_path", "dim"), row)) if row else None
+
+
+def image_ids_with_vectors(con: duckdb.DuckDBPyConnection, version: str) -> set[str]:
+    return {i for (i,) in con.execute("SELECT image_id FROM image_vectors WHERE version = ?", [version]).fetchall()}
+
+
+def image_vectors_of_version(con: duckdb.DuckDBPyConnection, version: str) -> dict:
+    import numpy as np
+
+    rows = con.execute("SELECT image_id, vec FROM image_vectors WHERE version = ?", [version]).fetchall()
+    return {i: np.asarray(v, dtype=np.float32) for i, v in rows}
+
+
+def land_photos(
+    con: duckdb.DuckDBPyConnection,
+    version: str,
+    images: pa.Table,
+    vectors,
+    captions: list[tuple[str, float]],
+    human_captions: list[tuple[str, int, str, str]],
+    rejects: list[tuple[str, str]],
+) -> None:
+    """Add ingested photos (no split: they are not training data) with their vectors and
+    generated captions for `version`, in one transaction. Re-landing the same ids replaces them."""
+    from onenet.vectors import to_column
+
+    ids = images.column("image_id").to_pylist()
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if ids:
+            con.register("staged_photos", images)
+            con.execute(
+                """INSERT INTO images (image_id, path, width, height, source, split)
+                   SELECT image_id, path, width, height, 'folder', NULL FROM staged_photos
+                   ON CONFLICT (image_id) DO UPDATE SET path = excluded.path"""
+            )
+            con.execute("DELETE FROM image_vectors WHERE version = ? AND list_contains(?, image_id)", [version, ids])
+            con.execute("DELETE FROM generated_captions WHERE version = ? AND list_contains(?, image_id)", [version, ids])
+            con.register("staged_vectors", pa.table({"image_id": ids, "vec": to_column(vectors)}))
+            con.execute("INSERT INTO image_vectors SELECT ?, image_id, vec FROM staged_vectors", [version])
+            con.register(
+                "staged_generated",
+                pa.table({"image_id": ids, "caption": [c for c, _ in captions], "score": [s for _, s in captions]}),
+            )
+            con.execute("INSERT INTO generated_captions SELECT ?, image_id, caption, score, 'beam3' FROM staged_generated", [version])
+        for image_id, n, raw, cleaned in human_captions:
+            con.execute("INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?)", [image_id, n, raw, cleaned])
+        _record_rejects(con, rejects)
+        crash_point("landing")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _record_rejects(con: duckdb.DuckDBPyConnection, rejects: list[tuple[str, str]]) -> None:
+    for path, reason in rejects:
+        con.execute(
+            "INSERT INTO rejects (path, reason) SELECT $path, $reason WHERE NOT EXISTS "
+            "(SELECT 1 FROM rejects WHERE path = $path AND reason = $reason)",
+            {"path": path, "reason": reason},
+        )
+
+
+def prune_missing_photos(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Forget ingested photos whose file is gone from disk (all versions). Returns their ids."""
+    from pathlib import Path
+
+    rows = con.execute("SELECT image_id, path FROM images WHERE source = 'folder'").fetchall()
+    gone = [i for i, p in rows if not Path(p).exists()]
+    if gone:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("image_vectors", "generated_captions", "captions", "images"):
+                con.execute(f"DELETE FROM {table} WHERE list_contains(?, image_id)", [gone])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return gone

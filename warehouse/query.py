@@ -37,6 +37,10 @@ from tasks.features import load_pixels
 from tasks.index import faiss_id
 from warehouse.db import connect
 
+EXPORTABLE = (
+    "images", "captions", "model_versions", "word_vectors", "image_vectors", "generated_captions", "rejects",
+    "current_word_vectors", "current_image_vectors", "current_captions",
+)
 CURRENT_VERSION = "SELECT version, dim, checkpoint, index_path, metrics FROM model_versions WHERE promoted"
 WORD_VECTOR = "SELECT vec FROM current_word_vectors WHERE word = ?"
 ALL_WORDS = "SELECT word FROM current_word_vectors"
@@ -215,6 +219,18 @@ class Queries:
             raise OnenetError(f"SQL error: {e}") from None
         columns = [d[0] for d in cursor.description or []]
         return columns, cursor.fetchall()
+
+    def export(self, table: str, destination: Path, fmt: str = "parquet") -> int:
+        """Write a table or view to a Parquet (or CSV) file; returns the number of rows."""
+        if table not in EXPORTABLE:
+            raise OnenetError(f"unknown table {table!r}: choose one of {', '.join(EXPORTABLE)}")
+        if fmt not in ("parquet", "csv"):
+            raise OnenetError(f"unknown format {fmt!r}: parquet or csv")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        # COPY takes no parameters: the table is from the list above, the path is quoted.
+        target = str(destination).replace("'", "''")
+        self.con.execute(f"COPY (SELECT * FROM {table}) TO '{target}' (FORMAT {fmt})")
+        return self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
     # --- lazily loaded parts -----------------------------------------------------------------------
 

@@ -1,0 +1,204 @@
+"""Incremental ingestion: photo folders -> image vectors and captions of the current model.
+
+Cost follows what is new. Every photo costs one sha256 of its bytes; a photo whose content
+already has an image vector in the promoted version (also under another name, or a copy) costs
+nothing more. New photos are encoded (features are content-addressed, see tasks/features.py),
+captioned, landed in one transaction, and appended to the faiss index. A bad file is recorded
+in `rejects` with its reason and the rest goes on.
+
+Crash safety: feature shards and the index are written atomically, landing is a transaction,
+and `sync_index` makes the index match the table at the end of every run, so a run killed at
+any point is completed exactly by the next one.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import torch
+from PIL import Image
+
+from onenet.errors import OnenetError
+from onenet.faults import crash_point
+from onenet.files import atomic_path, sha256_file
+from onenet.vectors import normalise
+from onenet.workspace import Workspace
+from tasks.captions import clean
+from tasks.export import caption_vectors, load_model
+from tasks.features import extract_features, read_features
+from tasks.index import faiss_id
+from warehouse import db
+
+log = logging.getLogger("onenet.ingest")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Scan:
+    photos: tuple[tuple[str, str], ...]  # (image_id, absolute path): one path per distinct content
+    rejects: tuple[tuple[str, str], ...] = field(default=())  # (path, reason)
+    files: int = 0  # image-named files seen, duplicates included
+
+
+def scan_folders(folders: list[str]) -> Scan:
+    """Hash every image-named file under `folders` (recursively, following symlinks once)."""
+    photos: dict[str, str] = {}
+    rejects: list[tuple[str, str]] = []
+    seen_dirs: set[str] = set()
+    files = 0
+    for folder in folders:
+        root = Path(folder).expanduser().absolute()
+        if not root.is_dir():
+            raise OnenetError(f"not a folder: {folder}")
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen_dirs:  # a symlink loop, or a folder reached twice
+                dirnames[:] = []
+                continue
+            seen_dirs.add(real)
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                if path.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                files += 1
+                try:
+                    photos.setdefault(sha256_file(path), str(path))
+                except FileNotFoundError:
+                    rejects.append((str(path), "broken symlink or file vanished"))
+                except PermissionError:
+                    rejects.append((str(path), "permission denied"))
+                except OSError as e:
+                    rejects.append((str(path), f"cannot read: {e.strerror or e}"))
+    return Scan(tuple(sorted(photos.items(), key=lambda p: p[1])), tuple(rejects), files)
+
+
+def read_captions_file(path: Path, scan: Scan) -> list[tuple[str, int, str, str]]:
+    """Human captions from a CSV/TSV of `file,caption` rows -> (image_id, n, raw, clean).
+
+    `file` is matched against the scanned photos by path suffix (a bare file name works).
+    """
+    if not path.is_file():
+        raise OnenetError(f"captions file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    dialect = csv.excel_tab if "\t" in text.splitlines()[0] else csv.excel
+    by_name = {}
+    for image_id, photo in scan.photos:
+        parts = Path(photo).parts
+        for k in range(1, len(parts) + 1):
+            by_name.setdefault("/".join(parts[-k:]), image_id)
+    counts: dict[str, int] = {}
+    rows = []
+    for record in csv.reader(text.splitlines(), dialect):
+        if len(record) < 2 or record[0].strip().lower() in ("file", "filename", "image"):
+            continue
+        image_id = by_name.get(record[0].strip().strip("/"))
+        if image_id is None or not clean(record[1]):
+            continue
+        n = counts[image_id] = counts.get(image_id, -1) + 1
+        rows.append((image_id, n, record[1].strip(), clean(record[1])))
+    return rows
+
+
+def ingest(workspace: Workspace, folders: list[str], captions_file: str | None = None, prune: bool = False, batch_size: int = 32) -> dict:
+    """Add the new photos of `folders` to the promoted model version. Returns counts."""
+    scan = scan_folders(folders)
+    con = db.connect(workspace)
+    try:
+        current = db.current_version(con)
+        if current is None:
+            raise OnenetError("no trained model yet: run `onenet train` first")
+        have = db.image_ids_with_vectors(con, current["version"])
+    finally:
+        con.close()
+    new = [(i, p) for i, p in scan.photos if i not in have]
+    log.info("ingest: %d image files, %d distinct, %d new, %d unreadable", scan.files, len(scan.photos), len(new), len(scan.rejects))
+
+    model, checkpoint = load_model(workspace.path(current["checkpoint"]))
+    settings = checkpoint["encoder"]
+    features = extract_features(workspace, new, settings["name"], settings["image_size"], settings["grid"], batch_size)
+    bad = {p for p, _ in features.rejects}
+    accepted = [(i, p) for i, p in new if p not in bad]
+    ids = [i for i, _ in accepted]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        vectors = model.image_vectors(torch.from_numpy(read_features(workspace, features, ids)).to(device)) if ids else None
+    captions = caption_vectors(model, checkpoint["vocab"], vectors, beam_size=3) if ids else []
+    human = read_captions_file(Path(captions_file), scan) if captions_file else []
+
+    con = db.connect(workspace)
+    try:
+        db.land_photos(
+            con,
+            version=current["version"],
+            images=pa.table(
+                {
+                    "image_id": ids,
+                    "path": [p for _, p in accepted],
+                    "width": [_size(p)[0] for _, p in accepted],
+                    "height": [_size(p)[1] for _, p in accepted],
+                },
+                schema=pa.schema([("image_id", pa.string()), ("path", pa.string()), ("width", pa.int32()), ("height", pa.int32())]),
+            ),
+            vectors=vectors.cpu().numpy() if ids else np.zeros((0, 1), np.float32),
+            captions=[(c, float(s)) for c, s in captions],
+            human_captions=human,
+            rejects=list(scan.rejects) + list(features.rejects),
+        )
+        pruned = db.prune_missing_photos(con) if prune else []
+        added, removed = sync_index(workspace, con, current)
+    finally:
+        con.close()
+    return {
+        "files": scan.files,
+        "distinct": len(scan.photos),
+        "new": len(ids),
+        "known": len(scan.photos) - len(new),
+        "rejected": len(scan.rejects) + len(features.rejects),
+        "human_captions": len(human),
+        "pruned": len(pruned),
+        "index_added": added,
+        "index_removed": removed,
+        "version": current["version"],
+    }
+
+
+def _size(path: str) -> tuple[int | None, int | None]:
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # already decoded once; a size is nice to have, not worth failing for
+        return None, None
+
+
+def sync_index(workspace: Workspace, con, current: dict) -> tuple[int, int]:
+    """Make the version's faiss index hold exactly the table's image vectors: append, remove.
+
+    Also repairs an index left behind by a run killed between landing and index writing.
+    """
+    path = workspace.path(current["index_path"])
+    index = faiss.read_index(str(path))
+    in_index = set(faiss.vector_to_array(index.id_map).tolist()) if index.ntotal else set()
+    table = db.image_vectors_of_version(con, current["version"])  # {image_id: vector}
+    in_table = {faiss_id(i): i for i in table}
+    missing = [in_table[f] for f in sorted(set(in_table) - in_index)]
+    extra = sorted(in_index - set(in_table))
+    if not missing and not extra:
+        return 0, 0
+    if extra:
+        index.remove_ids(np.array(extra, dtype=np.int64))
+    if missing:
+        matrix = normalise(np.stack([table[i] for i in missing]))
+        index.add_with_ids(matrix, np.array([faiss_id(i) for i in missing], dtype=np.int64))
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
+        crash_point("index")
+    return len(missing), len(extra)

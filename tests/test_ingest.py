@@ -1,0 +1,181 @@
+"""Incremental ingestion of photo folders: new photos only, bad files rejected with a reason."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from onenet.workspace import Workspace
+from tasks import shapes
+from tasks.features import load_pixels
+from tasks.ingest import ingest
+from warehouse import db
+from warehouse.query import Queries
+
+
+@pytest.fixture(scope="module")
+def ws(trained, tmp_path_factory) -> Workspace:
+    """A private copy of the trained workspace (other tests assert its exact row counts)."""
+    copy = Workspace.at(tmp_path_factory.mktemp("ingest") / "ws")
+    shutil.copytree(trained["workspace"].root, copy.root)
+    return copy
+
+
+def counts(ws: Workspace) -> dict:
+    con = db.connect(ws, read_only=True)
+    try:
+        version = db.current_version(con)["version"]
+        rows = {
+            "images": con.execute("SELECT count(*) FROM images").fetchone()[0],
+            "vectors": con.execute("SELECT count(*) FROM image_vectors WHERE version = ?", [version]).fetchone()[0],
+            "distinct_vectors": con.execute("SELECT count(DISTINCT image_id) FROM image_vectors WHERE version = ?", [version]).fetchone()[0],
+            "captions": con.execute("SELECT count(*) FROM generated_captions WHERE version = ?", [version]).fetchone()[0],
+            "rejects": sorted(con.execute("SELECT path, reason FROM rejects").fetchall()),
+        }
+    finally:
+        con.close()
+    import faiss
+
+    q = Queries.open(ws)
+    rows["index"] = faiss.read_index(str(ws.path(q._index_path))).ntotal
+    q.close()
+    return rows
+
+
+def scene_png(seed: int, index: int) -> bytes:
+    buffer = io.BytesIO()
+    shapes.scene(seed, index).image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Six good scenes, the awkward-but-valid formats, and the bad files."""
+    root = tmp_path_factory.mktemp("photos")
+    good = root / "new photos"
+    (good / "nested").mkdir(parents=True)
+    for i in range(6):
+        (good / f"scene {i}.png").write_bytes(scene_png(11, i))
+    (good / "nested" / "фото café.png").write_bytes(scene_png(11, 6))  # unicode and a space
+    (good / "nested" / "same as scene 0.png").write_bytes(scene_png(11, 0))  # duplicate content
+    base = shapes.scene(11, 7).image
+    base.convert("CMYK").save(good / "cmyk.jpg")
+    base.convert("L").save(good / "gray.png")
+    base.convert("P").save(good / "palette.png")
+    rgba = base.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(good / "alpha.png")
+    Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257)).save(good / "sixteen-bit.png")
+    outside = root / "elsewhere.png"
+    outside.write_bytes(scene_png(11, 8))
+    os.symlink(outside, good / "link to elsewhere.png")
+    os.symlink(good, good / "nested" / "loop")  # a symlink loop must not hang the walk
+    bad = {
+        "empty.jpg": b"",
+        "not an image.jpg": b"%PDF-1.4 this is not a photo",
+        "truncated.jpg": _jpeg(base)[:400],
+    }
+    for name, data in bad.items():
+        (good / name).write_bytes(data)
+    Image.new("1", (20000, 20000)).save(good / "bomb.png")  # 400 megapixels in a few KB
+    os.symlink(root / "missing.png", good / "broken link.png")
+    return good
+
+
+def _jpeg(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+def test_new_photos_land_bad_files_are_rejected_with_reasons(ws, folder):
+    before = counts(ws)
+    result = ingest(ws, [str(folder)])
+    after = counts(ws)
+    # 6 scenes + unicode one + cmyk + gray + palette + alpha + 16-bit + symlinked = 13 distinct photos
+    assert result["new"] == 13 and result["files"] == 19  # 13 + a duplicate + 5 bad files
+    assert after["images"] == before["images"] + 13
+    assert after["vectors"] == after["distinct_vectors"] == after["captions"] == after["index"] == before["vectors"] + 13
+    reasons = {os.path.basename(p): r for p, r in after["rejects"]}
+    assert set(reasons) == {"empty.jpg", "not an image.jpg", "truncated.jpg", "bomb.png", "broken link.png"}
+    assert "empty file" in reasons["empty.jpg"]
+    assert "not an image" in reasons["not an image.jpg"]
+    assert "truncated" in reasons["truncated.jpg"]
+    assert "decompression bomb" in reasons["bomb.png"]
+    assert "broken symlink" in reasons["broken link.png"]
+
+
+def test_ingested_photos_are_captioned_and_found(ws, folder):
+    truth = shapes.scene(11, 0).truth["objects"][0]
+    q = Queries.open(ws)
+    try:
+        (image_id, caption), = q.sql(
+            "SELECT image_id, caption FROM images JOIN current_captions USING (image_id) WHERE path LIKE '%scene 0.png'"
+        )[1]
+        assert truth["shape"] in caption
+        # the photo's own vector is in the index: its nearest neighbour by file is itself
+        assert q.nearest_images(q.image_vectors([image_id])[0], 1)[0].image_id == image_id
+    finally:
+        q.close()
+
+
+def test_rerun_on_the_same_folder_changes_nothing(ws, folder):
+    before = counts(ws)
+    result = ingest(ws, [str(folder)])
+    assert result["new"] == 0 and result["known"] == 13
+    assert counts(ws) == before
+
+
+def test_renamed_copy_costs_only_the_hash(ws, folder, tmp_path):
+    shutil.copy(folder / "scene 1.png", tmp_path / "renamed.png")
+    assert ingest(ws, [str(tmp_path)])["new"] == 0
+
+
+def test_human_captions_file_and_prune(ws, tmp_path):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "a.png").write_bytes(scene_png(12, 0))
+    (extra / "b.png").write_bytes(scene_png(12, 1))
+    captions = tmp_path / "captions.tsv"
+    captions.write_text("file\tcaption\na.png\tA red thing.\na.png\tSomething red\nb.png\tblue\nzzz.png\tunknown file\n")
+    before = counts(ws)
+    result = ingest(ws, [str(extra)], captions_file=str(captions))
+    assert result["new"] == 2 and result["human_captions"] == 3
+    q = Queries.open(ws)
+    rows = q.sql("SELECT c.n, c.clean FROM captions c JOIN images i USING (image_id) WHERE i.path LIKE '%extra/a.png' ORDER BY n")[1]
+    q.close()
+    assert rows == [(0, "a red thing"), (1, "something red")]
+    (extra / "b.png").unlink()
+    pruned = ingest(ws, [str(extra)], prune=True)
+    assert pruned["pruned"] == 1 and pruned["index_removed"] == 1
+    after = counts(ws)
+    assert after["images"] == before["images"] + 1 and after["index"] == after["vectors"] == before["vectors"] + 1
+
+
+def test_exif_rotation_is_applied_before_encoding(tmp_path):
+    upright = shapes.scene(13, 0).image  # the photo as a person sees it
+    stored = upright.rotate(90, expand=True)  # the sensor's orientation; EXIF 6 rotates it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "rotated.jpg").write_bytes(_jpeg(stored, exif=exif, quality=95))
+    (tmp_path / "upright.jpg").write_bytes(_jpeg(upright, quality=95))
+    a, b = load_pixels(tmp_path / "rotated.jpg", 64).float(), load_pixels(tmp_path / "upright.jpg", 64).float()
+    assert (a - b).abs().mean() < 6
+    assert (load_pixels(tmp_path / "upright.jpg", 64).float() - torch_rot(b)).abs().mean() > 6
+
+
+def torch_rot(pixels):
+    return pixels.rot90(1, dims=(1, 2))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file_is_rejected(ws, tmp_path):
+    (tmp_path / "secret.png").write_bytes(scene_png(14, 0))
+    (tmp_path / "secret.png").chmod(0)
+    result = ingest(ws, [str(tmp_path)])
+    assert result["rejected"] == 1

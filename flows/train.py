@@ -20,7 +20,7 @@ from tasks.export import export_vectors_task
 from tasks.features import extract_features_task
 from tasks.index import build_index_task
 from tasks.land import land_task_for
-from tasks.source import source_shapes
+from tasks.source import add_ingested_task, source_shapes
 from tasks.train import TrainConfig, train_decoder_task
 
 SOURCES = ("shapes",)
@@ -53,6 +53,7 @@ def train(workspace: str, options: TrainOptions | None = None) -> dict:
     run = TaskRuns(ws.results)
 
     manifest = run(source_shapes, workspace=ws, n=o.n_images, seed=o.seed)
+    manifest = run(add_ingested_task, workspace=ws, manifest=manifest)  # photos ingested with captions
     captions = run(clean_captions_task, workspace=ws, manifest=manifest, min_count=o.min_count, max_words=o.max_words)
     features = run(
         extract_features_task, workspace=ws, manifest=manifest, encoder_name=o.encoder,

@@ -9,7 +9,8 @@
       indexes/        faiss indexes per version
       results/        Prefect's persisted task results (the cache)
       prefect/        PREFECT_HOME: the local Prefect database and settings
-      warehouse.duckdb
+      warehouse.duckdb       the warehouse (one writer at a time)
+      warehouse.read.duckdb  its snapshot after the last landing (what readers open)
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class Workspace:
     @property
     def warehouse(self) -> Path:
         return self.root / "warehouse.duckdb"
+
+    @property
+    def read_snapshot(self) -> Path:
+        """A copy of the warehouse published after every landing; readers open this one."""
+        return self.root / "warehouse.read.duckdb"
 
     @property
     def results(self) -> Path:

@@ -155,6 +155,7 @@ def ingest(workspace: Workspace, folders: list[str], captions_file: str | None =
         )
         pruned = db.prune_missing_photos(con) if prune else []
         added, removed = sync_index(workspace, con, current)
+        db.publish_snapshot(con, workspace)
     finally:
         con.close()
     return {

@@ -16,7 +16,7 @@ from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
 from tasks.features import Features
 from tasks.train import ModelRef
-from warehouse.db import connect, land_version
+from warehouse.db import connect, land_version, publish_snapshot
 
 
 def land(workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref, flow_run_id: str | None) -> str:
@@ -43,6 +43,7 @@ def land(workspace: Workspace, manifest: Ref, captions: Ref, features: Features,
             version_row=version_row,
             rejects=list(features.rejects),
         )
+        publish_snapshot(con, workspace)
     finally:
         con.close()
     return model.version

@@ -13,11 +13,13 @@ import json
 import logging
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
 
 from onenet.files import atomic_path, sha256_text, write_parquet
 from onenet.workspace import Workspace
 from tasks import shapes
-from tasks.cache import Ref, cached_task
+from tasks.cache import Ref, cached_task, task_cache_key
 
 log = logging.getLogger("onenet.source")
 
@@ -75,3 +77,55 @@ def manifest_digest(table: pa.Table) -> str:
 @cached_task(name="source-shapes", retries=0)
 def source_shapes(workspace: Workspace, n: int, seed: int) -> Ref:
     return generate_shapes(workspace, n, seed)
+
+
+# --- photos ingested with human captions join the training data --------------------------------
+
+INGESTED_WITH_CAPTIONS = """
+    SELECT i.image_id, i.path, i.width, i.height, list(c.raw ORDER BY c.n) AS captions
+    FROM images i JOIN captions c USING (image_id)
+    WHERE i.source = 'folder'
+    GROUP BY ALL ORDER BY i.image_id"""
+
+
+def ingested_with_captions(workspace: Workspace) -> list[dict]:
+    """Ingested photos that were given human captions (`onenet ingest --captions`)."""
+    from warehouse import db
+
+    if not workspace.warehouse.exists():
+        return []
+    con = db.connect(workspace, read_only=True)
+    try:
+        cursor = con.execute(INGESTED_WITH_CAPTIONS)
+        columns = [d[0] for d in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+    finally:
+        con.close()
+
+
+def add_ingested(workspace: Workspace, manifest: Ref) -> Ref:
+    """The source manifest plus ingested photos that have human captions (as training photos)."""
+    extra = ingested_with_captions(workspace)
+    if not extra:
+        return manifest
+    base = pq.read_table(workspace.path(manifest.path))
+    rows = [
+        {**row, "split": "train", "source": "folder", "truth": None, "width": row["width"], "height": row["height"]}
+        for row in extra
+        if row["image_id"] not in set(base.column("image_id").to_pylist())
+    ]
+    table = pa.concat_tables([base, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)])
+    digest = manifest_digest(table)
+    path = write_parquet(table, workspace.path(f"raw/with-ingested-{digest[:16]}/manifest.parquet"))
+    return Ref(workspace.relative(path), digest)
+
+
+def _ingested_cache_key(context, parameters) -> str:
+    """Key on the source manifest and on the content of the ingested photos' captions."""
+    extra = ingested_with_captions(parameters["workspace"])
+    return task_cache_key(context, {**parameters, "ingested": sha256_text(json.dumps(extra, sort_keys=True, default=str))})
+
+
+@task(name="add-ingested-captions", cache_key_fn=_ingested_cache_key, persist_result=True)
+def add_ingested_task(workspace: Workspace, manifest: Ref) -> Ref:
+    return add_ingested(workspace, manifest)

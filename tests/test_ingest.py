@@ -179,3 +179,25 @@ def test_unreadable_file_is_rejected(ws, tmp_path):
     (tmp_path / "secret.png").chmod(0)
     result = ingest(ws, [str(tmp_path)])
     assert result["rejected"] == 1
+
+
+def test_human_captions_of_ingested_photos_join_the_next_retraining(ws):
+    import dataclasses
+
+    import pyarrow.parquet as pq
+
+    from flows.train import train
+    from tests.conftest import small_options
+
+    options = small_options()
+    options = dataclasses.replace(options, decoder=dataclasses.replace(options.decoder, epochs=1))
+    result = train(workspace=str(ws.root), options=options)
+    assert result["tasks"]["add-ingested-captions"] == "Completed" and result["tasks"]["train-decoder"] == "Completed"
+    assert result["tasks"]["extract-features"] == "Completed"  # only the ingested photos are new to it
+    q = Queries.open(ws)
+    try:
+        assert "thing" in q.vocabulary  # a word only the human caption of an ingested photo has
+    finally:
+        q.close()
+    again = train(workspace=str(ws.root), options=options)
+    assert set(again["tasks"].values()) == {"Cached"}

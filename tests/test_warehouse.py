@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pyarrow.parquet as pq
 import pytest
@@ -42,22 +43,46 @@ def test_sql_is_read_only(queries):
         queries.sql("DELETE FROM images")
 
 
-def test_a_reader_waits_for_a_writer_instead_of_failing(trained, tmp_path):
+def test_readers_are_not_blocked_by_a_writer(trained, tmp_path):
     from onenet.workspace import Workspace
 
     ws = Workspace.at(tmp_path)  # a copy: this session holds the original open for reading
     shutil.copy(trained["workspace"].warehouse, ws.warehouse)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(3)", str(ws.warehouse)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    shutil.copy(trained["workspace"].read_snapshot, ws.read_snapshot)
+    with holding_the_write_lock(ws):
+        started = time.monotonic()
+        con = db.connect(ws, read_only=True, wait_s=0)  # reads the published snapshot
+        assert con.execute("SELECT count(*) FROM model_versions WHERE promoted").fetchone()[0] == 1
+        con.close()
+        assert time.monotonic() - started < 1
+        # a second writer waits its turn and says so if it cannot get it
+        with pytest.raises(OnenetError, match="busy"):
+            db.connect(ws, wait_s=0.5)
+
+
+def test_without_a_current_snapshot_a_reader_waits_for_the_writer(trained, tmp_path):
+    from onenet.workspace import Workspace
+
+    ws = Workspace.at(tmp_path)
+    shutil.copy(trained["workspace"].warehouse, ws.warehouse)  # no snapshot (e.g. crash before publishing)
+    with holding_the_write_lock(ws, seconds=3):
         started = time.monotonic()
         con = db.connect(ws, read_only=True, wait_s=30)
         waited = time.monotonic() - started
         assert con.execute("SELECT count(*) FROM model_versions WHERE promoted").fetchone()[0] == 1
         con.close()
-        assert waited > 1  # it really had to wait for the writer
+    assert waited > 1  # it really had to wait for the writer
+
+
+@contextmanager
+def holding_the_write_lock(ws, seconds: float = 3):
+    """Another process holds the warehouse open for writing for a while."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep({seconds})", str(ws.warehouse)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
     finally:
         holder.wait(timeout=30)

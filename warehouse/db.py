@@ -6,6 +6,7 @@ Every landing is one transaction: readers see the previous state or the new one,
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 
 from onenet.errors import OnenetError
 from onenet.faults import crash_point
+from onenet.files import atomic_path
 from onenet.workspace import Workspace
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
@@ -22,11 +24,18 @@ VECTOR_TABLES = ("word_vectors", "image_vectors", "generated_captions")
 
 
 def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse. DuckDB lets one process write at a time and locks the file meanwhile;
-    writers hold it only for a landing, so a reader (or a second writer) waits and retries."""
+    """Open the warehouse.
+
+    DuckDB lets one process write a file at a time and locks it meanwhile, readers included.
+    So readers open the snapshot that every landing publishes (`publish_snapshot`) and never
+    wait for a writer; only when the snapshot is missing or older than the warehouse (a crash
+    between commit and publish) do they read the warehouse itself, waiting for its lock.
+    """
     path = workspace.warehouse
     if read_only and not path.exists():
         raise OnenetError(f"no warehouse at {path}: run `onenet train` first")
+    if read_only and _snapshot_is_current(workspace):
+        return duckdb.connect(str(workspace.read_snapshot), read_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
     while True:
@@ -40,6 +49,22 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
     if not read_only:
         con.execute(SCHEMA)
     return con
+
+
+def _snapshot_is_current(workspace: Workspace) -> bool:
+    snapshot = workspace.read_snapshot
+    if not snapshot.exists():
+        return False
+    wal = workspace.warehouse.with_name(workspace.warehouse.name + ".wal")
+    newest = max(p.stat().st_mtime_ns for p in (workspace.warehouse, wal) if p.exists())
+    return snapshot.stat().st_mtime_ns >= newest
+
+
+def publish_snapshot(con: duckdb.DuckDBPyConnection, workspace: Workspace) -> None:
+    """Copy the committed warehouse to the read snapshot (atomically: readers see old or new)."""
+    con.execute("CHECKPOINT")  # everything committed is in the main file, none in the WAL
+    with atomic_path(workspace.read_snapshot) as tmp:
+        shutil.copyfile(workspace.warehouse, tmp)
 
 
 def land_version(

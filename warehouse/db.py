@@ -6,6 +6,8 @@ Every landing is one transaction: readers see the previous state or the new one,
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from typing import Iterator
 import shutil
 import time
 from pathlib import Path
@@ -51,6 +53,18 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
     return con
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All of the block's writes, or none of them."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
 def _snapshot_is_current(workspace: Workspace) -> bool:
     snapshot = workspace.read_snapshot
     if not snapshot.exists():
@@ -78,8 +92,7 @@ def land_version(
     """Write one model version and the photos it covers; replace it if it was landed before."""
     version = version_row["version"]
     exported = {t: pq.read_table(export_dir / f"{t}.parquet") for t in VECTOR_TABLES}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.register("staged_images", manifest)
         con.execute(
             """INSERT OR REPLACE INTO images (image_id, path, width, height, source, split, truth)
@@ -101,10 +114,6 @@ def land_version(
         _record_rejects(con, rejects)
         promote(con, version)
         crash_point("landing")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def promote(con: duckdb.DuckDBPyConnection, version: str) -> None:
@@ -192,8 +201,7 @@ def land_photos(
     from onenet.vectors import to_column
 
     ids = images.column("image_id").to_pylist()
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if ids:
             con.register("staged_photos", images)
             con.execute(
@@ -214,10 +222,6 @@ def land_photos(
             con.execute("INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?)", [image_id, n, raw, cleaned])
         _record_rejects(con, rejects)
         crash_point("landing")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 def _record_rejects(con: duckdb.DuckDBPyConnection, rejects: list[tuple[str, str]]) -> None:
@@ -236,12 +240,7 @@ def prune_missing_photos(con: duckdb.DuckDBPyConnection) -> list[str]:
     rows = con.execute("SELECT image_id, path FROM images WHERE source = 'folder'").fetchall()
     gone = [i for i, p in rows if not Path(p).exists()]
     if gone:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             for table in ("image_vectors", "generated_captions", "captions", "images"):
                 con.execute(f"DELETE FROM {table} WHERE list_contains(?, image_id)", [gone])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     return gone

@@ -9,14 +9,13 @@ promoted. An unchanged re-run is a cache hit.
 from __future__ import annotations
 
 import json
-import duckdb
 import pyarrow.parquet as pq
 
 from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
 from tasks.features import Features
 from tasks.train import ModelRef
-from warehouse.db import connect, land_version, publish_snapshot
+from warehouse.db import connect, current_version, land_version, publish_snapshot
 
 
 def land(workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref, flow_run_id: str | None) -> str:
@@ -52,15 +51,10 @@ def land(workspace: Workspace, manifest: Ref, captions: Ref, features: Features,
 def promoted_version(workspace: Workspace) -> str | None:
     if not workspace.warehouse.exists():
         return None
+    con = connect(workspace, read_only=True)
     try:
-        con = duckdb.connect(str(workspace.warehouse), read_only=True)
-    except duckdb.Error:  # locked by a writer: treat as unknown, which means "land again"
-        return None
-    try:
-        row = con.execute("SELECT version FROM model_versions WHERE promoted").fetchone()
-        return row[0] if row else None
-    except duckdb.CatalogException:
-        return None
+        current = current_version(con)
+        return current["version"] if current else None
     finally:
         con.close()
 

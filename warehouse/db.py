@@ -172,8 +172,11 @@ CREATE OR REPLACE MACRO similar_images(id, k := 10) AS TABLE
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> dict | None:
-    row = con.execute("SELECT version, checkpoint, index_path, dim FROM model_versions WHERE promoted").fetchone()
-    return dict(zip(("version", "checkpoint", "index_path", "dim"), row)) if row else None
+    """The promoted model version's row (version, checkpoint, index_path, dim, metrics), or None."""
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'model_versions'").fetchone()[0]:
+        return None
+    row = con.execute("SELECT version, checkpoint, index_path, dim, metrics FROM model_versions WHERE promoted").fetchone()
+    return dict(zip(("version", "checkpoint", "index_path", "dim", "metrics"), row)) if row else None
 
 
 def image_ids_with_vectors(con: duckdb.DuckDBPyConnection, version: str) -> set[str]:

@@ -35,13 +35,12 @@ from tasks.captions import clean
 from tasks.export import caption_vectors, load_model
 from tasks.features import load_pixels
 from tasks.index import faiss_id
-from warehouse.db import connect
+from warehouse.db import connect, current_version
 
 EXPORTABLE = (
     "images", "captions", "model_versions", "word_vectors", "image_vectors", "generated_captions", "rejects",
     "current_word_vectors", "current_image_vectors", "current_captions",
 )
-CURRENT_VERSION = "SELECT version, dim, checkpoint, index_path, metrics FROM model_versions WHERE promoted"
 WORD_VECTOR = "SELECT vec FROM current_word_vectors WHERE word = ?"
 ALL_WORDS = "SELECT word FROM current_word_vectors"
 SIMILAR_WORDS = """
@@ -82,11 +81,12 @@ class SearchResult:
 class Queries:
     def __init__(self, workspace: Workspace, con: duckdb.DuckDBPyConnection):
         self.workspace, self.con = workspace, con
-        row = con.execute(CURRENT_VERSION).fetchone() if _has_table(con, "model_versions") else None
-        if row is None:
+        current = current_version(con)
+        if current is None:
             raise OnenetError("no trained model yet: run `onenet train` first")
-        self.version, self.dim, self._checkpoint, self._index_path, metrics = row
-        self.metrics = json.loads(metrics) if metrics else {}
+        self.version, self.dim = current["version"], current["dim"]
+        self._checkpoint, self._index_path = current["checkpoint"], current["index_path"]
+        self.metrics = json.loads(current["metrics"]) if current["metrics"] else {}
 
     @classmethod
     def open(cls, workspace: Workspace) -> "Queries":
@@ -273,7 +273,3 @@ class Queries:
         sample = np.asarray([v for (v,) in self.con.execute(IMAGE_VECTOR_SAMPLE).fetchall()], dtype=np.float32)
         mean, std = torch.from_numpy(sample.mean(0)), torch.from_numpy(sample.std(0))
         return mean.to(self.device), std.clamp_min(1e-4).to(self.device)
-
-
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])

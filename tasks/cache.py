@@ -41,11 +41,11 @@ def task_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     return f"{context.task.name}-{sha256_text(text)[:32]}"
 
 
-def cached_task(**options: Any):
+def cached_task(cache_key_fn: Any = task_cache_key, **options: Any):
     """`@task` with onenet's content-keyed, persisted cache (result storage set by the flow)."""
     from prefect import task
 
-    return task(cache_key_fn=task_cache_key, persist_result=True, **options)
+    return task(cache_key_fn=cache_key_fn, persist_result=True, **options)
 
 
 class TaskRuns:

@@ -122,18 +122,26 @@ def ingest(workspace: Workspace, folders: list[str], captions_file: str | None =
     new = [(i, p) for i, p in scan.photos if i not in have]
     log.info("ingest: %d image files, %d distinct, %d new, %d unreadable", scan.files, len(scan.photos), len(new), len(scan.rejects))
 
-    model, checkpoint = load_model(workspace.path(current["checkpoint"]))
-    settings = checkpoint["encoder"]
-    features = extract_features(workspace, new, settings["name"], settings["image_size"], settings["grid"], batch_size)
-    bad = {p for p, _ in features.rejects}
-    accepted = [(i, p) for i, p in new if p not in bad]
+    rejected: list[tuple[str, str]] = []
+    accepted: list[tuple[str, str]] = []
+    vectors, captions = np.zeros((0, 1), np.float32), []
+    if new:  # known photos cost only their hash: no model, no decoding
+        model, checkpoint = load_model(workspace.path(current["checkpoint"]))
+        settings = checkpoint["encoder"]
+        features = extract_features(workspace, new, settings["name"], settings["image_size"], settings["grid"], batch_size)
+        rejected = list(features.rejects)
+        bad = {p for p, _ in rejected}
+        accepted = [(i, p) for i, p in new if p not in bad]
     ids = [i for i, _ in accepted]
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        vectors = model.image_vectors(torch.from_numpy(read_features(workspace, features, ids)).to(device)) if ids else None
-    captions = caption_vectors(model, checkpoint["vocab"], vectors, beam_size=3) if ids else []
+    if ids:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            image_vecs = model.image_vectors(torch.from_numpy(read_features(workspace, features, ids)).to(device))
+        captions = caption_vectors(model, checkpoint["vocab"], image_vecs, beam_size=3)
+        vectors = image_vecs.cpu().numpy()
     human = read_captions_file(Path(captions_file), scan) if captions_file else []
 
+    sizes = [_size(p) for _, p in accepted]
     con = db.connect(workspace)
     try:
         db.land_photos(
@@ -143,15 +151,15 @@ def ingest(workspace: Workspace, folders: list[str], captions_file: str | None =
                 {
                     "image_id": ids,
                     "path": [p for _, p in accepted],
-                    "width": [_size(p)[0] for _, p in accepted],
-                    "height": [_size(p)[1] for _, p in accepted],
+                    "width": [w for w, _ in sizes],
+                    "height": [h for _, h in sizes],
                 },
                 schema=pa.schema([("image_id", pa.string()), ("path", pa.string()), ("width", pa.int32()), ("height", pa.int32())]),
             ),
-            vectors=vectors.cpu().numpy() if ids else np.zeros((0, 1), np.float32),
+            vectors=vectors,
             captions=[(c, float(s)) for c, s in captions],
             human_captions=human,
-            rejects=list(scan.rejects) + list(features.rejects),
+            rejects=list(scan.rejects) + rejected,
         )
         pruned = db.prune_missing_photos(con) if prune else []
         added, removed = sync_index(workspace, con, current)
@@ -163,7 +171,7 @@ def ingest(workspace: Workspace, folders: list[str], captions_file: str | None =
         "distinct": len(scan.photos),
         "new": len(ids),
         "known": len(scan.photos) - len(new),
-        "rejected": len(scan.rejects) + len(features.rejects),
+        "rejected": len(scan.rejects) + len(rejected),
         "human_captions": len(human),
         "pruned": len(pruned),
         "index_added": added,

@@ -14,7 +14,6 @@ import logging
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
 
 from onenet.files import atomic_path, sha256_text, write_parquet
 from onenet.workspace import Workspace
@@ -109,11 +108,8 @@ def add_ingested(workspace: Workspace, manifest: Ref) -> Ref:
     if not extra:
         return manifest
     base = pq.read_table(workspace.path(manifest.path))
-    rows = [
-        {**row, "split": "train", "source": "folder", "truth": None, "width": row["width"], "height": row["height"]}
-        for row in extra
-        if row["image_id"] not in set(base.column("image_id").to_pylist())
-    ]
+    known = set(base.column("image_id").to_pylist())
+    rows = [{**row, "split": "train", "source": "folder", "truth": None} for row in extra if row["image_id"] not in known]
     table = pa.concat_tables([base, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)])
     digest = manifest_digest(table)
     path = write_parquet(table, workspace.path(f"raw/with-ingested-{digest[:16]}/manifest.parquet"))
@@ -126,6 +122,6 @@ def _ingested_cache_key(context, parameters) -> str:
     return task_cache_key(context, {**parameters, "ingested": sha256_text(json.dumps(extra, sort_keys=True, default=str))})
 
 
-@task(name="add-ingested-captions", cache_key_fn=_ingested_cache_key, persist_result=True)
+@cached_task(name="add-ingested-captions", cache_key_fn=_ingested_cache_key)
 def add_ingested_task(workspace: Workspace, manifest: Ref) -> Ref:
     return add_ingested(workspace, manifest)

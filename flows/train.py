@@ -36,7 +36,7 @@ class TrainOptions:
     encoder: str = DEFAULT_ENCODER
     image_size: int = 160  # pixels fed to the CNN (shapes are drawn at 128; 160 sees small objects better)
     grid: int = 2
-    feature_batch: int = 32
+    feature_batch: int | None = None  # photos per CNN call; None: what suits the device (8 on CPU, 256 on CUDA)
     min_count: int = 1
     max_words: int = 20
     decoder: TrainConfig = field(default_factory=TrainConfig)

@@ -126,3 +126,18 @@ def pad_batch(sequences: list[list[int]]) -> torch.Tensor:
     for i, s in enumerate(sequences):
         out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
     return out
+
+
+def training_step(model: Captioner, optimiser: torch.optim.Optimizer, features: torch.Tensor, tokens: torch.Tensor) -> tuple[float, int]:
+    """One optimiser step of teacher-forced cross-entropy; returns (mean loss, target tokens).
+
+    features: (B, feature_dim) stored CNN features; tokens: (B, T) padded caption ids.
+    """
+    targets = with_end(tokens)  # (B, T + 1)
+    logits = model(model.image_vectors(features), tokens)  # (B, T + 1, V)
+    loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimiser.step()
+    return loss.item(), int((targets != PAD_ID).sum())

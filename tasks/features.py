@@ -12,31 +12,25 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from models import default_device
-from models.encoder import load_encoder
+from models.encoder import default_batch_size, load_encoder
 from onenet.errors import OnenetError
 from onenet.faults import crash_point
 from onenet.files import sha256_text, write_parquet
+from onenet.photos import decoded_batches
 from onenet.vectors import to_column, to_matrix
 from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
 
 log = logging.getLogger("onenet.features")
-
-Image.MAX_IMAGE_PIXELS = 100_000_000  # larger is refused as a possible decompression bomb
-
 
 @dataclass(frozen=True)
 class Features:
@@ -48,69 +42,6 @@ class Features:
     image_size: int
     grid: int
     rejects: tuple[tuple[str, str], ...] = field(default=())
-
-
-def load_pixels(path: Path, size: int) -> torch.Tensor:
-    """Decode a photo to a (3, size, size) uint8 tensor, EXIF rotation applied.
-
-    Handles grayscale, CMYK, palette, alpha (composited on white) and 16-bit images. Raises
-    OnenetError with the reason when the file is missing, empty, not an image, truncated, or so
-    large it may be a decompression bomb.
-    """
-    try:
-        if path.stat().st_size == 0:
-            raise OnenetError(f"cannot read photo {path}: empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
-                im = _to_rgb(ImageOps.exif_transpose(im))
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-                array = np.asarray(im, dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise OnenetError(f"photo not found: {path}") from None
-    except PermissionError:
-        raise OnenetError(f"cannot read photo {path}: permission denied") from None
-    except UnidentifiedImageError:
-        raise OnenetError(f"cannot read photo {path}: not an image file, or a format Pillow cannot decode") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        raise OnenetError(f"cannot read photo {path}: too many pixels, possibly a decompression bomb ({e})") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise OnenetError(f"cannot read photo {path}: {e}") from None
-    return torch.from_numpy(array).permute(2, 0, 1)  # (3, size, size)
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit (or 32-bit) integer: keep the top 8 bits
-        values = np.asarray(im).astype(np.int64).clip(0)
-        im = Image.fromarray((values >> (8 if values.max(initial=0) < 65536 else 24)).astype(np.uint8))
-    elif im.mode == "F":
-        im = Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8))
-    if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return im.convert("RGB")  # L, CMYK, YCbCr, RGB
-
-
-def _try_load(path: Path, size: int) -> torch.Tensor | str:
-    try:
-        return load_pixels(path, size)
-    except OnenetError as e:
-        return str(e)
-
-
-def _decoded_batches(paths: list[Path], size: int, batch_size: int) -> Iterator[list[torch.Tensor | str]]:
-    """Decode batch i+1 on threads while the caller runs the CNN on batch i."""
-    batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        ahead = None
-        for i, batch in enumerate(batches):
-            current = ahead.result() if ahead else list(pool.map(lambda p: _try_load(p, size), batch))
-            if i + 1 < len(batches):
-                nxt = batches[i + 1]
-                ahead = pool.submit(lambda b=nxt: [_try_load(p, size) for p in b])
-            yield current
 
 
 FEATURE_LAYOUT = 2  # bump when Encoder.features() changes what it returns
@@ -133,7 +64,7 @@ def extract_features(
     encoder_name: str,
     image_size: int,
     grid: int = 2,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     shard_size: int = 1024,
 ) -> Features:
     """Encode the (image_id, workspace-relative path) pairs that no shard holds yet."""
@@ -144,12 +75,13 @@ def extract_features(
     if todo:
         device = default_device()
         encoder = load_encoder(encoder_name, grid).to(device)
+        batch_size = batch_size or default_batch_size(device)
         log.info("features: encoding %d new photos (%d already stored) with %s on %s", len(todo), len(done), encoder_name, device)
         started = time.perf_counter()
         for s in range(0, len(todo), shard_size):
             chunk = todo[s : s + shard_size]
             ids, vectors = [], []
-            decoded = _decoded_batches([workspace.path(p) for _, p in chunk], image_size, batch_size)
+            decoded = decoded_batches([workspace.path(p) for _, p in chunk], image_size, batch_size)
             for b, batch in enumerate(decoded):
                 members = chunk[b * batch_size : (b + 1) * batch_size]
                 good = [(m, px) for m, px in zip(members, batch) if not isinstance(px, str)]
@@ -193,7 +125,7 @@ def read_features(workspace: Workspace, features: Features, image_ids: list[str]
 
 @cached_task(name="extract-features")
 def extract_features_task(
-    workspace: Workspace, manifest: Ref, encoder_name: str, image_size: int, grid: int, batch_size: int
+    workspace: Workspace, manifest: Ref, encoder_name: str, image_size: int, grid: int, batch_size: int | None
 ) -> Features:
     table = pq.read_table(workspace.path(manifest.path), columns=["image_id", "path"])
     pairs = list(zip(table.column("image_id").to_pylist(), table.column("path").to_pylist()))

@@ -108,7 +108,7 @@ def read_captions_file(path: Path, scan: Scan) -> list[tuple[str, int, str, str]
     return rows
 
 
-def ingest(workspace: Workspace, folders: list[str], captions_file: str | None = None, prune: bool = False, batch_size: int = 32) -> dict:
+def ingest(workspace: Workspace, folders: list[str], captions_file: str | None = None, prune: bool = False, batch_size: int | None = None) -> dict:
     """Add the new photos of `folders` to the promoted model version. Returns counts."""
     scan = scan_folders(folders)
     con = db.connect(workspace)

@@ -8,7 +8,6 @@ promoted. An unchanged re-run is a cache hit.
 
 from __future__ import annotations
 
-import json
 import pyarrow.parquet as pq
 
 from onenet.workspace import Workspace

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from models import default_device
-from models.captioner import PAD_ID, UNK_ID, Captioner, CaptionerConfig, pad_batch, with_end
+from models.captioner import PAD_ID, UNK_ID, Captioner, CaptionerConfig, pad_batch, training_step, with_end
 from onenet.files import atomic_path, sha256_text
 from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
@@ -102,17 +102,9 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
         started, seen_tokens, total_loss = time.perf_counter(), 0, 0.0
         for batch in np.array_split(rng.permutation(len(train_tokens)), steps_per_epoch):
             tokens = pad_batch([train_tokens[i] for i in batch]).to(device)  # (B, T)
-            image_vecs = model.image_vectors(feats[[row[train_ids[i]] for i in batch]])  # (B, dim)
-            targets = with_end(tokens)  # (B, T + 1)
-            logits = model(image_vecs, tokens)  # (B, T + 1, V)
-            loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimiser.step()
+            loss, n = training_step(model, optimiser, feats[[row[train_ids[i]] for i in batch]], tokens)
             schedule.step()
-            n = int((targets != PAD_ID).sum())
-            seen_tokens, total_loss = seen_tokens + n, total_loss + loss.item() * n
+            seen_tokens, total_loss = seen_tokens + n, total_loss + loss * n
         val = evaluate_loss(model, feats, [row[i] for i in val_ids], val_tokens, device)
         record = {"epoch": epoch, "train_loss": total_loss / seen_tokens, **val, "tokens_per_s": seen_tokens / (time.perf_counter() - started)}
         history.append(record)

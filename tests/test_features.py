@@ -11,7 +11,8 @@ from onenet.errors import OnenetError
 from onenet.files import sha256_file
 from onenet.workspace import Workspace
 from tasks import shapes
-from tasks.features import extract_features, load_pixels, read_features, stored_ids
+from onenet.photos import load_pixels
+from tasks.features import extract_features, read_features, stored_ids
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from PIL import Image
 
 from onenet.workspace import Workspace
 from tasks import shapes
-from tasks.features import load_pixels
+from onenet.photos import load_pixels
 from tasks.ingest import ingest
 from warehouse import db
 from warehouse.query import Queries

@@ -33,7 +33,7 @@ from onenet.vectors import normalise
 from onenet.workspace import Workspace
 from tasks.captions import clean
 from tasks.export import caption_vectors, load_model
-from tasks.features import load_pixels
+from onenet.photos import load_pixels
 from tasks.index import faiss_id
 from warehouse.db import connect, current_version
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +22,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from onenet.errors import OnenetError
+from onenet.photos import decoded_batches
 
 DEFAULT_ENCODER = "efficientnet-lite0"
 
@@ -171,6 +176,26 @@ class Encoder:
         for tap in taps:
             pooled += [tap.mean(dim=(2, 3)), tap.amax(dim=(2, 3))]  # (B, c_i) each
         return torch.cat(pooled, dim=1).float()
+
+    def encode_files(
+        self, paths: list[Path], size: int, batch_size: int | None = None
+    ) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
+        """Decode (on threads, ahead of the CNN) and encode photo files, batch by batch.
+
+        Yields per batch: the positions (into `paths`) encoded, their features (n, feature_dim),
+        and [(position, reason)] for the photos that could not be read.
+        """
+        device = next(self.net.parameters()).device
+        start = 0
+        for batch in decoded_batches(paths, size, batch_size or default_batch_size(device)):
+            good = [(start + j, px) for j, px in enumerate(batch) if not isinstance(px, str)]
+            bad = [(start + j, px) for j, px in enumerate(batch) if isinstance(px, str)]
+            vectors = np.zeros((0, self.feature_dim), np.float32)
+            if good:
+                pixels = torch.stack([px for _, px in good]).to(device, non_blocking=True)  # (B, 3, S, S) uint8
+                vectors = self.features(pixels).cpu().numpy()  # (B, feature_dim)
+            yield [j for j, _ in good], vectors, bad
+            start += len(batch)
 
     def to(self, device: torch.device | str) -> "Encoder":
         device = torch.device(device)

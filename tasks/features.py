@@ -18,14 +18,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from models import default_device
-from models.encoder import default_batch_size, load_encoder
+from models.encoder import load_encoder
 from onenet.errors import OnenetError
 from onenet.faults import crash_point
 from onenet.files import sha256_text, write_parquet
-from onenet.photos import decoded_batches
 from onenet.vectors import to_column, to_matrix
 from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
@@ -75,26 +73,19 @@ def extract_features(
     if todo:
         device = default_device()
         encoder = load_encoder(encoder_name, grid).to(device)
-        batch_size = batch_size or default_batch_size(device)
         log.info("features: encoding %d new photos (%d already stored) with %s on %s", len(todo), len(done), encoder_name, device)
-        started = time.perf_counter()
-        for s in range(0, len(todo), shard_size):
-            chunk = todo[s : s + shard_size]
-            ids, vectors = [], []
-            decoded = decoded_batches([workspace.path(p) for _, p in chunk], image_size, batch_size)
-            for b, batch in enumerate(decoded):
-                members = chunk[b * batch_size : (b + 1) * batch_size]
-                good = [(m, px) for m, px in zip(members, batch) if not isinstance(px, str)]
-                rejects += [(m[1], px) for m, px in zip(members, batch) if isinstance(px, str)]
-                if good:
-                    pixels = torch.stack([px for _, px in good]).to(device)  # (B, 3, S, S) uint8
-                    vectors.append(encoder.features(pixels).cpu().numpy())  # (B, D)
-                    ids += [m[0] for m, _ in good]
-            if ids:
-                _write_shard(folder, ids, np.concatenate(vectors))
-                crash_point("features")
-            rate = (s + len(chunk)) / (time.perf_counter() - started)
-            log.info("features: %d / %d photos (%.1f photos/s)", s + len(chunk), len(todo), rate)
+        started, seen, ids, vectors = time.perf_counter(), 0, [], []
+        for positions, batch_vectors, bad in encoder.encode_files([workspace.path(p) for _, p in todo], image_size, batch_size):
+            rejects += [(todo[j][1], reason) for j, reason in bad]
+            ids += [todo[j][0] for j in positions]
+            vectors.append(batch_vectors)
+            seen += len(positions) + len(bad)
+            if len(ids) >= shard_size or seen == len(todo):
+                if ids:
+                    _write_shard(folder, ids, np.concatenate(vectors))
+                    crash_point("features")
+                ids, vectors = [], []
+                log.info("features: %d / %d photos (%.1f photos/s)", seen, len(todo), seen / (time.perf_counter() - started))
     bad = {p for p, _ in rejects}
     covered = sorted({i for i, p in images if p not in bad})  # a copy under two names counts once
     digest = sha256_text(feature_dir(encoder_name, image_size, grid), json.dumps(covered))

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-all bench bench-full clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -27,6 +27,15 @@ test: $(STAMP)
 ## Everything, slow quality checks included.
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
+
+## Speed, side by side in one run: ratios against the article's way and the machine's bounds
+## (under 10 minutes on 2 cores); the table also lands in BENCHMARKS.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+## Longer: HNSW at 1M vectors and RSICD's real photos (../shared/data/rsicd) when present.
+bench-full: $(STAMP)
+	$(BIN)/python -m bench --full
 
 clean:
 	rm -rf onenet-data

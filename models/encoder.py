@@ -187,7 +187,7 @@ class Encoder:
         """
         device = next(self.net.parameters()).device
         start = 0
-        for batch in decoded_batches(paths, size, batch_size or default_batch_size(device)):
+        for batch in decoded_batches(paths, size, batch_size or default_batch_size(device, size)):
             good = [(start + j, px) for j, px in enumerate(batch) if not isinstance(px, str)]
             bad = [(start + j, px) for j, px in enumerate(batch) if isinstance(px, str)]
             vectors = np.zeros((0, self.feature_dim), np.float32)
@@ -208,10 +208,12 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
-def default_batch_size(device: torch.device) -> int:
-    """Photos per CNN call. On CPU small batches keep activations in cache: 8 ran ~2x faster than
-    32 on 2 cores (BENCHMARKS.md); a GPU wants large batches."""
-    return 256 if device.type == "cuda" else 8
+def default_batch_size(device: torch.device, image_size: int = 160) -> int:
+    """Photos per CNN call. On CPU small batches keep activations in cache (2 cores: 8 photos at
+    160 px ran ~1.5x faster than 32; at 224 px, 4 beat 8: BENCHMARKS.md); a GPU wants large ones."""
+    if device.type == "cuda":
+        return 256
+    return max(1, round(8 * (160 / image_size) ** 2))
 
 
 def efficientnet_lite0_weights() -> str:

@@ -21,7 +21,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from onenet.errors import OnenetError
 
-Image.MAX_IMAGE_PIXELS = 100_000_000  # larger is refused as a possible decompression bomb
+MAX_PIXELS = 100_000_000  # larger is refused as a possible decompression bomb
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS * 2  # Pillow's own refusal; below it we check the header ourselves
+# (warnings.catch_warnings is not thread-safe, so Pillow's warning between 1x and 2x is not used)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def load_pixels(path: Path, size: int) -> torch.Tensor:
@@ -31,27 +34,33 @@ def load_pixels(path: Path, size: int) -> torch.Tensor:
     OnenetError with the reason when the file is missing, empty, not an image, truncated, or so
     large it may be a decompression bomb.
     """
+    return torch.from_numpy(decode(path, size)).permute(2, 0, 1)  # (3, size, size)
+
+
+def decode(path: Path, size: int) -> np.ndarray:
+    """load_pixels as a (size, size, 3) uint8 array."""
     try:
         if path.stat().st_size == 0:
             raise OnenetError(f"cannot read photo {path}: empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
-                im = _to_rgb(ImageOps.exif_transpose(im))
-                im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)  # big photos: integer reduce first
-                array = np.asarray(im, dtype=np.uint8).copy()
+        with Image.open(path) as im:  # reads the header only
+            if im.width * im.height > MAX_PIXELS:
+                raise OnenetError(
+                    f"cannot read photo {path}: too many pixels ({im.width} x {im.height}), possibly a decompression bomb"
+                )
+            im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
+            im = _to_rgb(ImageOps.exif_transpose(im))
+            im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)  # big photos: integer reduce first
+            return np.asarray(im, dtype=np.uint8).copy()
     except FileNotFoundError:
         raise OnenetError(f"photo not found: {path}") from None
     except PermissionError:
         raise OnenetError(f"cannot read photo {path}: permission denied") from None
     except UnidentifiedImageError:
         raise OnenetError(f"cannot read photo {path}: not an image file, or a format Pillow cannot decode") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
         raise OnenetError(f"cannot read photo {path}: too many pixels, possibly a decompression bomb ({e})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise OnenetError(f"cannot read photo {path}: {e}") from None
-    return torch.from_numpy(array).permute(2, 0, 1)  # (3, size, size)
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -67,6 +76,18 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, CMYK, YCbCr, RGB
 
 
+def decode_workers() -> int:
+    """Decoding workers: one per core (the OS shares cores with the CNN's threads)."""
+    return max(1, min(16, os.cpu_count() or 1))
+
+
+def use_processes(n_photos: int, workers: int) -> bool:
+    """Threads share one interpreter: decoding small photos is mostly Python-side work under the
+    GIL, so beyond a few cores only processes scale (measured on 16 cores: threads 0.8k
+    photos/s, see BENCHMARKS.md). Forking workers costs a little: worth it for big jobs only."""
+    return workers >= 4 and n_photos >= 64 * workers
+
+
 def try_load(path: Path, size: int) -> torch.Tensor | str:
     try:
         return load_pixels(path, size)
@@ -74,21 +95,21 @@ def try_load(path: Path, size: int) -> torch.Tensor | str:
         return str(e)
 
 
-def decode_workers() -> int:
-    """Decoding threads: one per core (the OS shares cores with the CNN's threads)."""
-    return max(1, min(16, os.cpu_count() or 1))
-
-
 def decoded_batches(
-    paths: list[Path], size: int, batch_size: int, workers: int | None = None, ahead: int = 2
+    paths: list[Path], size: int, batch_size: int, workers: int | None = None, ahead: int = 2, processes: bool | None = None
 ) -> Iterator[list[torch.Tensor | str]]:
-    """Yield each batch decoded (a tensor, or the reason it could not be read, per photo).
+    """Yield each batch decoded (a (3, size, size) tensor, or the reason it could not be read).
 
-    Up to `ahead` batches beyond the one being yielded are decoded on `workers` threads while
-    the caller computes, so decoding hides behind the CNN instead of adding to it.
+    Up to `ahead` batches beyond the one being yielded are decoded by `workers` threads (or
+    processes, for big jobs on many cores) while the caller computes, so decoding hides behind
+    the CNN instead of adding to it. `processes` None: decided by `use_processes`.
     """
+    workers = workers or decode_workers()
     batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-    with ThreadPoolExecutor(max_workers=workers or decode_workers()) as pool:
+    if batches and (use_processes(len(paths), workers) if processes is None else processes):
+        yield from _batches_from_processes(paths, size, batch_size, workers, ahead)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[list[Future]] = deque()
         for batch in batches:
             pending.append([pool.submit(try_load, path, size) for path in batch])
@@ -96,3 +117,30 @@ def decoded_batches(
                 yield [f.result() for f in pending.popleft()]
         while pending:
             yield [f.result() for f in pending.popleft()]
+
+
+class _PhotoBatches(torch.utils.data.Dataset):
+    """Item i = batch i, decoded in a worker process and packed as one tensor: a batch crosses
+    to the main process as one shared-memory block, not one per photo."""
+
+    def __init__(self, paths: list[Path], size: int, batch_size: int):
+        self.paths, self.size, self.batch_size = paths, size, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.paths) // self.batch_size)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[str | None]]:
+        items = [try_load(p, self.size) for p in self.paths[i * self.batch_size : (i + 1) * self.batch_size]]
+        good = [x for x in items if not isinstance(x, str)]
+        pixels = torch.stack(good) if good else torch.zeros((0, 3, self.size, self.size), dtype=torch.uint8)
+        return pixels, [x if isinstance(x, str) else None for x in items]
+
+
+def _batches_from_processes(paths: list[Path], size: int, batch_size: int, workers: int, ahead: int) -> Iterator[list[torch.Tensor | str]]:
+    """PyTorch DataLoader worker processes, each decoding whole batches `ahead` in advance."""
+    loader = torch.utils.data.DataLoader(
+        _PhotoBatches(paths, size, batch_size), batch_size=None, num_workers=workers, prefetch_factor=ahead
+    )
+    for pixels, reasons in loader:
+        good = iter(pixels)
+        yield [reason if reason is not None else next(good) for reason in reasons]

@@ -16,6 +16,11 @@ from onenet.vectors import normalise, to_matrix
 from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
 
+# faiss-cpu 1.15 only switches to a BLAS matrix product for batches of 128,000+ queries, so a batch
+# of 100 was scanned one query at a time: 6.7x slower than with the product (BENCHMARKS.md,
+# search rows). 20 is the threshold faiss used for years; results are identical either way.
+faiss.cvar.distance_compute_blas_threshold = 20
+
 
 def faiss_id(image_id: str) -> int:
     """A stable positive int64 from an image's sha256 (60 bits: collisions are negligible)."""

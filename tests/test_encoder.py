@@ -70,3 +70,25 @@ def test_torchvision_encoder_without_weights_says_where_to_put_them(tmp_path, mo
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(OnenetError, match="not available offline"):
         load_encoder("torchvision:resnet18")
+
+
+def test_same_padding_at_stride_one_is_symmetric_like_tensorflow():
+    torch.manual_seed(0)
+    for k in (3, 5):
+        conv = SameConv2d(4, 4, k, stride=1, groups=4, bias=False)
+        x = torch.randn(2, 4, 9, 9)
+        # TensorFlow 'SAME' at stride 1 pads (k - 1) / 2 on every side
+        expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, [k // 2] * 4), conv.weight, groups=4)
+        assert torch.allclose(conv(x), expected, atol=1e-6)
+
+
+def test_folding_batchnorm_keeps_the_features(encoder):
+    from models.encoder import EfficientNetLite0, Encoder, efficientnet_lite0_weights
+
+    net = EfficientNetLite0()
+    net.load_state_dict(torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True))
+    unfolded = Encoder(encoder.name, net.eval(), 1280, encoder.mean, encoder.std, encoder.grid)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.net.modules())  # load_encoder folded them
+    pixels = torch.from_numpy(np.asarray(Image.fromarray(skimage_data.chelsea()).resize((160, 160))).copy()).permute(2, 0, 1)[None]
+    a, b = encoder.features(pixels), unfolded.features(pixels)
+    assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item())

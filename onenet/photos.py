@@ -2,8 +2,8 @@
 
 `load_pixels` turns any photo Pillow can read into a (3, size, size) uint8 tensor, or raises
 OnenetError saying why it cannot (the caller records the photo as rejected and goes on).
-`decoded_batches` decodes upcoming batches on worker threads while the caller runs the CNN on
-the current one (Pillow releases the GIL while decoding).
+`decoded_batches` decodes upcoming batches while the caller runs the CNN on the current one:
+on threads for small jobs and few cores, in DataLoader worker processes for big jobs on many.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def decode_workers() -> int:
 def use_processes(n_photos: int, workers: int) -> bool:
     """Threads share one interpreter: decoding small photos is mostly Python-side work under the
     GIL, so beyond a few cores only processes scale (measured on 16 cores: threads 0.8k
-    photos/s, see BENCHMARKS.md). Forking workers costs a little: worth it for big jobs only."""
+    photos/s, see BENCHMARKS.md). Starting worker processes takes ~2 s: big jobs only."""
     return workers >= 4 and n_photos >= 64 * workers
 
 

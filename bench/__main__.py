@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import re
 import subprocess
 import sys
@@ -48,19 +47,17 @@ def verdict(ratio: float | None, goal: str) -> str:
 
 
 def run_section(name: str, bounds: dict, device: str, full: bool) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = f.name
-    command = [sys.executable, "-m", "bench.section", name, "--bounds", json.dumps(bounds), "--out", out, "--device", device]
-    command += ["--full"] if full else []
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"rows": [], "peak_mb": {}, "error": reason, "seconds": seconds}
-    result = json.loads(Path(out).read_text())
-    os.unlink(out)
-    return {**result, "seconds": seconds}
+    with tempfile.TemporaryDirectory(prefix="onenet-bench-") as tmp:
+        out = Path(tmp) / f"{name}.json"
+        command = [sys.executable, "-m", "bench.section", name, "--bounds", json.dumps(bounds), "--out", str(out), "--device", device]
+        command += ["--full"] if full else []
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return {"rows": [], "peak_mb": {}, "error": reason, "seconds": seconds}
+        return {**json.loads(out.read_text()), "seconds": seconds}
 
 
 def markdown(results: dict, bounds: dict, args, wall: float) -> str:

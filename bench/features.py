@@ -58,7 +58,7 @@ def article_way(encoder: Encoder, paths: list[Path], size: int, device: torch.de
 
 
 def onenet_way(encoder: Encoder, paths: list[Path], size: int, device: torch.device) -> float:
-    """Photos/s as the features task runs: batched CNN, decoding overlapped on threads."""
+    """Photos/s as the features task runs: batched CNN, decoding ahead of it (threads or processes)."""
     sync = sync_for(device)
     encoder.features(torch.zeros(default_batch_size(device, size), 3, size, size, dtype=torch.uint8, device=device))  # warm-up
     started = time.perf_counter()

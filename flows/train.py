@@ -6,6 +6,7 @@ changing a decoder hyper-parameter reruns only training and what follows it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from prefect import flow
@@ -20,24 +21,29 @@ from tasks.export import export_vectors_task
 from tasks.features import extract_features_task
 from tasks.index import build_index_task
 from tasks.land import land_task_for
+from tasks.datasets import FLICKR8K_ARCHIVES, flickr8k_source_task, karpathy_source_task
 from tasks.source import add_ingested_task, source_shapes
 from tasks.train import TrainConfig, train_decoder_task
 
-SOURCES = ("shapes",)
+SOURCES = ("shapes", "flickr8k", "karpathy")
 
 
 @dataclass
 class TrainOptions:
     """Everything `onenet train` can be told (each field is part of some task's cache key)."""
 
-    source: str = "shapes"
+    source: str = "shapes"  # shapes | flickr8k | karpathy
     n_images: int = 2000  # shapes: how many scenes to draw
     seed: int = 0  # shapes: which scenes
+    from_path: str | None = None  # flickr8k: local archives or extracted folder; karpathy: the JSON file
+    images: str | None = None  # karpathy: the image folder
+    archive_urls: dict[str, str] = field(default_factory=lambda: dict(FLICKR8K_ARCHIVES))  # flickr8k downloads
+    archive_sha256: dict[str, str] = field(default_factory=dict)  # flickr8k: expected digests, where known
     encoder: str = DEFAULT_ENCODER
     image_size: int = 160  # pixels fed to the CNN (shapes are drawn at 128; 160 sees small objects better)
     grid: int = 2
     feature_batch: int | None = None  # photos per CNN call; None: what suits the device (8 on CPU, 256 on CUDA)
-    min_count: int = 1
+    min_count: int | None = None  # vocabulary: words seen fewer times are <unk>; None: 1 for shapes, 5 for photos
     max_words: int = 20
     decoder: TrainConfig = field(default_factory=TrainConfig)
     beam_size: int = 3
@@ -52,9 +58,11 @@ def train(workspace: str, options: TrainOptions | None = None) -> dict:
     ws = Workspace.at(workspace)
     run = TaskRuns(ws.results)
 
-    manifest = run(source_shapes, workspace=ws, n=o.n_images, seed=o.seed)
+    manifest = run_source(run, ws, o)
     manifest = run(add_ingested_task, workspace=ws, manifest=manifest)  # photos ingested with captions
-    captions = run(clean_captions_task, workspace=ws, manifest=manifest, min_count=o.min_count, max_words=o.max_words)
+    min_count = o.min_count if o.min_count is not None else (1 if o.source == "shapes" else 5)
+    captions = run(clean_captions_task, workspace=ws, manifest=manifest, min_count=min_count, max_words=o.max_words)
+    publish_caption_stats(ws, captions)
     features = run(
         extract_features_task, workspace=ws, manifest=manifest, encoder_name=o.encoder,
         image_size=o.image_size, grid=o.grid, batch_size=o.feature_batch,
@@ -70,3 +78,35 @@ def train(workspace: str, options: TrainOptions | None = None) -> dict:
         description=f"onenet model {version}: validation metrics of the kept epoch",
     )
     return {"version": version, "metrics": model.metrics, "tasks": run.states, "rejects": len(features.rejects)}
+
+
+def run_source(run: TaskRuns, ws: Workspace, o: TrainOptions):
+    """The source stage for `o.source`: a manifest Ref. A cached manifest whose file is gone (a
+    cleaned raw/ folder) is made again: the cache says what was computed, not that it still exists."""
+    if o.source == "shapes":
+        task, parameters = source_shapes, {"n": o.n_images, "seed": o.seed}
+    elif o.source == "flickr8k":
+        task, parameters = flickr8k_source_task, {"from_path": o.from_path, "urls": o.archive_urls, "sha256": o.archive_sha256}
+    elif not (o.from_path and o.images):
+        raise OnenetError("--source karpathy needs --from DATASET.json and --images FOLDER")
+    else:
+        task, parameters = karpathy_source_task, {"json_file": o.from_path, "images": o.images}
+    manifest = run(task, workspace=ws, **parameters)
+    if not ws.path(manifest.path).is_file():
+        manifest = run(task, refresh=True, workspace=ws, **parameters)
+    return manifest
+
+
+def publish_caption_stats(ws: Workspace, captions) -> None:
+    """The caption statistics (tasks/captions.py stats.json) as a Prefect artifact."""
+    stats = json.loads((ws.path(captions.path) / "stats.json").read_text())
+    rows = [{"split": k, **v} for k, v in stats["splits"].items()]
+    lengths = ", ".join(f"{n}: {c}" for n, c in stats["length_histogram"].items())
+    create_table_artifact(
+        key="caption-stats",
+        table=rows,
+        description=(
+            f"vocabulary {stats['vocabulary']} words (min count {stats['min_count']}); mean length "
+            f"{stats['mean_length']} words, {stats['truncated']} captions cut at {stats['max_words']}; lengths {lengths}"
+        ),
+    )

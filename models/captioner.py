@@ -128,14 +128,17 @@ def pad_batch(sequences: list[list[int]]) -> torch.Tensor:
     return out
 
 
-def training_step(model: Captioner, optimiser: torch.optim.Optimizer, features: torch.Tensor, tokens: torch.Tensor) -> tuple[float, int]:
+def training_step(
+    model: Captioner, optimiser: torch.optim.Optimizer, features: torch.Tensor, tokens: torch.Tensor, label_smoothing: float = 0.0
+) -> tuple[float, int]:
     """One optimiser step of teacher-forced cross-entropy; returns (mean loss, target tokens).
 
     features: (B, feature_dim) stored CNN features; tokens: (B, T) padded caption ids.
+    label_smoothing spreads that much of each target's probability over the vocabulary.
     """
     targets = with_end(tokens)  # (B, T + 1)
     logits = model(model.image_vectors(features), tokens)  # (B, T + 1, V)
-    loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID)
+    loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, label_smoothing=label_smoothing)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

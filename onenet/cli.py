@@ -68,6 +68,15 @@ def _table(title: str, *columns: str) -> Table:
 @app.command()
 def train(
     ctx: typer.Context,
+    source: str = typer.Option("shapes", help="shapes (drawn), flickr8k (archives) or karpathy (a Karpathy-format JSON)"),
+    from_path: Optional[str] = typer.Option(
+        None, "--from", help="flickr8k: folder with its archives or their extracted layout; karpathy: dataset_*.json"
+    ),
+    images: Optional[str] = typer.Option(None, "--images", help="karpathy: the folder holding the JSON's image files"),
+    archive_url: list[str] = typer.Option([], "--archive-url", help="flickr8k: URL of an archive (matched by file name)"),
+    sha256: list[str] = typer.Option([], "--sha256", help="flickr8k: NAME=HEX expected digest of an archive"),
+    min_count: Optional[int] = typer.Option(None, help="vocabulary: minimum count (default 1 for shapes, 5 for photos)"),
+    max_words: int = typer.Option(20, help="captions are cut at this many words"),
     n_images: int = typer.Option(2000, help="shapes: number of scenes to draw"),
     seed: int = typer.Option(0, help="shapes: which scenes"),
     encoder: str = typer.Option("efficientnet-lite0", help="efficientnet-lite0 or torchvision:NAME (weights in TORCH_HOME)"),
@@ -87,8 +96,21 @@ def train(
     from flows.train import train as train_flow
     from tasks.train import TrainConfig
 
+    from tasks.datasets import FLICKR8K_ARCHIVES
+
+    urls = dict(FLICKR8K_ARCHIVES)
+    for url in archive_url:
+        name = url.rstrip("/").rsplit("/", 1)[-1]
+        if name not in urls:
+            raise OnenetError(f"--archive-url {url}: the file name must be one of {', '.join(urls)}")
+        urls[name] = url
+    digests = dict(_key_value("--sha256", item) for item in sha256)
     decoder = TrainConfig(dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr)
-    options = TrainOptions(n_images=n_images, seed=seed, encoder=encoder, image_size=image_size, decoder=decoder)
+    options = TrainOptions(
+        source=source, from_path=from_path, images=images, archive_urls=urls, archive_sha256=digests,
+        n_images=n_images, seed=seed, encoder=encoder, image_size=image_size, min_count=min_count,
+        max_words=max_words, decoder=decoder,
+    )
     result = train_flow(workspace=str(c.workspace.root), options=options)
     table = _table(f"model {result['version']} landed in {c.workspace.warehouse}", "task", "state")
     for name, state in result["tasks"].items():
@@ -97,6 +119,39 @@ def train(
     if not c.json:
         m = result["metrics"]
         console.print(f"validation: loss {m['val_loss']:.3f}, next-word accuracy {m['val_accuracy']:.3f} (epoch {m['epoch']})")
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    split: str = typer.Option("val", help="which split's photos and human captions to measure on"),
+    version: Optional[str] = typer.Option(None, help="model version (or a prefix); default: the promoted one"),
+    beam: int = typer.Option(3, help="beam width for the beam-search captions"),
+    retrieval_images: int = typer.Option(1000, help="photos searched among (the standard protocol: 1,000)"),
+    text_queries: int = typer.Option(100, help="text->image queries sampled for the generative search methods (0: every caption)"),
+    image_queries: int = typer.Option(100, help="image->text queries (photos) sampled (0: every photo)"),
+) -> None:
+    """Measure a model: BLEU/METEOR/ROUGE-L/CIDEr vs the nearest-neighbour baseline, recall@K, word checks."""
+    c = _ctx(ctx)
+    from flows.evaluate import evaluate as evaluate_flow
+    from flows.evaluate import metrics_table
+    from tasks.evaluate import EvalOptions
+
+    options = EvalOptions(split=split, beam_size=beam, retrieval_images=retrieval_images, text_queries=text_queries, image_queries=image_queries)
+    result = evaluate_flow(workspace=str(c.workspace.root), options=options, version=version)
+    rows = metrics_table(result["rows"])
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    table = _table(f"model {result['version']} on {split} (landed in the evaluations table)", *columns)
+    for r in rows:
+        table.add_row(*(_cell(r.get(k, "")) for k in columns))
+    _emit(c, result, table)
+
+
+def _key_value(option: str, item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key or not value:
+        raise OnenetError(f"{option} {item!r}: expected NAME=VALUE")
+    return key, value
 
 
 @app.command()

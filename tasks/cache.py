@@ -58,7 +58,9 @@ class TaskRuns:
         self.storage = results_dir  # a Path: Prefect stores results there without a saved block
         self.states: dict[str, str] = {}
 
-    def __call__(self, task: Any, **parameters: Any) -> Any:
-        state = task.with_options(result_storage=self.storage)(**parameters, return_state=True)
+    def __call__(self, task: Any, refresh: bool = False, **parameters: Any) -> Any:
+        """Run `task` (a cache hit when its key is known); refresh=True computes it regardless."""
+        options = {"refresh_cache": True} if refresh else {}
+        state = task.with_options(result_storage=self.storage, **options)(**parameters, return_state=True)
         self.states[task.name] = state.name
         return state.result()

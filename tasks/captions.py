@@ -1,9 +1,13 @@
-"""Stage 2, captions: clean raw captions, build the vocabulary from the train split, write Parquet.
+"""Stage 2, captions: tokenise raw captions, build the vocabulary from the train split, write Parquet.
 
 Outputs (under parquet/<digest>/):
-    captions.parquet  image_id | n | split | raw | clean
+    captions.parquet  image_id | n | split | raw | clean     (clean: tokens joined by spaces, capped)
     vocab.parquet     id | word | freq     (ids 0..2 are <pad>, <end>, <unk>)
+    stats.json        vocabulary size, coverage per split, caption lengths (histogram)
 The vocabulary sees only training captions, so nothing from val/test leaks into the model.
+Tokenisation follows the PTB tokenizer as the COCO caption evaluation runs it (lower case,
+clitics split off: "dog's" -> "dog 's", "don't" -> "do n't", punctuation dropped, hyphenated
+words kept), so what the model learns to write is what the metrics compare.
 """
 
 from __future__ import annotations
@@ -15,18 +19,29 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from onenet.files import sha256_text, write_parquet
+from onenet.files import atomic_path, sha256_text, write_parquet
 from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
 
 PAD, END, UNK = "<pad>", "<end>", "<unk>"
 SPECIALS = [PAD, END, UNK]
-_NON_WORD = re.compile(r"[^a-z0-9' ]+")
+_CLITIC = re.compile(r"(?<=[^\W_])(n't|'s|'re|'ve|'ll|'d|'m)\b")
+_TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|(?:[a-z]\.){2,}|[^\W_]+(?:[-.,/&:][^\W_]+)*|[^\w\s]+")
+# What coco-caption's PTBTokenizer removes after tokenising, plus brackets (it keeps them as
+# "-lrb-"/"-rrb-" because it lower-cases before matching; a model should not learn to write those).
+_PUNCTUATION = set("'\"`.?!,:;-()[]{}") | {"--", "...", "``", "''"}
+
+
+def tokenize(raw: str) -> list[str]:
+    """PTB-style tokens: 'A dog's T-shirt, (red).' -> ['a', 'dog', "'s", 't-shirt', 'red']."""
+    text = raw.lower().replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"')
+    tokens = _TOKEN.findall(_CLITIC.sub(r" \1", text))
+    return [t for t in tokens if t not in _PUNCTUATION and not set(t) <= _PUNCTUATION]
 
 
 def clean(raw: str) -> str:
-    """Lower-case, punctuation to spaces, single spaces: 'A Red circle.' -> 'a red circle'."""
-    return " ".join(_NON_WORD.sub(" ", raw.lower().replace("’", "'")).split())
+    """Tokens joined by single spaces: 'A Red circle.' -> 'a red circle'."""
+    return " ".join(tokenize(raw))
 
 
 def build_vocab(train_captions: list[str], min_count: int) -> list[tuple[str, int]]:
@@ -38,12 +53,13 @@ def build_vocab(train_captions: list[str], min_count: int) -> list[tuple[str, in
 
 def clean_captions(workspace: Workspace, manifest: Ref, min_count: int, max_words: int) -> Ref:
     rows = pq.read_table(workspace.path(manifest.path), columns=["image_id", "split", "captions"]).to_pylist()
-    records = []
+    records, lengths = [], []
     for row in rows:
         for n, raw in enumerate(row["captions"] or []):
-            cleaned = " ".join(clean(raw).split()[:max_words])
-            if cleaned:
-                records.append({"image_id": row["image_id"], "n": n, "split": row["split"], "raw": raw, "clean": cleaned})
+            tokens = tokenize(raw)
+            if tokens:
+                lengths.append(len(tokens))
+                records.append({"image_id": row["image_id"], "n": n, "split": row["split"], "raw": raw, "clean": " ".join(tokens[:max_words])})
     vocab = build_vocab([r["clean"] for r in records if r["split"] == "train"], min_count)
     digest = sha256_text(manifest.digest, json.dumps([min_count, max_words]))
     folder = workspace.path(f"parquet/captions-{digest[:16]}")
@@ -52,7 +68,39 @@ def clean_captions(workspace: Workspace, manifest: Ref, min_count: int, max_word
         pa.table({"id": list(range(len(vocab))), "word": [w for w, _ in vocab], "freq": [f for _, f in vocab]}),
         folder / "vocab.parquet",
     )
+    stats = caption_stats(records, lengths, vocab, min_count, max_words)
+    with atomic_path(folder / "stats.json") as tmp:
+        tmp.write_text(json.dumps(stats, indent=2))
     return Ref(workspace.relative(folder), digest)
+
+
+def caption_stats(records: list[dict], lengths: list[int], vocab: list[tuple[str, int]], min_count: int, max_words: int) -> dict:
+    """What a person checks before training: vocabulary size, how much of each split it covers,
+    how long captions are (before the cap) and how many the cap cut."""
+    known = {w for w, _ in vocab}
+    splits: dict[str, dict] = {}
+    for r in records:
+        s = splits.setdefault(r["split"], {"captions": 0, "tokens": 0, "known": 0, "images": set()})
+        words = r["clean"].split()
+        s["captions"] += 1
+        s["tokens"] += len(words)
+        s["known"] += sum(w in known for w in words)
+        s["images"].add(r["image_id"])
+    histogram: dict[int, int] = {}
+    for n in lengths:
+        histogram[n] = histogram.get(n, 0) + 1
+    return {
+        "vocabulary": len(vocab) - len(SPECIALS),
+        "min_count": min_count,
+        "max_words": max_words,
+        "truncated": sum(n > max_words for n in lengths),
+        "splits": {
+            k: {"images": len(v["images"]), "captions": v["captions"], "tokens": v["tokens"], "coverage": round(v["known"] / max(v["tokens"], 1), 4)}
+            for k, v in sorted(splits.items())
+        },
+        "length_histogram": dict(sorted(histogram.items())),
+        "mean_length": round(sum(lengths) / max(len(lengths), 1), 2),
+    }
 
 
 @cached_task(name="clean-captions")

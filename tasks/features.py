@@ -100,9 +100,14 @@ def _write_shard(folder: Path, ids: list[str], vectors: np.ndarray) -> None:
 
 def read_features(workspace: Workspace, features: Features, image_ids: list[str]) -> np.ndarray:
     """(len(image_ids), D) float32 in the order asked; raises if an id has no stored features."""
+    return read_feature_rows(workspace.path(features.path), image_ids)
+
+
+def read_feature_rows(folder: Path, image_ids: list[str]) -> np.ndarray:
+    """The stored features of `image_ids` from the shards in `folder`, in the order asked."""
     by_id: dict[str, np.ndarray] = {}
     wanted = set(image_ids)
-    for shard in sorted(workspace.path(features.path).glob("part-*.parquet")):
+    for shard in sorted(folder.glob("part-*.parquet")):
         table = pq.read_table(shard)
         ids = table.column("image_id").to_pylist()
         matrix = to_matrix(table.column("features"))

@@ -19,8 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from models import default_device
+from models.beam import beam_search
 from models.captioner import PAD_ID, UNK_ID, Captioner, CaptionerConfig, pad_batch, training_step, with_end
+from onenet.errors import OnenetError
 from onenet.files import atomic_path, sha256_text
+from onenet.metrics import cider
 from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
 from tasks.features import Features, read_features
@@ -42,6 +45,9 @@ class TrainConfig:
     epochs: int = 12
     batch_size: int = 64
     lr: float = 3e-3
+    label_smoothing: float = 0.0
+    select_by: str = "cider"  # keep the epoch with the best validation "cider" (greedy captions) or "loss"
+    patience: int = 0  # stop after this many epochs without a better one (0: run every epoch)
     seed: int = 0
 
 
@@ -95,27 +101,39 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train_tokens) / cfg.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch), pct_start=0.1)
-    best: dict = {"val_loss": float("inf")}
+    if cfg.select_by not in ("cider", "loss"):
+        raise OnenetError(f"select_by must be 'cider' or 'loss', not {cfg.select_by!r}")
+    val_refs = clean_references(workspace, captions, "val")
+    val_images = sorted(val_refs)
+    best: dict = {"score": -float("inf")}
     history = []
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         started, seen_tokens, total_loss = time.perf_counter(), 0, 0.0
         for batch in np.array_split(rng.permutation(len(train_tokens)), steps_per_epoch):
             tokens = pad_batch([train_tokens[i] for i in batch]).to(device)  # (B, T)
-            loss, n = training_step(model, optimiser, feats[[row[train_ids[i]] for i in batch]], tokens)
+            loss, n = training_step(model, optimiser, feats[[row[train_ids[i]] for i in batch]], tokens, cfg.label_smoothing)
             schedule.step()
             seen_tokens, total_loss = seen_tokens + n, total_loss + loss * n
+        tokens_per_s = seen_tokens / (time.perf_counter() - started)
         val = evaluate_loss(model, feats, [row[i] for i in val_ids], val_tokens, device)
-        record = {"epoch": epoch, "train_loss": total_loss / seen_tokens, **val, "tokens_per_s": seen_tokens / (time.perf_counter() - started)}
+        if val_images:
+            val["val_cider"] = greedy_cider(model, words, feats[[row[i] for i in val_images]], val_images, val_refs)
+        record = {"epoch": epoch, "train_loss": total_loss / seen_tokens, **val, "tokens_per_s": tokens_per_s}
         history.append(record)
         log.info(
-            "train: epoch %d/%d  loss %.3f  val_loss %.3f  val_acc %.3f  (%.0f tokens/s)",
-            epoch, cfg.epochs, record["train_loss"], val["val_loss"], val["val_accuracy"], record["tokens_per_s"],
+            "train: epoch %d/%d  loss %.3f  val_loss %.3f  val_acc %.3f  val_cider %.1f  (%.0f tokens/s)",
+            epoch, cfg.epochs, record["train_loss"], val["val_loss"], val["val_accuracy"], val.get("val_cider", float("nan")), tokens_per_s,
         )
-        if val["val_loss"] < best["val_loss"]:
-            best = {**record, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        score = val["val_cider"] if cfg.select_by == "cider" and val_images else -val["val_loss"]
+        if score > best["score"]:
+            best = {**record, "score": score, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        elif cfg.patience and epoch - best["epoch"] >= cfg.patience:
+            log.info("train: no better epoch for %d epochs; stopping early", cfg.patience)
+            break
 
     model.load_state_dict(best.pop("state"))
+    best.pop("score")
     metrics = {k: round(float(v), 5) for k, v in best.items()} | {"val_perplexity": round(math.exp(best["val_loss"]), 4)}
     version = "m" + sha256_text(captions.digest, features.digest, json.dumps(asdict(cfg), sort_keys=True))[:10]
     checkpoint = {
@@ -133,6 +151,25 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
         torch.save(checkpoint, tmp)
     log.info("train: model %s  best epoch %d  val_loss %.3f", version, metrics["epoch"], metrics["val_loss"])
     return ModelRef(workspace.relative(path), version, version, metrics)
+
+
+def clean_references(workspace: Workspace, captions: Ref, split: str) -> dict[str, list[str]]:
+    """{image_id: [tokenised human caption, ...]} of one split."""
+    table = pq.read_table(workspace.path(captions.path) / "captions.parquet", columns=["image_id", "split", "clean"], filters=[("split", "=", split)])
+    refs: dict[str, list[str]] = {}
+    for image_id, text in zip(table.column("image_id").to_pylist(), table.column("clean").to_pylist()):
+        refs.setdefault(image_id, []).append(text)
+    return refs
+
+
+@torch.no_grad()
+def greedy_cider(model: Captioner, words: list[str], feats: torch.Tensor, image_ids: list[str], refs: dict[str, list[str]]) -> float:
+    """CIDEr-D (x100) of greedy captions for validation photos: what model selection optimises."""
+    model.eval()
+    texts = []
+    for s in range(0, len(feats), 512):
+        texts += [" ".join(words[t] for t in c.tokens) for c in beam_search(model, model.image_vectors(feats[s : s + 512]), beam_size=1)]
+    return cider(refs, dict(zip(image_ids, texts)))
 
 
 @torch.no_grad()

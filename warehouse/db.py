@@ -247,3 +247,35 @@ def prune_missing_photos(con: duckdb.DuckDBPyConnection) -> list[str]:
             for table in ("image_vectors", "generated_captions", "captions", "images"):
                 con.execute(f"DELETE FROM {table} WHERE list_contains(?, image_id)", [gone])
     return gone
+
+
+def land_evaluation(
+    con: duckdb.DuckDBPyConnection, version: str, split: str, rows: list[dict], captions: pa.Table, flow_run_id: str | None
+) -> None:
+    """Replace the evaluation of (version, split): metric rows and the captions each method wrote."""
+    with transaction(con):
+        con.execute("DELETE FROM evaluations WHERE version = ? AND split = ?", [version, split])
+        con.execute("DELETE FROM evaluation_captions WHERE version = ? AND split = ?", [version, split])
+        for r in rows:
+            con.execute(
+                "INSERT INTO evaluations (version, split, task, method, metric, value, n, pool, flow_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [version, split, r["task"], r["method"], r["metric"], r["value"], r["n"], r.get("pool"), flow_run_id],
+            )
+        con.register("staged_evaluation_captions", captions)
+        con.execute(
+            "INSERT INTO evaluation_captions SELECT ?, ?, method, image_id, caption FROM staged_evaluation_captions", [version, split]
+        )
+
+
+def model_version(con: duckdb.DuckDBPyConnection, version: str | None) -> dict:
+    """A landed version's row (the promoted one when `version` is None)."""
+    if version is None:
+        row = current_version(con)
+        if row is None:
+            raise OnenetError("no trained model yet: run `onenet train` first")
+        return row
+    found = con.execute("SELECT version, checkpoint, index_path, dim, metrics FROM model_versions WHERE starts_with(version, ?)", [version]).fetchall()
+    if len(found) != 1:
+        known = [v for (v,) in con.execute("SELECT version FROM model_versions ORDER BY created_at").fetchall()]
+        raise OnenetError(f"{'no' if not found else 'more than one'} model version {version!r}; landed: {', '.join(known) or 'none'}")
+    return dict(zip(("version", "checkpoint", "index_path", "dim", "metrics"), found[0]))

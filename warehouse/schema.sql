@@ -61,3 +61,24 @@ CREATE TABLE IF NOT EXISTS rejects (
     reason  VARCHAR NOT NULL,
     seen_at TIMESTAMP DEFAULT current_timestamp
 );
+
+CREATE TABLE IF NOT EXISTS evaluations (
+    version      VARCHAR NOT NULL,    -- the model version measured
+    split        VARCHAR NOT NULL,    -- val | test | train
+    task         VARCHAR NOT NULL,    -- captions | retrieval | words
+    method       VARCHAR NOT NULL,    -- greedy | beam3 | nn-baseline | inversion | inversion+rerank | likelihood | word-vectors
+    metric       VARCHAR NOT NULL,    -- BLEU-1..4 | METEOR | ROUGE-L | CIDEr | text->image R@k | image->text R@k | similar top-5 | analogy top-5
+    value        DOUBLE,              -- x100 (percent); NULL when it could not be measured (METEOR without Java)
+    n            INTEGER,             -- photos, queries or checks it was measured on
+    pool         INTEGER,             -- retrieval: photos searched among
+    evaluated_at TIMESTAMP DEFAULT current_timestamp,
+    flow_run_id  VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS evaluation_captions (
+    version  VARCHAR NOT NULL,
+    split    VARCHAR NOT NULL,
+    method   VARCHAR NOT NULL,        -- greedy | beam3 | nn-baseline
+    image_id VARCHAR NOT NULL,
+    caption  VARCHAR NOT NULL
+);

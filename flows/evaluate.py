@@ -1,0 +1,69 @@
+"""The evaluation flow: measure a landed model version and land the numbers beside it.
+
+    onenet evaluate [--split val] [--version m1234]   ->  evaluations, evaluation_captions tables
+                                                          + Prefect artifacts (metrics, samples)
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from onenet.workspace import Workspace
+from tasks.cache import TaskRuns
+from tasks.evaluate import EvalOptions, evaluate_task
+from warehouse.db import connect, land_evaluation, model_version, publish_snapshot
+
+
+@flow(name="onenet-evaluate")
+def evaluate(workspace: str, options: EvalOptions | None = None, version: str | None = None) -> dict:
+    """Evaluate `version` (default: the promoted one) on `options.split`; land and publish the results."""
+    o = options or EvalOptions()
+    ws = Workspace.at(workspace)
+    con = connect(ws, read_only=True)
+    try:
+        row = model_version(con, version)
+    finally:
+        con.close()
+    run = TaskRuns(ws.results)
+    result = run(evaluate_task, workspace=ws, version=row["version"], checkpoint_path=row["checkpoint"], options=o)
+
+    captions = pa.table(
+        {
+            "method": [m for m, caps in result["captions"].items() for _ in caps],
+            "image_id": [i for caps in result["captions"].values() for i in result["ids"][: len(caps)]],
+            "caption": [c for caps in result["captions"].values() for c in caps],
+        }
+    )
+    con = connect(ws)
+    try:
+        land_evaluation(con, row["version"], o.split, result["rows"], captions, flow_run.get_id())
+        publish_snapshot(con, ws)
+    finally:
+        con.close()
+    publish_artifacts(row["version"], o, result)
+    return {"version": row["version"], "split": o.split, "rows": result["rows"], "word_checks": result["word_checks"], "tasks": run.states}
+
+
+def metrics_table(rows: list[dict]) -> list[dict]:
+    """One row per (task, method), one column per metric: the layout papers print."""
+    table: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        entry = table.setdefault((r["task"], r["method"]), {"task": r["task"], "method": r["method"], "n": r["n"]})
+        entry[r["metric"]] = None if r["value"] is None else round(r["value"], 1)
+    return list(table.values())
+
+
+def publish_artifacts(version: str, o: EvalOptions, result: dict, samples: int = 8) -> None:
+    create_table_artifact(
+        key="evaluation-metrics", table=metrics_table(result["rows"]),
+        description=f"model {version} on {o.split}: caption metrics x100, recall@K in percent, word checks passed (percent)",
+    )
+    lines = [f"# Sample captions, model {version} ({o.split})", ""]
+    for k, image_id in enumerate(result["ids"][:samples]):
+        lines.append(f"**{image_id[:12]}** — reference: _{result['references'][k][0]}_")
+        lines += [f"- {method}: {caps[k]}" for method, caps in result["captions"].items()]
+        lines.append("")
+    create_markdown_artifact(key="evaluation-samples", markdown="\n".join(lines), description=f"model {version}: what each method wrote")

@@ -1,0 +1,276 @@
+"""Stage 8, evaluate: measure one model version the way the literature does.
+
+- captions: BLEU-1..4, METEOR, ROUGE-L, CIDEr (onenet/metrics.py) for greedy and beam search,
+  side by side with the nearest-neighbour baseline (each photo gets a caption of its most similar
+  training photo, by the same frozen CNN features the decoder reads).
+- retrieval: recall@1/5/10 on the first `retrieval_images` photos of the split (1,000 by the
+  standard protocol) against all of their captions: text->image for every search method onenet
+  has, image->text by caption likelihood. Generative search costs seconds per query on a CPU, so
+  queries are a seeded sample (`text_queries`, `image_queries`; 0 = all); the sample size is
+  recorded beside every number.
+- words: the curated similarity and analogy checks of tasks/word_checks.py.
+
+Everything is returned as rows (task, method, metric, value, n) that flows/evaluate.py lands in
+DuckDB with the model version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from models.beam import beam_search
+from models.captioner import Captioner, pad_batch
+from models.inversion import InversionConfig, invert
+from onenet.errors import OnenetError
+from onenet.metrics import caption_scores, recall_at
+from onenet.workspace import Workspace
+from tasks.cache import cached_task
+from tasks.export import decode, load_model
+from tasks.features import feature_dir, read_feature_rows, stored_ids
+from tasks.word_checks import run_checks
+
+log = logging.getLogger("onenet.evaluate")
+
+SPLIT_CAPTIONS = """
+    SELECT i.image_id, list(c.raw ORDER BY c.n) AS raw, list(c.clean ORDER BY c.n) AS clean
+    FROM images i JOIN captions c USING (image_id)
+    WHERE i.split = ?
+    GROUP BY i.image_id ORDER BY i.image_id"""
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What `onenet evaluate` measures (all of it is part of the cache key)."""
+
+    split: str = "val"
+    beam_size: int = 3
+    retrieval_images: int = 1000  # the standard protocol: 1,000 photos and all their captions
+    text_queries: int = 100  # text->image queries sampled for the generative methods; 0 = every caption
+    image_queries: int = 100  # image->text queries (photos) sampled; 0 = every photo
+    rerank: int = 100  # candidates the onenet search re-ranks by caption likelihood
+    seed: int = 0
+
+
+@dataclass
+class SplitData:
+    """A split's photos with their human captions, and the CNN features of them and of train."""
+
+    ids: list[str]
+    raw: dict[str, list[str]]
+    clean: dict[str, list[str]]
+    features: np.ndarray  # (N, D) for ids
+    train_ids: list[str] = field(default_factory=list)
+    train_raw: dict[str, list[str]] = field(default_factory=dict)
+    train_features: np.ndarray | None = None
+
+
+def load_split_data(workspace: Workspace, checkpoint: dict, split: str, with_train: bool = True) -> SplitData:
+    from warehouse.db import connect
+
+    con = connect(workspace, read_only=True)
+    try:
+        rows = con.execute(SPLIT_CAPTIONS, [split]).fetchall()
+        train = con.execute(SPLIT_CAPTIONS, ["train"]).fetchall() if with_train else []
+    finally:
+        con.close()
+    if not rows:
+        raise OnenetError(f"no photos with captions in split {split!r}: evaluate needs a split of the training source (val or test)")
+    enc = checkpoint["encoder"]
+    folder = workspace.path(feature_dir(enc["name"], enc["image_size"], enc["grid"]))
+    # Photos the CNN could not read have no features: leave them out of the evaluation, say how many.
+    stored = stored_ids(folder)
+    kept = [r for r in rows if r[0] in stored]
+    if len(kept) < len(rows):
+        log.warning("evaluate: %d of %d %s photos have no features (rejected); left out", len(rows) - len(kept), len(rows), split)
+    train = [r for r in train if r[0] in stored]
+    data = SplitData(
+        ids=[r[0] for r in kept], raw={r[0]: r[1] for r in kept}, clean={r[0]: r[2] for r in kept},
+        features=read_feature_rows(folder, [r[0] for r in kept]),
+    )
+    if train:
+        data.train_ids, data.train_raw = [r[0] for r in train], {r[0]: r[1] for r in train}
+        data.train_features = read_feature_rows(folder, data.train_ids)
+    return data
+
+
+# --- captions ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate(model: Captioner, words: list[str], features: np.ndarray, beam_size: int, batch: int = 256) -> list[str]:
+    device = next(model.parameters()).device
+    out = []
+    for s in range(0, len(features), batch):
+        vecs = model.image_vectors(torch.from_numpy(features[s : s + batch]).to(device))
+        out += [decode(words, c.tokens) for c in beam_search(model, vecs, beam_size=beam_size)]
+    return out
+
+
+def nearest_neighbour_captions(data: SplitData) -> list[str]:
+    """The classic baseline: the caption of the most similar training photo (cosine over the
+    standardised CNN features); of that photo's captions, the one that agrees most with the others."""
+    if data.train_features is None or not len(data.train_ids):
+        raise OnenetError("the nearest-neighbour baseline needs training photos with captions")
+    mean, std = data.train_features.mean(0), data.train_features.std(0) + 1e-3
+    train = _unit((data.train_features - mean) / std)
+    query = _unit((data.features - mean) / std)
+    nearest = np.concatenate([(query[s : s + 1024] @ train.T).argmax(1) for s in range(0, len(query), 1024)])
+    return [consensus(data.train_raw[data.train_ids[j]]) for j in nearest]
+
+
+def consensus(captions: list[str]) -> str:
+    """The caption sharing the most words with the others (the first on ties; itself if alone)."""
+    if len(captions) < 2:
+        return captions[0]
+    bags = [set(c.lower().split()) for c in captions]
+    agreement = [sum(len(b & o) / max(len(b | o), 1) for j, o in enumerate(bags) if j != i) for i, b in enumerate(bags)]
+    return captions[int(np.argmax(agreement))]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)).astype(np.float32)
+
+
+def evaluate_captions(model: Captioner, words: list[str], data: SplitData, beam_size: int) -> tuple[list[dict], dict[str, list[str]]]:
+    """Metric rows and the captions each method wrote (in data.ids order)."""
+    methods: dict[str, list[str]] = {}
+    for name, width in (("greedy", 1), (f"beam{beam_size}", beam_size)):
+        started = time.perf_counter()
+        methods[name] = generate(model, words, data.features, width)
+        log.info("evaluate: %s captions for %d photos in %.1fs", name, len(data.ids), time.perf_counter() - started)
+    methods["nn-baseline"] = nearest_neighbour_captions(data)
+    rows = []
+    for name, captions in methods.items():
+        scores = caption_scores(data.raw, dict(zip(data.ids, captions)))
+        rows += [{"task": "captions", "method": name, "metric": m, "value": v, "n": len(data.ids)} for m, v in scores.items()]
+        log.info("evaluate: %-12s %s", name, "  ".join(f"{m} {v:.1f}" for m, v in scores.items() if v is not None))
+    return rows, methods
+
+
+# --- retrieval ---------------------------------------------------------------------------------
+
+
+def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: EvalOptions) -> list[dict]:
+    """recall@1/5/10 among the first `retrieval_images` photos of the split and all their captions."""
+    device = next(model.parameters()).device
+    ids = data.ids[: o.retrieval_images]
+    index = {w: i for i, w in enumerate(words)}
+    pool = [(j, [index[w] for w in c.split() if w in index]) for j, i in enumerate(ids) for c in data.clean[i]]
+    pool = [(j, t) for j, t in pool if t]  # captions with no known word cannot be asked
+    with torch.no_grad():
+        vecs = model.image_vectors(torch.from_numpy(data.features[: len(ids)]).to(device))  # (N, dim)
+    rng = np.random.default_rng(o.seed)
+    n_images = len(ids)
+    rows = []
+
+    queries = _sample(rng, len(pool), o.text_queries)
+    if queries.size:
+        started = time.perf_counter()
+        truth = np.array([pool[q][0] for q in queries])
+        plain, reranked = text_to_image_ranks(model, vecs, [pool[q][1] for q in queries], truth, o.rerank)
+        for method, ranks in (("inversion", plain), ("inversion+rerank", reranked)):
+            rows += [
+                {"task": "retrieval", "method": method, "metric": f"text->image {k}", "value": v, "n": len(queries)}
+                for k, v in recall_at(ranks).items()
+            ]
+        log.info("evaluate: text->image, %d queries over %d photos in %.1fs", len(queries), n_images, time.perf_counter() - started)
+
+    photos = _sample(rng, n_images, o.image_queries)
+    if photos.size:
+        started = time.perf_counter()
+        ranks = image_to_text_ranks(model, vecs, pool, photos)
+        rows += [
+            {"task": "retrieval", "method": "likelihood", "metric": f"image->text {k}", "value": v, "n": len(photos)}
+            for k, v in recall_at(ranks).items()
+        ]
+        log.info("evaluate: image->text, %d photos over %d captions in %.1fs", len(photos), len(pool), time.perf_counter() - started)
+    for row in rows:
+        row["pool"] = n_images
+    return rows
+
+
+def _sample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    return np.sort(rng.choice(n, size=k, replace=False)) if 0 < k < n else np.arange(n)
+
+
+def text_to_image_ranks(
+    model: Captioner, vecs: torch.Tensor, queries: list[list[int]], truth: np.ndarray, rerank: int, batch: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of each query's photo among `vecs`: by the inverted vector's cosine (the article's
+    search) and after re-ranking its `rerank` nearest by caption likelihood (onenet's search)."""
+    mean, std = vecs.mean(0), vecs.std(0) + 1e-6
+    unit = torch.nn.functional.normalize(vecs, dim=1)
+    plain, reranked = [], []
+    for s in range(0, len(queries), batch):
+        tokens = pad_batch(queries[s : s + batch]).to(vecs.device)  # (Q, T)
+        inverted, _ = invert(model, tokens, mean, std, InversionConfig())
+        with torch.no_grad():
+            order = (torch.nn.functional.normalize(inverted, dim=1) @ unit.T).argsort(dim=1, descending=True)  # (Q, N)
+            for q in range(len(tokens)):
+                true = int(truth[s + q])
+                plain.append(int((order[q] == true).nonzero()[0, 0]))
+                top = order[q, :rerank]
+                nll = model.sequence_nll(vecs[top], tokens[q : q + 1].expand(len(top), -1))
+                by_fit = top[nll.argsort(stable=True)]
+                hit = (by_fit == true).nonzero()
+                reranked.append(int(hit[0, 0]) if len(hit) else plain[-1])  # outside the re-ranked head: unchanged
+    return np.array(plain), np.array(reranked)
+
+
+@torch.no_grad()
+def image_to_text_ranks(model: Captioner, vecs: torch.Tensor, pool: list[tuple[int, list[int]]], photos: np.ndarray, batch: int = 2048) -> np.ndarray:
+    """Rank of each photo's best-ranked own caption when all captions in `pool` are scored by
+    their likelihood given the photo (mean per-token NLL, lower is better)."""
+    owners = np.array([j for j, _ in pool])
+    ranks = []
+    for p in photos:
+        nll = torch.cat([
+            model.sequence_nll(vecs[p : p + 1].expand(len(chunk), -1), pad_batch([t for _, t in chunk]).to(vecs.device))
+            for chunk in (pool[s : s + batch] for s in range(0, len(pool), batch))
+        ]).cpu().numpy()
+        order = np.argsort(nll, kind="stable")
+        ranks.append(int(np.nonzero(owners[order] == p)[0][0]))
+    return np.array(ranks)
+
+
+# --- words -------------------------------------------------------------------------------------
+
+
+def evaluate_words(model: Captioner, words: list[str]) -> tuple[list[dict], list[dict]]:
+    result = run_checks(words, model.word_vectors.detach().cpu().numpy())
+    rows = [
+        {"task": "words", "method": "word-vectors", "metric": f"{kind} top-5", "value": 100.0 * result["passed"][kind] / n, "n": n}
+        for kind, n in result["counted"].items() if n
+    ]
+    return rows, result["rows"]
+
+
+# --- the task ----------------------------------------------------------------------------------
+
+
+def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOptions) -> dict:
+    """All metrics of one model version on one split: {"rows", "captions", "ids", "word_checks"}."""
+    model, checkpoint = load_model(workspace.path(checkpoint_path))
+    words = checkpoint["vocab"]
+    data = load_split_data(workspace, checkpoint, o.split)
+    log.info("evaluate: model %s on %s (%d photos, %d captions)", version, o.split, len(data.ids), sum(map(len, data.raw.values())))
+    caption_rows, captions = evaluate_captions(model, words, data, o.beam_size)
+    retrieval_rows = evaluate_retrieval(model, words, data, o)
+    word_rows, word_checks = evaluate_words(model, words)
+    return {
+        "rows": caption_rows + retrieval_rows + word_rows,
+        "ids": data.ids,
+        "captions": captions,
+        "references": [data.raw[i] for i in data.ids],
+        "word_checks": word_checks,
+    }
+
+
+@cached_task(name="evaluate-model")
+def evaluate_task(workspace: Workspace, version: str, checkpoint_path: str, options: EvalOptions) -> dict:
+    return evaluate(workspace, version, checkpoint_path, options)

@@ -1,0 +1,115 @@
+"""`onenet evaluate`: caption metrics against the nearest-neighbour baseline, recall@K, word checks,
+landed in DuckDB with the model version; and the metric plumbing itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onenet.metrics import caption_scores, have_java, ptb_tokenize, recall_at
+from tasks.captions import tokenize
+from tasks.evaluate import EvalOptions, consensus
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained):
+    from flows.evaluate import evaluate
+
+    options = EvalOptions(split="val", retrieval_images=150, text_queries=24, image_queries=12)
+    result = evaluate(workspace=str(trained["workspace"].root), options=options)
+    return result
+
+
+def _value(rows, method, metric):
+    return next(r["value"] for r in rows if r["method"] == method and r["metric"] == metric)
+
+
+def test_the_decoder_beats_the_nearest_neighbour_baseline_on_held_out_scenes(evaluated):
+    rows = evaluated["rows"]
+    beam, greedy, baseline = (_value(rows, m, "CIDEr") for m in ("beam3", "greedy", "nn-baseline"))
+    # Shapes captions are compositional (colour x shape x place): copying the nearest training
+    # scene's caption gets some of it wrong, the decoder composes it.
+    assert beam >= 1.15 * baseline, (beam, baseline)
+    assert greedy >= 1.15 * baseline, (greedy, baseline)
+    assert _value(rows, "beam3", "BLEU-4") > 40
+    metrics = {r["metric"] for r in rows if r["method"] == "beam3"}
+    assert {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"} <= metrics
+    if have_java():
+        assert _value(rows, "beam3", "METEOR") > 20
+
+
+def test_recall_beats_chance_and_reranking_helps(evaluated):
+    rows = [r for r in evaluated["rows"] if r["task"] == "retrieval"]
+    assert {r["pool"] for r in rows} == {150}
+    chance_at_10 = 100 * 10 / 150
+    # Many scenes share a description ("a red circle"), so the exact photo is rarely first;
+    # it must still be found far above chance.
+    assert _value(rows, "inversion+rerank", "text->image R@10") >= 3 * chance_at_10
+    assert _value(rows, "inversion+rerank", "text->image R@10") >= _value(rows, "inversion", "text->image R@10")
+    assert _value(rows, "likelihood", "image->text R@10") >= 3 * chance_at_10
+
+
+def test_word_checks_pass_on_shapes(evaluated):
+    checks = evaluated["word_checks"]
+    similar = [c for c in checks if c["check"] == "similar"]
+    analogies = [c for c in checks if c["check"] == "analogy"]
+    assert len(similar) >= 5 and len(analogies) >= 2
+    assert sum(c["pass"] for c in similar) >= len(similar) - 1, similar
+
+
+def test_results_land_in_duckdb_with_the_model_version(evaluated, trained):
+    from warehouse.query import Queries
+
+    q = Queries.open(trained["workspace"])
+    try:
+        columns, rows = q.sql(
+            f"SELECT method, count(*), count(DISTINCT metric) FROM evaluations WHERE version = '{evaluated['version']}' GROUP BY method"
+        )
+        by_method = {m: (n, k) for m, n, k in rows}
+        assert by_method["beam3"] == (7, 7) and by_method["nn-baseline"] == (7, 7)
+        (n_captions,) = q.sql(f"SELECT count(*) FROM evaluation_captions WHERE version = '{evaluated['version']}'")[1][0]
+        (n_val,) = q.sql("SELECT count(*) FROM images WHERE split = 'val'")[1][0]
+        assert n_captions == 3 * n_val  # greedy, beam3, nn-baseline for every val photo
+    finally:
+        q.close()
+
+
+def test_evaluating_again_replaces_rows_instead_of_adding(evaluated, trained):
+    from flows.evaluate import evaluate
+    from warehouse.query import Queries
+
+    options = EvalOptions(split="val", retrieval_images=150, text_queries=24, image_queries=12)
+    again = evaluate(workspace=str(trained["workspace"].root), options=options)
+    assert set(again["tasks"].values()) == {"Cached"}  # nothing recomputed
+    q = Queries.open(trained["workspace"])
+    try:
+        (n,) = q.sql("SELECT count(*) FROM evaluations")[1][0]
+        assert n == len(evaluated["rows"])
+    finally:
+        q.close()
+
+
+def test_caption_scores_rank_a_right_caption_above_a_wrong_one():
+    refs = {"a": ["A red circle on a white background.", "a big red circle"], "b": ["Two blue squares.", "two small blue squares"]}
+    right = caption_scores(refs, {"a": "a big red circle", "b": "two blue squares"}, meteor=False)
+    wrong = caption_scores(refs, {"a": "two blue squares", "b": "a big red circle"}, meteor=False)
+    for metric in ("BLEU-1", "ROUGE-L", "CIDEr"):
+        assert right[metric] > wrong[metric] + 10, metric
+    assert right["METEOR"] is None  # not asked: never a made-up number
+
+
+@pytest.mark.skipif(not have_java(), reason="the Stanford PTB tokenizer needs Java")
+def test_onenet_tokenizer_matches_the_java_ptb_tokenizer():
+    captions = [
+        "A dog's T-shirt is red.", "Two men don't play \"soccer\" ... in 3.5 m/s!", "I can't, they're café-goers; 1,000 people",
+        "A man--in a hat--runs.", "The boy's parents' car is 2-3 feet away", "A black-and-white dog jumps over a log .",
+        "U.S. flag at 5:30 pm", "Many planes are parked next to a long building in an airport .",
+    ]
+    java = ptb_tokenize({str(i): [c] for i, c in enumerate(captions)})
+    assert [java[str(i)][0] for i in range(len(captions))] == [" ".join(tokenize(c)) for c in captions]
+
+
+def test_recall_and_consensus_helpers():
+    assert recall_at(np.array([0, 3, 7, 20])) == {"R@1": 25.0, "R@5": 50.0, "R@10": 75.0}
+    assert consensus(["a red circle", "a big red circle", "two stars"]) == "a big red circle"
+    assert consensus(["only one"]) == "only one"

@@ -27,6 +27,7 @@ VARIANTS: dict[str, dict] = {
     "lstm": {"rnn": "lstm"},
     "untied": {"tie_weights": False},
     "no-init-state": {"init_state": False},
+    "image-every-step": {"image_every_step": True},
     "1-layer": {"layers": 1},
     "dropout-0.5": {"dropout": 0.5},
     "hidden-512": {"hidden": 512},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
@@ -53,8 +54,7 @@ class TrainOptions:
 def train(workspace: str, options: TrainOptions | None = None) -> dict:
     """Train the captioner end to end and land its by-products in the warehouse."""
     o = options or TrainOptions()
-    if o.source not in SOURCES:
-        raise OnenetError(f"unknown source {o.source!r}: choose one of {', '.join(SOURCES)}")
+    check_options(o)
     ws = Workspace.at(workspace)
     run = TaskRuns(ws.results)
 
@@ -78,6 +78,18 @@ def train(workspace: str, options: TrainOptions | None = None) -> dict:
         description=f"onenet model {version}: validation metrics of the kept epoch",
     )
     return {"version": version, "metrics": model.metrics, "tasks": run.states, "rejects": len(features.rejects)}
+
+
+def check_options(o: TrainOptions) -> None:
+    """Refuse options that cannot work before any task starts (one clear line, no traceback)."""
+    if o.source not in SOURCES:
+        raise OnenetError(f"unknown source {o.source!r}: choose one of {', '.join(SOURCES)}")
+    if o.source == "karpathy" and not (o.from_path and o.images):
+        raise OnenetError("--source karpathy needs --from DATASET.json and --images FOLDER")
+    if o.source != "shapes" and o.from_path and not Path(o.from_path).expanduser().exists():
+        raise OnenetError(f"--from {o.from_path}: no such file or folder")
+    if o.source == "karpathy" and not Path(o.images).expanduser().is_dir():
+        raise OnenetError(f"--images {o.images}: no such folder")
 
 
 def run_source(run: TaskRuns, ws: Workspace, o: TrainOptions):

@@ -3,7 +3,8 @@
 Unlike a per-photo loop, one decoder call advances every live beam of every image. Finished
 hypotheses (those that emit <end>) are kept apart from the live beams and ranked by
 length-normalised log-probability, so a short caption does not win just for being short, and
-a long one that ended well is not dropped.
+a long one that ended well is not dropped. Repeated words and repeated three-word sequences are
+never extended (see `_forbid`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def beam_search(
 ) -> list[Caption]:
     """Best caption for each of image_vecs (B, dim). beam_size=1 is greedy decoding."""
     B, K = image_vecs.size(0), beam_size
-    logp, h = model.start(image_vecs)  # (B, V), state (L, B, H)
+    logp, h = model.start(image_vecs)  # (B, V), state: tensors with the batch on dim 1
     V = logp.size(1)
-    h = _repeat_state(h, K)  # (L, B * K, H)
+    h = _repeat_state(h, K)  # batch B -> B * K
     logp = logp.repeat_interleave(K, dim=0)  # (B * K, V): all beams start identical...
     live = torch.full((B, K), float("-inf"), device=image_vecs.device)
     live[:, 0] = 0.0  # ...so only beam 0 may expand at the first step
@@ -74,22 +75,32 @@ def beam_search(
 
 
 def _forbid(logp: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-    """Never emit <pad> or <unk>, and never repeat the previous word ("red red circle")."""
+    """Never emit <pad> or <unk>, never repeat the previous word ("red red circle"), and never
+    repeat a three-word sequence ("a b a b a": the loop a weak decoder falls into).
+
+    logp (N, V) next-word log-probs of N hypotheses whose words so far are seqs (N, t).
+    """
     logp = logp.clone()
     logp[:, PAD_ID] = float("-inf")
     logp[:, UNK_ID] = float("-inf")
     if seqs.size(1):
         logp.scatter_(1, seqs[:, -1:], float("-inf"))
+    if seqs.size(1) >= 3:
+        # Where the last two words occurred before, the word that followed them is banned.
+        seen = (seqs[:, :-2] == seqs[:, -2:-1]) & (seqs[:, 1:-1] == seqs[:, -1:])  # (N, t - 2)
+        banned = torch.where(seen, seqs[:, 2:], torch.full_like(seqs[:, 2:], PAD_ID))  # PAD: already banned
+        logp.scatter_(1, banned, float("-inf"))
     return logp
 
 
 def _repeat_state(h, k: int):
-    if isinstance(h, tuple):  # LSTM: (h, c)
-        return tuple(x.repeat_interleave(k, dim=1) for x in h)
+    """Every tensor of a (nested) decoding state has the batch on dim 1: repeat each row k times."""
+    if isinstance(h, tuple):  # (RNN state, image); an LSTM's RNN state is itself (h, c)
+        return tuple(_repeat_state(x, k) for x in h)
     return h.repeat_interleave(k, dim=1)
 
 
 def _select_state(h, index: torch.Tensor):
     if isinstance(h, tuple):
-        return tuple(x.index_select(1, index) for x in h)
+        return tuple(_select_state(x, index) for x in h)
     return h.index_select(1, index)

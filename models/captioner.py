@@ -28,6 +28,7 @@ class CaptionerConfig:
     dropout: float = 0.2
     tie_weights: bool = True  # output layer shares the word vectors (needs hidden == dim)
     init_state: bool = True  # the image vector also sets the RNN's initial state
+    image_every_step: bool = False  # also feed the image vector beside every word (not only first)
 
 
 class Captioner(nn.Module):
@@ -40,7 +41,8 @@ class Captioner(nn.Module):
         self.image_proj = nn.Linear(cfg.feature_dim, cfg.dim)
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=PAD_ID)
         rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}[cfg.rnn]
-        self.rnn = rnn_cls(cfg.dim, cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        rnn_input = 2 * cfg.dim if cfg.image_every_step else cfg.dim
+        self.rnn = rnn_cls(rnn_input, cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
         # Seen only as the first input, the image fades from the state after a few words and
         # colours get confused; also deriving the initial state from it keeps it in view.
@@ -66,8 +68,15 @@ class Captioner(nn.Module):
         Position 0 sees the image and predicts word 1; position T predicts <end>.
         """
         inputs = torch.cat([image_vecs.unsqueeze(1), self.embed(tokens)], dim=1)  # (B, T + 1, dim)
+        inputs = self._with_image(inputs, image_vecs)  # (B, T + 1, dim or 2 dim)
         states, _ = self.rnn(self.drop(inputs), self.initial_state(image_vecs))  # (B, T + 1, hidden)
         return self.out(self.to_dim(self.drop(states)))  # (B, T + 1, V)
+
+    def _with_image(self, inputs: torch.Tensor, image_vecs: torch.Tensor) -> torch.Tensor:
+        """(B, T, dim) inputs -> (B, T, 2 dim) with the image vector beside each, if configured."""
+        if not self.cfg.image_every_step:
+            return inputs
+        return torch.cat([inputs, image_vecs.unsqueeze(1).expand(-1, inputs.size(1), -1)], dim=2)
 
     def initial_state(self, image_vecs: torch.Tensor):
         """RNN state before the first input: from the image vector, or zeros (None)."""
@@ -78,14 +87,21 @@ class Captioner(nn.Module):
         return (h0, torch.zeros_like(h0)) if self.cfg.rnn == "lstm" else h0
 
     def start(self, image_vecs: torch.Tensor):
-        """First decoding step: (B, dim) -> log-probs of word 1 (B, V) and the RNN state."""
-        states, h = self.rnn(image_vecs.unsqueeze(1), self.initial_state(image_vecs))  # (B, 1, hidden)
-        return F.log_softmax(self.out(self.to_dim(states[:, 0])), dim=-1), h
+        """First decoding step: (B, dim) -> log-probs of word 1 (B, V) and the decoding state.
 
-    def step(self, tokens: torch.Tensor, h):
+        The state is (RNN state, image vectors as (1, B, dim)): every tensor in it has the batch
+        on dim 1, so beam search can repeat and select beams without knowing what is inside.
+        """
+        inputs = self._with_image(image_vecs.unsqueeze(1), image_vecs)  # (B, 1, dim or 2 dim)
+        states, h = self.rnn(inputs, self.initial_state(image_vecs))  # (B, 1, hidden)
+        return F.log_softmax(self.out(self.to_dim(states[:, 0])), dim=-1), (h, image_vecs.unsqueeze(0))
+
+    def step(self, tokens: torch.Tensor, state):
         """One decoding step: previous words (B,) -> log-probs of the next word (B, V), new state."""
-        states, h = self.rnn(self.embed(tokens).unsqueeze(1), h)  # (B, 1, hidden)
-        return F.log_softmax(self.out(self.to_dim(states[:, 0])), dim=-1), h
+        h, image = state
+        inputs = self._with_image(self.embed(tokens).unsqueeze(1), image[0])  # (B, 1, dim or 2 dim)
+        states, h = self.rnn(inputs, h)  # (B, 1, hidden)
+        return F.log_softmax(self.out(self.to_dim(states[:, 0])), dim=-1), (h, image)
 
     def sequence_nll(self, image_vecs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Mean per-token negative log-likelihood of each caption (words + <end>) given its image.

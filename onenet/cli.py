@@ -92,7 +92,7 @@ def train(
 ) -> None:
     """Run the training flow: source, captions, features, decoder, export, index, warehouse."""
     c = _ctx(ctx)
-    from flows.train import TrainOptions
+    from flows.train import TrainOptions, check_options
     from flows.train import train as train_flow
     from tasks.train import TrainConfig
 
@@ -111,6 +111,7 @@ def train(
         n_images=n_images, seed=seed, encoder=encoder, image_size=image_size, min_count=min_count,
         max_words=max_words, decoder=decoder,
     )
+    check_options(options)  # before Prefect starts: a wrong path is one line, not a failed flow run
     result = train_flow(workspace=str(c.workspace.root), options=options)
     table = _table(f"model {result['version']} landed in {c.workspace.warehouse}", "task", "state")
     for name, state in result["tasks"].items():
@@ -128,8 +129,8 @@ def evaluate(
     version: Optional[str] = typer.Option(None, help="model version (or a prefix); default: the promoted one"),
     beam: int = typer.Option(3, help="beam width for the beam-search captions"),
     retrieval_images: int = typer.Option(1000, help="photos searched among (the standard protocol: 1,000)"),
-    text_queries: int = typer.Option(100, help="text->image queries sampled for the generative search methods (0: every caption)"),
-    image_queries: int = typer.Option(100, help="image->text queries (photos) sampled (0: every photo)"),
+    text_queries: int = typer.Option(50, help="text->image queries sampled for the generative search methods (0: every caption)"),
+    image_queries: int = typer.Option(50, help="image->text queries (photos) sampled (0: every photo)"),
 ) -> None:
     """Measure a model: BLEU/METEOR/ROUGE-L/CIDEr vs the nearest-neighbour baseline, recall@K, word checks."""
     c = _ctx(ctx)
@@ -138,6 +139,13 @@ def evaluate(
     from tasks.evaluate import EvalOptions
 
     options = EvalOptions(split=split, beam_size=beam, retrieval_images=retrieval_images, text_queries=text_queries, image_queries=image_queries)
+    from warehouse.db import connect, model_version
+
+    con = connect(c.workspace, read_only=True)  # an unknown version is one line, not a failed flow run
+    try:
+        version = model_version(con, version)["version"]
+    finally:
+        con.close()
     result = evaluate_flow(workspace=str(c.workspace.root), options=options, version=version)
     rows = metrics_table(result["rows"])
     columns = list(dict.fromkeys(k for r in rows for k in r))

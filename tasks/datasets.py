@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 from PIL import Image
 
-from onenet.errors import OnenetError
+from onenet.errors import OnenetError, TransientError, retry_if_transient
 from onenet.files import atomic_path, sha256_file, sha256_text, write_parquet
 from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task, task_cache_key
@@ -278,7 +278,9 @@ def _flickr8k_cache_key(context, parameters) -> str:
     return task_cache_key(context, {**parameters, "inputs": inputs})
 
 
-@cached_task(name="source-flickr8k", cache_key_fn=_flickr8k_cache_key, retries=2, retry_delay_seconds=[5, 30])
+@cached_task(
+    name="source-flickr8k", cache_key_fn=_flickr8k_cache_key, retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient
+)
 def flickr8k_source_task(workspace: Workspace, from_path: str | None, urls: dict[str, str], sha256: dict[str, str]) -> Ref:
     return flickr8k_source(workspace, from_path, urls, sha256)
 
@@ -303,10 +305,11 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code != 416:  # 416: nothing left to fetch (the part file is complete)
-            raise OnenetError(f"download {url}: HTTP {e.code} {e.reason}") from None
+            error = TransientError if e.code >= 500 or e.code == 429 else OnenetError
+            raise error(f"download {url}: HTTP {e.code} {e.reason}") from None
         response = None
     except (urllib.error.URLError, OSError) as e:
-        raise OnenetError(f"download {url}: {getattr(e, 'reason', e)} (or put the file under --from)") from None
+        raise TransientError(f"download {url}: {getattr(e, 'reason', e)} (or put the file under --from)") from None
     if response is not None:
         with response:
             resumed = response.status == 206
@@ -323,7 +326,7 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
                 except OSError as e:
                     log.warning("download: %s interrupted (%s)", url, e)
         if total is not None and part.stat().st_size != total:
-            raise OnenetError(f"download {url}: got {part.stat().st_size:,} of {total:,} bytes; run again to resume")
+            raise TransientError(f"download {url}: got {part.stat().st_size:,} of {total:,} bytes; run again to resume")
     if sha256 is not None:
         got = sha256_file(part)
         if got != sha256:

@@ -42,6 +42,7 @@ class TrainConfig:
     dropout: float = 0.2
     tie_weights: bool = True
     init_state: bool = True
+    image_every_step: bool = False
     epochs: int = 12
     batch_size: int = 64
     lr: float = 3e-3
@@ -91,7 +92,8 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
 
     model = Captioner(
         CaptionerConfig(
-            feats.shape[1], len(words), cfg.dim, cfg.hidden, cfg.layers, cfg.rnn, cfg.dropout, cfg.tie_weights, cfg.init_state
+            feats.shape[1], len(words), cfg.dim, cfg.hidden, cfg.layers, cfg.rnn, cfg.dropout, cfg.tie_weights, cfg.init_state,
+            cfg.image_every_step,
         )
     ).to(device)
     train_rows = torch.tensor([row[i] for i in sorted(set(train_ids))], device=device)

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from models.beam import beam_search
@@ -60,9 +61,22 @@ def test_never_repeats_the_previous_word():
     assert all(x != y for x, y in zip(best.tokens, best.tokens[1:]))
 
 
-def test_batched_search_gives_the_same_captions_as_one_image_at_a_time():
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_never_falls_into_a_loop_of_repeated_word_sequences(beam_size):
+    # a -> b -> a -> b ... is the likeliest path; "a b a" may appear once, never twice.
+    model = MarkovDecoder(first={A: 1.0}, after={A: {B: 0.9, END_ID: 0.1}, B: {A: 0.8, C: 0.1, END_ID: 0.1}, C: {END_ID: 1.0}})
+    (best,) = beam_search(model, torch.zeros(1, 8), beam_size=beam_size, max_len=12)
+    trigrams = list(zip(best.tokens, best.tokens[1:], best.tokens[2:]))
+    assert len(trigrams) == len(set(trigrams)), best.tokens
+    if beam_size == 1:
+        assert best.tokens[:4] == [A, B, A, B]  # ...and then not "a" again
+
+
+@pytest.mark.parametrize("rnn,every_step", [("gru", False), ("lstm", True)])
+def test_batched_search_gives_the_same_captions_as_one_image_at_a_time(rnn, every_step):
     torch.manual_seed(0)
-    model = Captioner(CaptionerConfig(feature_dim=16, vocab_size=30, dim=32, hidden=32)).eval()
+    cfg = CaptionerConfig(feature_dim=16, vocab_size=30, dim=32, hidden=32, rnn=rnn, image_every_step=every_step)
+    model = Captioner(cfg).eval()
     for p in model.parameters():  # sharper distributions so captions differ between images
         p.data.mul_(4)
     vecs = torch.randn(6, 32) * 3
@@ -70,3 +84,9 @@ def test_batched_search_gives_the_same_captions_as_one_image_at_a_time():
     alone = [beam_search(model, vecs[i : i + 1], beam_size=3, max_len=8)[0] for i in range(6)]
     assert [c.tokens for c in together] == [c.tokens for c in alone]
     assert len({tuple(c.tokens) for c in together}) > 1
+    # The score beam search reports is the decoder's own likelihood of the caption it wrote.
+    for b, caption in enumerate(together):
+        logp = model(vecs[b : b + 1], torch.tensor([caption.tokens], dtype=torch.long)).log_softmax(-1)[0]  # (T + 1, V)
+        targets = caption.tokens + ([END_ID] if len(caption.tokens) < 8 else [])  # unfinished at max_len: no <end>
+        expected = sum(logp[t, w].item() for t, w in enumerate(targets))
+        assert math.isclose(expected, caption.logprob, rel_tol=1e-4), (b, expected, caption.logprob)

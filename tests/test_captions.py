@@ -9,9 +9,10 @@ from tasks.captions import SPECIALS, build_vocab, clean, clean_captions
 from tasks.train import load_split
 
 
-def test_clean_lowercases_and_strips_punctuation():
+def test_clean_lowercases_and_strips_punctuation_like_the_ptb_tokenizer():
     assert clean("  A Red,  CIRCLE!  ") == "a red circle"
-    assert clean("Dog's ball.") == "dog's ball"
+    assert clean("Dog's ball.") == "dog 's ball"
+    assert clean("Two men don't wear T-shirts (at 5:30 p.m.)") == "two men do n't wear t-shirts at 5:30 p.m."
 
 
 def test_vocab_min_count_and_order():

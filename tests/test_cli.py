@@ -65,3 +65,11 @@ def test_bad_input_gets_one_clear_line(ws, tmp_path):
 
 def test_no_trained_model_yet(tmp_path):
     assert_clean_error(onenet(tmp_path / "empty", "words", "red"), "run `onenet train` first")
+
+
+def test_source_options_are_checked_with_one_clear_line(ws, tmp_path):
+    assert_clean_error(onenet(tmp_path / "w", "train", "--source", "flickr8k", "--sha256", "nonsense"), "expected NAME=VALUE")
+    assert_clean_error(onenet(tmp_path / "w", "train", "--source", "flickr8k", "--archive-url", "http://127.0.0.1:9/x.zip"), "must be one of")
+    assert_clean_error(onenet(tmp_path / "w", "train", "--source", "karpathy"), "needs --from DATASET.json and --images FOLDER")
+    assert_clean_error(onenet(tmp_path / "w", "train", "--source", "flickr8k", "--from", str(tmp_path / "nowhere")), "no such file or folder")
+    assert_clean_error(onenet(ws, "evaluate", "--version", "nope"), "no model version 'nope'")

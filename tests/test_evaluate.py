@@ -111,5 +111,5 @@ def test_onenet_tokenizer_matches_the_java_ptb_tokenizer():
 
 def test_recall_and_consensus_helpers():
     assert recall_at(np.array([0, 3, 7, 20])) == {"R@1": 25.0, "R@5": 50.0, "R@10": 75.0}
-    assert consensus(["a red circle", "a big red circle", "two stars"]) == "a big red circle"
+    assert consensus(["a red circle", "a big red circle", "a big red circle on white"]) == "a big red circle"
     assert consensus(["only one"]) == "only one"

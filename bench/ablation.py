@@ -22,7 +22,7 @@ from onenet.workspace import Workspace
 # name -> TrainConfig overrides, applied on top of the --base settings
 VARIANTS: dict[str, dict] = {
     "base": {},
-    "select-by-loss": {"select_by": "loss"},
+    "select-by-cider": {"select_by": "cider"},
     "label-smoothing": {"label_smoothing": 0.1},
     "lstm": {"rnn": "lstm"},
     "untied": {"tie_weights": False},

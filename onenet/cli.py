@@ -89,6 +89,9 @@ def train(
     lr: float = typer.Option(3e-3),
     batch_size: int = typer.Option(64),
     dropout: float = typer.Option(0.2),
+    label_smoothing: float = typer.Option(0.1, help="share of each target's probability spread over the vocabulary"),
+    select_by: str = typer.Option("loss", help="keep the epoch with the best validation 'loss' or 'cider'"),
+    patience: int = typer.Option(0, help="stop after this many epochs without a better one (0: never)"),
 ) -> None:
     """Run the training flow: source, captions, features, decoder, export, index, warehouse."""
     c = _ctx(ctx)
@@ -105,7 +108,10 @@ def train(
             raise OnenetError(f"--archive-url {url}: the file name must be one of {', '.join(urls)}")
         urls[name] = url
     digests = dict(_key_value("--sha256", item) for item in sha256)
-    decoder = TrainConfig(dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr)
+    decoder = TrainConfig(
+        dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
+        label_smoothing=label_smoothing, select_by=select_by, patience=patience,
+    )
     options = TrainOptions(
         source=source, from_path=from_path, images=images, archive_urls=urls, archive_sha256=digests,
         n_images=n_images, seed=seed, encoder=encoder, image_size=image_size, min_count=min_count,

@@ -153,12 +153,17 @@ def evaluate(
     finally:
         con.close()
     result = evaluate_flow(workspace=str(c.workspace.root), options=options, version=version)
-    rows = metrics_table(result["rows"])
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    table = _table(f"model {result['version']} on {split} (landed in the evaluations table)", *columns)
-    for r in rows:
-        table.add_row(*(_cell(r.get(k, "")) for k in columns))
-    _emit(c, result, table)
+    if c.json:
+        _emit(c, result, None)
+        return
+    for task in ("captions", "retrieval", "words"):  # one table each: they have different columns
+        rows = [r for r in metrics_table(result["rows"]) if r["task"] == task]
+        columns = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "task"]
+        table = _table(f"{task}: model {result['version']} on {split}", *columns)
+        for r in rows:
+            table.add_row(*(_cell(r.get(k, "")) for k in columns))
+        console.print(table)
+    console.print("x100 / percent; all rows are in the `evaluations` table, captions in `evaluation_captions`")
 
 
 def _key_value(option: str, item: str) -> tuple[str, str]:

@@ -265,3 +265,18 @@ def test_train_from_flickr8k_archives_over_http_then_rerun_from_cache(tmp_path):
         assert n == sum(SPLIT_SIZES.values())
     finally:
         q.close()
+
+
+RSICD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rsicd"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (RSICD / "dataset_rsicd.json").is_file(), reason="RSICD is not on this machine (../shared/data/rsicd)")
+def test_rsicd_through_the_karpathy_source(tmp_path):
+    ws = Workspace.at(tmp_path / "ws")
+    ref = karpathy_source(ws, str(RSICD / "dataset_rsicd.json"), str(RSICD / "images"))
+    rows = _manifest(ws, ref)
+    splits = {s: sum(r["split"] == s for r in rows) for s in ("train", "val")}
+    assert splits["val"] == 1094 and 8700 <= splits["train"] <= 8734
+    assert sum(len(r["captions"]) for r in rows) == 20715  # every caption kept, duplicates merged
+    assert all(Path(r["path"]).is_absolute() for r in rows)  # read where they are, never copied

@@ -89,7 +89,7 @@ def train(
     lr: float = typer.Option(3e-3),
     batch_size: int = typer.Option(64),
     dropout: float = typer.Option(0.2),
-    label_smoothing: float = typer.Option(0.1, help="share of each target's probability spread over the vocabulary"),
+    label_smoothing: float = typer.Option(0.0, help="share of each target's probability spread over the vocabulary"),
     select_by: str = typer.Option("loss", help="keep the epoch with the best validation 'loss' or 'cider'"),
     patience: int = typer.Option(0, help="stop after this many epochs without a better one (0: never)"),
 ) -> None:

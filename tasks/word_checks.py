@@ -57,10 +57,11 @@ def run_checks(words: list[str], vectors: np.ndarray, k: int = 5) -> dict:
     """Score the checks on (V, d) word vectors. Returns counts and one row per check run."""
     index = {w: i for i, w in enumerate(words)}
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-8)
+    specials = {w for w in words if w.startswith("<") and w.endswith(">")}  # <pad>, <end>, <unk>: not words
 
     def nearest(target: np.ndarray, exclude: set[str]) -> list[str]:
         order = np.argsort(-(unit @ (target / max(np.linalg.norm(target), 1e-8))), kind="stable")
-        return [words[i] for i in order if words[i] not in exclude][:k]
+        return [words[i] for i in order if words[i] not in exclude | specials][:k]
 
     rows, skipped = [], 0
     for word, expected in SIMILAR:

@@ -260,10 +260,15 @@ def _verified_digest(path: Path) -> str:
         saved_key, _, digest = stamp.read_text().strip().rpartition(" ")
         if saved_key == key:
             return digest
-    digest = sha256_file(path)
+    return _remember_digest(path, sha256_file(path))
+
+
+def _remember_digest(path: Path, digest: str) -> str:
+    """Write `path`'s `.sha256` stamp (keyed by its size and mtime) and return the digest."""
+    stat = path.stat()
     try:
-        with atomic_path(stamp) as tmp:
-            tmp.write_text(f"{key} {digest}\n")
+        with atomic_path(path.with_name(path.name + ".sha256")) as tmp:
+            tmp.write_text(f"{stat.st_size} {stat.st_mtime_ns} {digest}\n")
     except OSError:  # a read-only folder (a shared copy): just hash again next time
         pass
     return digest
@@ -327,13 +332,12 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
                     log.warning("download: %s interrupted (%s)", url, e)
         if total is not None and part.stat().st_size != total:
             raise TransientError(f"download {url}: got {part.stat().st_size:,} of {total:,} bytes; run again to resume")
-    if sha256 is not None:
-        got = sha256_file(part)
-        if got != sha256:
-            part.unlink()
-            raise OnenetError(f"download {url}: sha256 {got[:12]}… is not the expected {sha256[:12]}…; partial file deleted, run again")
+    got = sha256_file(part)  # once: checked here and remembered beside the archive
+    if sha256 is not None and got != sha256:
+        part.unlink()
+        raise OnenetError(f"download {url}: sha256 {got[:12]}… is not the expected {sha256[:12]}…; partial file deleted, run again")
     os.replace(part, dest)
-    _verified_digest(dest)
+    _remember_digest(dest, got)
     return dest
 
 

@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from models.beam import beam_search
 from models.captioner import Captioner, pad_batch
 from models.inversion import InversionConfig, invert
 from onenet.errors import OnenetError
 from onenet.metrics import caption_scores, recall_at
 from onenet.workspace import Workspace
 from tasks.cache import cached_task
-from tasks.export import decode, load_model
+from tasks.export import caption_vectors, load_model
 from tasks.features import feature_dir, read_feature_rows, stored_ids
 from tasks.word_checks import run_checks
 
@@ -102,13 +101,10 @@ def load_split_data(workspace: Workspace, checkpoint: dict, split: str, with_tra
 
 
 @torch.no_grad()
-def generate(model: Captioner, words: list[str], features: np.ndarray, beam_size: int, batch: int = 256) -> list[str]:
-    device = next(model.parameters()).device
-    out = []
-    for s in range(0, len(features), batch):
-        vecs = model.image_vectors(torch.from_numpy(features[s : s + batch]).to(device))
-        out += [decode(words, c.tokens) for c in beam_search(model, vecs, beam_size=beam_size)]
-    return out
+def generate(model: Captioner, words: list[str], features: np.ndarray, beam_size: int) -> list[str]:
+    """Captions for (N, feature_dim) CNN features, as export writes them (batched beam search)."""
+    vecs = model.image_vectors(torch.from_numpy(features).to(next(model.parameters()).device))
+    return [text for text, _ in caption_vectors(model, words, vecs, beam_size)]
 
 
 def nearest_neighbour_captions(data: SplitData) -> list[str]:

@@ -11,17 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from models.encoder import DEFAULT_ENCODER
 from onenet.errors import OnenetError
 from onenet.workspace import Workspace
 from tasks.cache import TaskRuns
 from tasks.captions import clean_captions_task
-from tasks.export import export_vectors_task
-from tasks.features import extract_features_task
+from tasks.export import caption_shard_task, caption_shards, export_vectors_task, finish_export_task
+from tasks.features import collect_features, encode_shard_task, plan_shards
 from tasks.index import build_index_task
-from tasks.land import land_task_for
+from tasks.ingest import catch_up_ingested
+from tasks.land import land_task_for, promoted_version
 from tasks.datasets import FLICKR8K_ARCHIVES, flickr8k_source_task, karpathy_source_task
 from tasks.source import add_ingested_task, source_shapes
 from tasks.train import TrainConfig, train_decoder_task
@@ -50,9 +52,12 @@ class TrainOptions:
     beam_size: int = 3
 
 
-@flow(name="onenet-train")
-def train(workspace: str, options: TrainOptions | None = None) -> dict:
-    """Train the captioner end to end and land its by-products in the warehouse."""
+@flow(name="onenet-train", task_runner=ThreadPoolTaskRunner(max_workers=1))  # shards one at a time; --runner dask: in parallel
+def train(workspace: str, options: TrainOptions | None = None, promote: bool = True) -> dict:
+    """Train the captioner end to end and land its by-products in the warehouse.
+
+    promote=False lands the new version beside the promoted one (the promotion gate of
+    flows/retrain.py decides); the first version is promoted either way."""
     o = options or TrainOptions()
     check_options(o)
     ws = Workspace.at(workspace)
@@ -63,21 +68,36 @@ def train(workspace: str, options: TrainOptions | None = None) -> dict:
     min_count = o.min_count if o.min_count is not None else (1 if o.source == "shapes" else 5)
     captions = run(clean_captions_task, workspace=ws, manifest=manifest, min_count=min_count, max_words=o.max_words)
     publish_caption_stats(ws, captions)
-    features = run(
-        extract_features_task, workspace=ws, manifest=manifest, encoder_name=o.encoder,
-        image_size=o.image_size, grid=o.grid, batch_size=o.feature_batch,
+    shards = plan_shards(ws, manifest)  # features: mapped over shards of photos (Dask-ready)
+    rejects = run.map(
+        encode_shard_task, {"photos": shards}, workspace=ws, encoder_name=o.encoder, image_size=o.image_size,
+        grid=o.grid, batch_size=o.feature_batch,
     )
+    photos = [p for shard in shards for p in shard]
+    features = collect_features(ws, photos, o.encoder, o.image_size, o.grid, [r for shard in rejects for r in shard])
     model = run(train_decoder_task, workspace=ws, captions=captions, features=features, cfg=o.decoder)
-    export = run(export_vectors_task, workspace=ws, manifest=manifest, features=features, model=model, beam_size=o.beam_size)
+    vectors = run(export_vectors_task, workspace=ws, manifest=manifest, features=features, model=model)
+    parts = run.map(  # captions: mapped over shards of image vectors
+        caption_shard_task, {"image_ids": caption_shards(ws, vectors)}, workspace=ws, vectors=vectors, model=model, beam_size=o.beam_size
+    )
+    export = run(finish_export_task, workspace=ws, vectors=vectors, parts=parts)
     index = run(build_index_task, workspace=ws, export=export)
-    version = run(land_task_for(ws, model), workspace=ws, manifest=manifest, captions=captions, features=features, model=model, export=export, index=index)
+    landed = run(
+        land_task_for(ws, model, promote), workspace=ws, manifest=manifest, captions=captions, features=features,
+        model=model, export=export, index=index, promote=promote,
+    )
+    version = landed["version"]
+    promoted = promoted_version(ws) == version
+    if promoted:
+        catch_up_ingested(ws)  # photos ingested into the previous version get this one's vectors too
 
+    publish_model_artifacts(ws, manifest, export, version)
     create_table_artifact(
         key="train-summary",
         table=[{"version": version, **model.metrics, "rejected_photos": len(features.rejects)}],
         description=f"onenet model {version}: validation metrics of the kept epoch",
     )
-    return {"version": version, "metrics": model.metrics, "tasks": run.states, "rejects": len(features.rejects)}
+    return {"version": version, "promoted": promoted, "metrics": model.metrics, "tasks": run.states, "rejects": len(features.rejects)}
 
 
 def check_options(o: TrainOptions) -> None:
@@ -123,4 +143,27 @@ def publish_caption_stats(ws: Workspace, captions) -> None:
             f"vocabulary {stats['vocabulary']} words (min count {stats['min_count']}); mean length "
             f"{stats['mean_length']} words, {stats['truncated']} captions cut at {stats['max_words']}; lengths {lengths}"
         ),
+    )
+
+
+def publish_model_artifacts(ws: Workspace, manifest, export, version: str, samples: int = 8, words: int = 120) -> None:
+    """Sample held-out photos with the captions the new model wrote, and its word map."""
+    import pyarrow.parquet as pq
+
+    from onenet.artifacts import photo_grid, word_map_markdown
+    from onenet.vectors import to_matrix
+
+    folder = ws.path(export.path)
+    photos = pq.read_table(ws.path(manifest.path), columns=["image_id", "path", "split"]).to_pylist()
+    held_out = sorted((p for p in photos if p["split"] in ("test", "val")), key=lambda p: (p["split"] != "test", p["path"]))
+    generated = dict(zip(*pq.read_table(folder / "generated_captions.parquet", columns=["image_id", "caption"]).to_pydict().values()))
+    rows = [(p["path"], generated[p["image_id"]]) for p in held_out if p["image_id"] in generated][:samples]
+    create_markdown_artifact(
+        key="train-samples", markdown=photo_grid(ws, rows, f"Model {version}: captions of held-out photos"),
+        description=f"model {version}: what it writes for photos it was not trained on",
+    )
+    table = pq.read_table(folder / "word_vectors.parquet").sort_by([("freq", "descending")]).slice(0, words)
+    create_markdown_artifact(
+        key="word-map", markdown=word_map_markdown(table.column("word").to_pylist(), to_matrix(table.column("vec")), f"Word map, model {version}"),
+        description=f"model {version}: its {table.num_rows} most frequent words placed by their vectors",
     )

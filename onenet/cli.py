@@ -92,6 +92,12 @@ def train(
     label_smoothing: float = typer.Option(0.0, help="share of each target's probability spread over the vocabulary"),
     select_by: str = typer.Option("loss", help="keep the epoch with the best validation 'loss' or 'cider'"),
     patience: int = typer.Option(0, help="stop after this many epochs without a better one (0: never)"),
+    gate: bool = typer.Option(False, "--gate", help="promote the new version only if it is not worse than the promoted one (what the scheduled retrain does)"),
+    tolerance: float = typer.Option(0.02, help="--gate: relative drop a gated metric may show"),
+    gate_metric: list[str] = typer.Option([], "--gate-metric", help="--gate: TASK/METHOD/METRIC to compare [default: captions/beam3/CIDEr, captions/beam3/BLEU-4]"),
+    runner: str = typer.Option("local", help="where mapped tasks (feature and caption shards) run: local or dask"),
+    dask_address: Optional[str] = typer.Option(None, help="--runner dask: scheduler of an existing cluster (tcp://HOST:PORT); default a local cluster"),
+    dask_workers: int = typer.Option(2, help="--runner dask: workers of the local cluster"),
 ) -> None:
     """Run the training flow: source, captions, features, decoder, export, index, warehouse."""
     c = _ctx(ctx)
@@ -118,7 +124,24 @@ def train(
         max_words=max_words, decoder=decoder,
     )
     check_options(options)  # before Prefect starts: a wrong path is one line, not a failed flow run
-    result = train_flow(workspace=str(c.workspace.root), options=options)
+    from flows.runners import task_runner
+
+    chosen = task_runner(runner, dask_address, dask_workers)
+    if gate:
+        from flows.retrain import GateOptions, check_gate
+        from flows.retrain import retrain as retrain_flow
+
+        g = GateOptions(tolerance=tolerance, **({"metrics": gate_metric} if gate_metric else {}))
+        check_gate(g)
+        decided = retrain_flow.with_options(task_runner=chosen)(workspace=str(c.workspace.root), options=options, gate=g)
+        table = _table(f"candidate {decided['candidate']}: {decided['decision']}", "metric", "promoted", "candidate", "floor", "passed")
+        for r in decided["comparison"]:
+            table.add_row(r["metric"], str(r["incumbent"]), str(r["candidate"]), str(r["floor"]), "yes" if r["passed"] else "NO")
+        _emit(c, decided, table)
+        if not c.json and decided.get("reason"):
+            console.print(decided["reason"])
+        return
+    result = train_flow.with_options(task_runner=chosen)(workspace=str(c.workspace.root), options=options)
     table = _table(f"model {result['version']} landed in {c.workspace.warehouse}", "task", "state")
     for name, state in result["tasks"].items():
         table.add_row(name, state)
@@ -166,6 +189,32 @@ def evaluate(
     console.print("x100 / percent; all rows are in the `evaluations` table, captions in `evaluation_captions`")
 
 
+@app.command()
+def promote(ctx: typer.Context, version: str = typer.Argument(..., help="a landed model version (or a prefix)")) -> None:
+    """Make a landed model version the one every query reads (recorded in `promotions`)."""
+    _promote(_ctx(ctx), version)
+
+
+@app.command()
+def rollback(ctx: typer.Context) -> None:
+    """Promote again the version the current one replaced."""
+    _promote(_ctx(ctx), None)
+
+
+def _promote(c: Context, version: str | None) -> None:
+    from flows.promote import promote as promote_flow
+    from flows.promote import resolve_target
+
+    resolve_target(c.workspace, version)  # an unknown version is one line, not a failed flow run
+    result = promote_flow(workspace=str(c.workspace.root), version=version)
+    _emit(c, result, None)
+    if not c.json:
+        if result["decision"] == "unchanged":
+            console.print(f"{result['version']} is already the promoted version")
+        else:
+            console.print(f"promoted {result['version']} (was {result['previous']}); {result['caught_up']} ingested photos caught up")
+
+
 def _key_value(option: str, item: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key or not value:
@@ -187,9 +236,14 @@ def ingest(
     counts = ingest_flow(workspace=str(c.workspace.root), folders=folders, captions_file=captions, prune=prune)
     table = _table(f"ingested into model {counts['version']}", "count", "value")
     for key, value in counts.items():
-        if key != "version":
+        if key not in ("version", "rejects"):
             table.add_row(key, str(value))
     _emit(c, counts, table)
+    if counts["rejects"] and not c.json:
+        for r in counts["rejects"][:10]:
+            errors.print(f"[yellow]rejected:[/] {escape(r['path'])}: {escape(r['reason'])}", highlight=False)
+        if len(counts["rejects"]) > 10:
+            errors.print(f"... and {len(counts['rejects']) - 10} more: onenet sql \"SELECT * FROM rejects\"")
 
 
 @app.command()

@@ -17,7 +17,7 @@ from typing import Any
 
 from onenet.files import sha256_text
 
-CODE_VERSION = "2026.11.23-3"
+CODE_VERSION = "2026.11.23-4"
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,22 @@ class TaskRuns:
         state = task.with_options(result_storage=self.storage, **options)(**parameters, return_state=True)
         self.states[task.name] = state.name
         return state.result()
+
+    def map(self, task: Any, mapped: dict[str, list], **fixed: Any) -> list:
+        """Run `task` once per element of the `mapped` lists, on the flow's task runner (in this
+        process, or on Dask workers), and wait for all of them. States are summarised, e.g.
+        "Cached x3, Completed x1"."""
+        from prefect import unmapped
+
+        if not next(iter(mapped.values()), []):
+            self.states[task.name] = "nothing to do"
+            return []
+        futures = task.with_options(result_storage=self.storage).map(**mapped, **{k: unmapped(v) for k, v in fixed.items()})
+        for future in futures:
+            future.wait()
+        states = [future.state for future in futures]
+        counts: dict[str, int] = {}
+        for state in states:
+            counts[state.name] = counts.get(state.name, 0) + 1
+        self.states[task.name] = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
+        return [state.result() for state in states]

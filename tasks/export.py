@@ -20,7 +20,7 @@ from models import default_device
 from models.beam import beam_search
 from models.captioner import Captioner
 from onenet.files import sha256_text, write_parquet
-from onenet.vectors import to_column
+from onenet.vectors import to_column, to_matrix
 from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
 from tasks.captions import SPECIALS
@@ -52,7 +52,8 @@ def caption_vectors(model: Captioner, words: list[str], image_vecs: torch.Tensor
     return out
 
 
-def export_vectors(workspace: Workspace, manifest: Ref, features: Features, model_ref: ModelRef, beam_size: int) -> Ref:
+def export_vectors(workspace: Workspace, manifest: Ref, features: Features, model_ref: ModelRef) -> Ref:
+    """Image vectors of every photo and the word vectors; captions follow in shards."""
     model, checkpoint = load_model(workspace.path(model_ref.path))
     words = checkpoint["vocab"]
     device = next(model.parameters()).device
@@ -75,24 +76,70 @@ def export_vectors(workspace: Workspace, manifest: Ref, features: Features, mode
         }
     )
     write_parquet(word_table, folder / "word_vectors.parquet")
+    return Ref(workspace.relative(folder), sha256_text(model_ref.digest, features.digest, manifest.digest))
 
+
+def caption_shards(workspace: Workspace, vectors: Ref, shard_size: int = 2048) -> list[list[str]]:
+    """The exported image ids in fixed chunks: the unit `caption_shard_task` is mapped over."""
+    ids = pq.read_table(workspace.path(vectors.path) / "image_vectors.parquet", columns=["image_id"]).column(0).to_pylist()
+    return [ids[s : s + shard_size] for s in range(0, len(ids), shard_size)]
+
+
+def caption_shard(workspace: Workspace, vectors: Ref, model_ref: ModelRef, image_ids: list[str], beam_size: int) -> Ref:
+    """Beam-search captions for one shard of exported image vectors -> captions/part-<digest>.parquet."""
+    model, checkpoint = load_model(workspace.path(model_ref.path))
+    device = next(model.parameters()).device
+    table = pq.read_table(workspace.path(vectors.path) / "image_vectors.parquet")
+    wanted = set(image_ids)
+    rows = [k for k, i in enumerate(table.column("image_id").to_pylist()) if i in wanted]
+    matrix = to_matrix(table.column("vec").take(rows))
+    ids = table.column("image_id").take(rows).to_pylist()
     started = time.perf_counter()
-    captions = caption_vectors(model, words, image_vecs, beam_size)
+    captions = caption_vectors(model, checkpoint["vocab"], torch.from_numpy(matrix).to(device), beam_size)
     log.info("export: captioned %d photos (beam %d) in %.1fs", len(captions), beam_size, time.perf_counter() - started)
+    digest = sha256_text(vectors.digest, str(beam_size), *ids)
+    path = workspace.path(vectors.path) / "captions" / f"part-{digest[:16]}.parquet"
     write_parquet(
         pa.table(
             {
-                "image_id": image_ids,
+                "image_id": ids,
                 "caption": [c for c, _ in captions],
                 "score": [float(s) for _, s in captions],
                 "method": [f"beam{beam_size}"] * len(captions),
             }
         ),
-        folder / "generated_captions.parquet",
+        path,
     )
-    return Ref(workspace.relative(folder), sha256_text(model_ref.digest, features.digest, manifest.digest, str(beam_size)))
+    return Ref(workspace.relative(path), digest)
+
+
+def finish_export(workspace: Workspace, vectors: Ref, parts: list[Ref]) -> Ref:
+    """Join the caption shards into generated_captions.parquet: the export is complete."""
+    folder = workspace.path(vectors.path)
+    table = pa.concat_tables([pq.read_table(workspace.path(p.path)) for p in parts]).sort_by("image_id")
+    write_parquet(table, folder / "generated_captions.parquet")
+    return Ref(vectors.path, sha256_text(vectors.digest, *(p.digest for p in parts)))
 
 
 @cached_task(name="export-vectors")
-def export_vectors_task(workspace: Workspace, manifest: Ref, features: Features, model: ModelRef, beam_size: int) -> Ref:
-    return export_vectors(workspace, manifest, features, model, beam_size)
+def export_vectors_task(workspace: Workspace, manifest: Ref, features: Features, model: ModelRef) -> Ref:
+    return export_vectors(workspace, manifest, features, model)
+
+
+def _caption_shard_key(context, parameters: dict) -> str:
+    from tasks.cache import task_cache_key
+
+    return task_cache_key(context, {**parameters, "image_ids": sha256_text(*parameters["image_ids"])})
+
+
+@cached_task(name="caption-shard", cache_key_fn=_caption_shard_key)
+def caption_shard_task(workspace: Workspace, vectors: Ref, model: ModelRef, image_ids: list[str], beam_size: int) -> Ref:
+    from tasks.features import use_worker_threads
+
+    use_worker_threads()
+    return caption_shard(workspace, vectors, model, image_ids, beam_size)
+
+
+@cached_task(name="finish-export")
+def finish_export_task(workspace: Workspace, vectors: Ref, parts: list[Ref]) -> Ref:
+    return finish_export(workspace, vectors, parts)

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from models import default_device
 from models.encoder import load_encoder
-from onenet.errors import OnenetError
+from onenet.errors import OnenetError, retry_if_transient
 from onenet.faults import crash_point
 from onenet.files import sha256_text, write_parquet
 from onenet.vectors import to_column, to_matrix
@@ -87,10 +87,7 @@ def extract_features(
                     crash_point("features")
                 ids, vectors = [], []
                 log.info("features: %d / %d photos (%.1f photos/s)", seen, len(todo), seen / (time.perf_counter() - started))
-    bad = {p for p, _ in rejects}
-    covered = sorted({i for i, p in images if p not in bad})  # a copy under two names counts once
-    digest = sha256_text(feature_dir(encoder_name, image_size, grid), json.dumps(covered))
-    return Features(workspace.relative(folder), digest, encoder_name, image_size, grid, tuple(rejects))
+    return collect_features(workspace, images, encoder_name, image_size, grid, rejects)  # a copy under two names counts once
 
 
 def _write_shard(folder: Path, ids: list[str], vectors: np.ndarray) -> None:
@@ -120,11 +117,51 @@ def read_feature_rows(folder: Path, image_ids: list[str]) -> np.ndarray:
     return np.stack([by_id[i] for i in image_ids]) if image_ids else np.zeros((0, 0), np.float32)
 
 
-@cached_task(name="extract-features")
-def extract_features_task(
-    workspace: Workspace, manifest: Ref, encoder_name: str, image_size: int, grid: int, batch_size: int | None
-) -> Features:
-    table = pq.read_table(workspace.path(manifest.path), columns=["image_id", "path"])
-    pairs = list(zip(table.column("image_id").to_pylist(), table.column("path").to_pylist()))
-    return extract_features(workspace, pairs, encoder_name, image_size, grid, batch_size)
+# --- mapped over shards (the training flow) -------------------------------------------------------
 
+
+def plan_shards(workspace: Workspace, manifest: Ref, shard_size: int = 1024) -> list[list[tuple[str, str]]]:
+    """The manifest's (image_id, path) pairs in fixed chunks by image id: the unit that
+    `encode_shard_task` is mapped over (and cached by)."""
+    table = pq.read_table(workspace.path(manifest.path), columns=["image_id", "path"])
+    pairs = sorted(zip(table.column("image_id").to_pylist(), table.column("path").to_pylist()))
+    return [pairs[s : s + shard_size] for s in range(0, len(pairs), shard_size)]
+
+
+def _shard_key(context, parameters: dict) -> str:
+    from tasks.cache import task_cache_key
+
+    photos = parameters["photos"]
+    return task_cache_key(context, {**parameters, "photos": sha256_text(json.dumps(photos))})
+
+
+@cached_task(name="encode-shard", cache_key_fn=_shard_key, retries=1, retry_delay_seconds=10, retry_condition_fn=retry_if_transient)
+def encode_shard_task(
+    workspace: Workspace, photos: list[tuple[str, str]], encoder_name: str, image_size: int, grid: int, batch_size: int | None
+) -> tuple[tuple[str, str], ...]:
+    """Encode one shard's photos (those not stored yet); returns its rejects. Runs on any worker
+    that sees the workspace: in this process, or on a Dask worker (flows/runners.py)."""
+    use_worker_threads()
+    return extract_features(workspace, [tuple(p) for p in photos], encoder_name, image_size, grid, batch_size).rejects
+
+
+def collect_features(workspace: Workspace, photos: list[tuple[str, str]], encoder_name: str, image_size: int, grid: int, rejects) -> Features:
+    """The Features ref of all shards (what extract_features returns for the whole manifest)."""
+    bad = {p for p, _ in rejects}
+    covered = sorted({i for i, p in photos if p not in bad})
+    folder = feature_dir(encoder_name, image_size, grid)
+    return Features(folder, sha256_text(folder, json.dumps(covered)), encoder_name, image_size, grid, tuple(map(tuple, rejects)))
+
+
+def use_worker_threads() -> None:
+    """On a Dask worker, let torch use the worker's threads only: several workers on one machine
+    each spinning up every core's worth of threads would oversubscribe it (5-10x slower)."""
+    try:
+        from distributed import get_worker
+
+        threads = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return
+    import torch
+
+    torch.set_num_threads(max(1, threads))

@@ -111,17 +111,68 @@ def read_captions_file(path: Path, scan: Scan) -> list[tuple[str, int, str, str]
 def ingest(workspace: Workspace, folders: list[str], captions_file: str | None = None, prune: bool = False, batch_size: int | None = None) -> dict:
     """Add the new photos of `folders` to the promoted model version. Returns counts."""
     scan = scan_folders(folders)
+    current, have = _promoted_and_ids(workspace)
+    new = [(i, p) for i, p in scan.photos if i not in have]
+    log.info("ingest: %d image files, %d distinct, %d new, %d unreadable", scan.files, len(scan.photos), len(new), len(scan.rejects))
+    human = read_captions_file(Path(captions_file), scan) if captions_file else []
+    counts = add_photos(workspace, current, new, list(scan.rejects), human, prune, batch_size)
+    return {
+        "files": scan.files,
+        "distinct": len(scan.photos),
+        "new": counts["added"],
+        "known": len(scan.photos) - len(new),
+        "rejected": len(scan.rejects) + counts["rejected"],
+        "human_captions": len(human),
+        "pruned": counts["pruned"],
+        "index_added": counts["index_added"],
+        "index_removed": counts["index_removed"],
+        "version": current["version"],
+        "rejects": [{"path": p, "reason": r} for p, r in list(scan.rejects) + counts["rejects"]],
+    }
+
+
+def catch_up_ingested(workspace: Workspace, batch_size: int | None = None) -> dict:
+    """Give the promoted version vectors and captions for every ingested photo it lacks.
+
+    Photos are ingested into the version promoted at the time; after a promotion or a rollback
+    the new current version may not have seen some of them. Their files are read again (a
+    photo whose file is gone is recorded as rejected, and pruned by `ingest --prune`)."""
+    current, have = _promoted_and_ids(workspace)
+    con = db.connect(workspace, read_only=True)
+    try:
+        rows = con.execute("SELECT image_id, path FROM images WHERE source = 'folder' ORDER BY path").fetchall()
+    finally:
+        con.close()
+    missing = [(i, p) for i, p in rows if i not in have]
+    if not missing:
+        return {"added": 0, "rejected": 0, "version": current["version"]}
+    log.info("catch-up: %d ingested photos have no vectors in model %s yet", len(missing), current["version"])
+    counts = add_photos(workspace, current, missing, [], [], False, batch_size)
+    return {"added": counts["added"], "rejected": counts["rejected"], "version": current["version"]}
+
+
+def _promoted_and_ids(workspace: Workspace) -> tuple[dict, set[str]]:
     con = db.connect(workspace)
     try:
         current = db.current_version(con)
         if current is None:
             raise OnenetError("no trained model yet: run `onenet train` first")
-        have = db.image_ids_with_vectors(con, current["version"])
+        return current, db.image_ids_with_vectors(con, current["version"])
     finally:
         con.close()
-    new = [(i, p) for i, p in scan.photos if i not in have]
-    log.info("ingest: %d image files, %d distinct, %d new, %d unreadable", scan.files, len(scan.photos), len(new), len(scan.rejects))
 
+
+def add_photos(
+    workspace: Workspace,
+    current: dict,
+    new: list[tuple[str, str]],
+    rejects: list[tuple[str, str]],
+    human: list[tuple[str, int, str, str]],
+    prune: bool = False,
+    batch_size: int | None = None,
+) -> dict:
+    """Encode, caption and land `new` (image_id, absolute path) photos into `current`'s version,
+    then make its faiss index match the table."""
     rejected: list[tuple[str, str]] = []
     accepted: list[tuple[str, str]] = []
     vectors, captions = np.zeros((0, 1), np.float32), []
@@ -139,7 +190,6 @@ def ingest(workspace: Workspace, folders: list[str], captions_file: str | None =
             image_vecs = model.image_vectors(torch.from_numpy(read_features(workspace, features, ids)).to(device))
         captions = caption_vectors(model, checkpoint["vocab"], image_vecs, beam_size=3)
         vectors = image_vecs.cpu().numpy()
-    human = read_captions_file(Path(captions_file), scan) if captions_file else []
 
     sizes = [_size(p) for _, p in accepted]
     con = db.connect(workspace)
@@ -159,7 +209,7 @@ def ingest(workspace: Workspace, folders: list[str], captions_file: str | None =
             vectors=vectors,
             captions=[(c, float(s)) for c, s in captions],
             human_captions=human,
-            rejects=list(scan.rejects) + rejected,
+            rejects=rejects + rejected,
         )
         pruned = db.prune_missing_photos(con) if prune else []
         added, removed = sync_index(workspace, con, current)
@@ -167,16 +217,8 @@ def ingest(workspace: Workspace, folders: list[str], captions_file: str | None =
     finally:
         con.close()
     return {
-        "files": scan.files,
-        "distinct": len(scan.photos),
-        "new": len(ids),
-        "known": len(scan.photos) - len(new),
-        "rejected": len(scan.rejects) + len(rejected),
-        "human_captions": len(human),
-        "pruned": len(pruned),
-        "index_added": added,
-        "index_removed": removed,
-        "version": current["version"],
+        "added": len(ids), "rejected": len(rejected), "rejects": rejected, "pruned": len(pruned),
+        "index_added": added, "index_removed": removed,
     }
 
 

@@ -1,15 +1,17 @@
-"""Stage 7, land: load one model version and its by-products into DuckDB, and promote it.
+"""Stage 7, land: load one model version and its by-products into DuckDB, and promote it (or
+leave that to the promotion gate, flows/retrain.py).
 
 Landing is cached like every task, with one twist (`land_task_for`): when the warehouse does
-not show this version as the promoted one (a deleted warehouse file, or another version
-promoted since), the cache is refreshed, so the version is landed again (idempotently) and
-promoted. An unchanged re-run is a cache hit.
+not hold this version (a deleted warehouse file), or it should be promoted and is not (another
+version promoted since), the cache is refreshed, so the version is landed again (idempotently).
+An unchanged re-run is a cache hit.
 """
 
 from __future__ import annotations
 
 import pyarrow.parquet as pq
 
+from onenet.errors import retry_if_transient
 from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
 from tasks.features import Features
@@ -17,7 +19,10 @@ from tasks.train import ModelRef
 from warehouse.db import connect, current_version, land_version, publish_snapshot
 
 
-def land(workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref, flow_run_id: str | None) -> str:
+def land(
+    workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref,
+    flow_run_id: str | None, promote: bool = True,
+) -> dict:
     import torch
 
     checkpoint = torch.load(workspace.path(model.path), map_location="cpu", weights_only=True)
@@ -33,18 +38,19 @@ def land(workspace: Workspace, manifest: Ref, captions: Ref, features: Features,
     }
     con = connect(workspace)
     try:
-        land_version(
+        promoted = land_version(
             con,
             manifest=pq.read_table(workspace.path(manifest.path)),
             captions=pq.read_table(workspace.path(captions.path) / "captions.parquet"),
             export_dir=workspace.path(export.path),
             version_row=version_row,
             rejects=list(features.rejects),
+            promote_it=promote,
         )
         publish_snapshot(con, workspace)
     finally:
         con.close()
-    return model.version
+    return {"version": model.version, "promoted": promoted}
 
 
 def promoted_version(workspace: Workspace) -> str | None:
@@ -58,13 +64,28 @@ def promoted_version(workspace: Workspace) -> str | None:
         con.close()
 
 
-@cached_task(name="land-warehouse")
-def land_task(workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref) -> str:
+def landed_versions(workspace: Workspace) -> set[str]:
+    if not workspace.warehouse.exists():
+        return set()
+    con = connect(workspace, read_only=True)
+    try:
+        return {v for (v,) in con.execute("SELECT version FROM model_versions").fetchall()}
+    finally:
+        con.close()
+
+
+@cached_task(name="land-warehouse", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_transient)
+def land_task(
+    workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref, promote: bool = True
+) -> dict:
     from prefect.runtime import flow_run
 
-    return land(workspace, manifest, captions, features, model, export, index, flow_run.id)
+    return land(workspace, manifest, captions, features, model, export, index, flow_run.id, promote)
 
 
-def land_task_for(workspace: Workspace, model: ModelRef):
-    """The land task, told to ignore its cache unless `model` is already the promoted version."""
-    return land_task.with_options(refresh_cache=promoted_version(workspace) != model.version)
+def land_task_for(workspace: Workspace, model: ModelRef, promote: bool = True):
+    """The land task, told to ignore its cache unless the warehouse already shows its outcome:
+    the version landed, and promoted when it is to be."""
+    current = promoted_version(workspace)
+    fresh = model.version in landed_versions(workspace) and (not promote or current == model.version)
+    return land_task.with_options(refresh_cache=not fresh)

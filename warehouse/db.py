@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from onenet.errors import OnenetError
+from onenet.errors import OnenetError, TransientError
 from onenet.faults import crash_point
 from onenet.files import atomic_path
 from onenet.workspace import Workspace
@@ -46,7 +46,7 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
             break
         except duckdb.IOException as e:
             if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                raise OnenetError(f"the warehouse {path} is busy: {e}") from None
+                raise TransientError(f"the warehouse {path} is busy: {e}") from None
             time.sleep(0.2)
     if not read_only:
         con.execute(SCHEMA)
@@ -88,8 +88,12 @@ def land_version(
     export_dir: Path,
     version_row: dict,
     rejects: list[tuple[str, str]],
-) -> None:
-    """Write one model version and the photos it covers; replace it if it was landed before."""
+    promote_it: bool = True,
+) -> bool:
+    """Write one model version and the photos it covers; replace it if it was landed before.
+
+    The version is promoted when `promote_it` is set, or when no version is promoted yet (a
+    first model has nothing to be compared with). Returns whether it was promoted."""
     version = version_row["version"]
     exported = {t: pq.read_table(export_dir / f"{t}.parquet") for t in VECTOR_TABLES}
     with transaction(con):
@@ -112,8 +116,14 @@ def land_version(
             columns = ", ".join(data.column_names)
             con.execute(f"INSERT INTO {table} (version, {columns}) SELECT ?, {columns} FROM staged_{table}", [version])
         _record_rejects(con, rejects)
-        promote(con, version)
+        incumbent = current_version(con)
+        promote_it = promote_it or incumbent is None
+        if promote_it:
+            promote(con, version)
+            if incumbent is None:
+                record_decision(con, version, None, "first", "the first model version: nothing to compare with")
         crash_point("landing")
+    return promote_it
 
 
 def promote(con: duckdb.DuckDBPyConnection, version: str) -> None:
@@ -169,6 +179,44 @@ CREATE OR REPLACE MACRO similar_images(id, k := 10) AS TABLE
     WHERE o.image_id <> q.image_id
     ORDER BY similarity DESC LIMIT k;
 """
+
+
+def record_decision(
+    con: duckdb.DuckDBPyConnection,
+    candidate: str,
+    incumbent: str | None,
+    decision: str,
+    reason: str,
+    tolerance: float | None = None,
+    comparison: list[dict] | None = None,
+    flow_run_id: str | None = None,
+) -> None:
+    """One row of `promotions` (inside the caller's transaction when it has one)."""
+    con.execute(
+        "INSERT INTO promotions (candidate, incumbent, decision, reason, tolerance, comparison, flow_run_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [candidate, incumbent, decision, reason, tolerance, json.dumps(comparison) if comparison is not None else None, flow_run_id],
+    )
+
+
+def promote_recorded(con: duckdb.DuckDBPyConnection, version: str, decision: str, reason: str, **details) -> str | None:
+    """Promote `version` and record why, in one transaction. Returns the version it replaced."""
+    with transaction(con):
+        incumbent = current_version(con)
+        promote(con, version)
+        record_decision(con, version, incumbent["version"] if incumbent else None, decision, reason, **details)
+    return incumbent["version"] if incumbent else None
+
+
+def previous_version(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The version promoted before the current one (what `onenet rollback` returns to)."""
+    current = current_version(con)
+    rows = con.execute(
+        "SELECT candidate, incumbent FROM promotions WHERE decision <> 'rejected' ORDER BY decided_at DESC, rowid DESC"
+    ).fetchall()
+    for candidate, incumbent in rows:
+        if current and candidate == current["version"] and incumbent and incumbent != current["version"]:
+            return incumbent
+    return None
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> dict | None:

@@ -39,6 +39,7 @@ from warehouse.db import connect, current_version
 
 EXPORTABLE = (
     "images", "captions", "model_versions", "word_vectors", "image_vectors", "generated_captions", "rejects",
+    "evaluations", "evaluation_captions", "promotions",
     "current_word_vectors", "current_image_vectors", "current_captions",
 )
 WORD_VECTOR = "SELECT vec FROM current_word_vectors WHERE word = ?"

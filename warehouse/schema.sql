@@ -82,3 +82,15 @@ CREATE TABLE IF NOT EXISTS evaluation_captions (
     image_id VARCHAR NOT NULL,
     caption  VARCHAR NOT NULL
 );
+
+-- Every change of the promoted version, and every candidate the gate turned down.
+CREATE TABLE IF NOT EXISTS promotions (
+    decided_at  TIMESTAMP DEFAULT current_timestamp,
+    candidate   VARCHAR NOT NULL,     -- the version the decision is about
+    incumbent   VARCHAR,              -- the version promoted when it was taken (NULL: none yet)
+    decision    VARCHAR NOT NULL,     -- promoted | rejected | rollback | first
+    reason      VARCHAR NOT NULL,     -- one line a person can read
+    tolerance   DOUBLE,               -- gate: relative drop allowed per gated metric
+    comparison  JSON,                 -- gate: [{metric, incumbent, candidate, floor, passed}]
+    flow_run_id VARCHAR
+);

@@ -1,0 +1,40 @@
+"""Where a flow's mapped tasks (feature shards, caption shards) run.
+
+    local  one shard after another in the flow's process (torch already uses every core)
+    dask   prefect-dask's DaskTaskRunner: a local cluster of `workers` processes with one torch
+           thread each, on loopback; or an existing cluster at `address` (tcp://HOST:PORT)
+
+Dask workers must see the workspace at the same path (one machine, or a shared filesystem) and
+have onenet installed; results are the same as in process (tests/test_dask.py).
+"""
+
+from __future__ import annotations
+
+from onenet.errors import OnenetError
+
+RUNNERS = ("local", "dask")
+
+
+def task_runner(name: str = "local", address: str | None = None, workers: int = 2):
+    if name not in RUNNERS:
+        raise OnenetError(f"unknown runner {name!r}: choose local or dask")
+    if name == "local":
+        if address:
+            raise OnenetError("--dask-address needs --runner dask")
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=1)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise OnenetError("--runner dask needs prefect-dask: pip install 'onenet[dask]'") from None
+    if address:
+        if not address.startswith(("tcp://", "tls://", "ws://", "wss://", "inproc://")):
+            raise OnenetError(f"--dask-address {address!r}: expected a scheduler address like tcp://HOST:8786")
+        return DaskTaskRunner(address=address)
+    if workers < 1:
+        raise OnenetError("--dask-workers must be at least 1")
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1", "dashboard_address": None},
+    )

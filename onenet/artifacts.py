@@ -1,0 +1,63 @@
+"""Pictures for Prefect artifacts: photo grids with captions and the word map, as markdown.
+
+Artifacts live in Prefect's database and the UI shows them beside the flow run, so images are
+embedded as small PNG data URIs (a few KB each) rather than links to files a browser cannot open.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from onenet.workspace import Workspace
+
+
+def data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def thumbnail(path: Path, size: int = 96) -> Image.Image | None:
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((size, size))
+            return im
+    except Exception:  # a sample picture is nice to have; a missing file is not worth failing for
+        return None
+
+
+def photo_grid(workspace: Workspace, rows: list[tuple[str, str]], title: str, size: int = 96) -> str:
+    """Markdown: one line per (photo path, caption) with the photo inlined as a thumbnail."""
+    lines = [f"# {title}", "", "| photo | caption |", "|---|---|"]
+    for path, caption in rows:
+        full = Path(path) if Path(path).is_absolute() else workspace.path(path)
+        image = thumbnail(full, size)
+        cell = f"![{full.name}]({data_uri(image)})" if image is not None else f"`{full.name}` (file missing)"
+        lines.append(f"| {cell} | {caption.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def word_map(words: list[str], vectors: np.ndarray, size: int = 720) -> Image.Image:
+    """The words placed by the first two principal components of their vectors, as a picture."""
+    x = vectors - vectors.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    margin = 40
+    scaled = margin + (xy - lo) / np.maximum(hi - lo, 1e-9) * (size - 2 * margin)
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    for word, (px, py) in zip(words, scaled):
+        draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=(70, 110, 200))
+        draw.text((px + 4, py - 6), word, fill=(20, 20, 20))
+    return image
+
+
+def word_map_markdown(words: list[str], vectors: np.ndarray, title: str) -> str:
+    return f"# {title}\n\n![word map]({data_uri(word_map(words, vectors))})\n\nPCA of the decoder's word vectors (most frequent words)."

@@ -215,6 +215,114 @@ def _promote(c: Context, version: str | None) -> None:
             console.print(f"promoted {result['version']} (was {result['previous']}); {result['caught_up']} ingested photos caught up")
 
 
+@app.command()
+def server(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", help="interface to listen on (loopback: only this machine)"),
+    port: int = typer.Option(4200, help="port of the API and the UI"),
+) -> None:
+    """Run the Prefect server (API + UI) on this workspace's database; flows report to it while it runs."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from onenet.prefect_env import SERVER_FILE, running_server
+
+    home = Path(os.environ["PREFECT_HOME"])
+    if url := running_server(home):
+        raise OnenetError(f"a Prefect server for {home} is already running: {url.removesuffix('/api')}")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        errors.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach it can start and read flow runs")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    ui = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    env["PREFECT_UI_API_URL"] = f"{ui}/api"  # where the browser's UI calls (Prefect assumes port 4200)
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)], env=env)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too, not just this wrapper
+    marker = home / SERVER_FILE
+    marker.write_text(json.dumps({"api_url": f"{ui}/api", "ui_url": ui, "pid": proc.pid, "home": str(home)}))
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and not running_server(home):
+            time.sleep(0.5)
+        if proc.poll() is None:
+            console.print(f"[bold]Prefect UI: {ui}[/]  (API {ui}/api, database {home}/prefect.db)")
+            console.print("onenet commands on this workspace now report their flow runs here. Ctrl-C stops the server.")
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        code = proc.wait(30)
+    finally:
+        if marker.exists() and json.loads(marker.read_text()).get("pid") == proc.pid:
+            marker.unlink()
+    if code not in (0, -15):
+        raise OnenetError(f"the Prefect server exited with code {code} (is port {port} taken? try --port)")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    deployment: list[str] = typer.Argument(None, help="deployment names from prefect.yaml [default: all]"),
+) -> None:
+    """Serve prefect.yaml's deployments (scheduled retrain, hourly ingest, evaluate) from this process."""
+    import os
+
+    c = _ctx(ctx)
+    if "PREFECT_API_URL" not in os.environ:
+        raise OnenetError("no Prefect server to register the deployments with: start `onenet server` first (another terminal)")
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import runner_deployments
+
+    deployments = runner_deployments(str(c.workspace.root), only=deployment or None)
+    console.print(f"serving {', '.join(d.name for d in deployments)} for workspace {c.workspace.root}; runs show in {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
+    prefect_serve(*deployments)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    runs: int = typer.Option(10, help="how many recent flow runs to list (0: skip asking Prefect)"),
+) -> None:
+    """Current model version and its metrics, promotions, table sizes, and the last flow runs."""
+    c = _ctx(ctx)
+    from onenet.status import flow_runs, warehouse_status
+
+    report = warehouse_status(c.workspace)
+    report["flow_runs"] = flow_runs(runs) if runs else []
+    if c.json:
+        _emit(c, report, None)
+        return
+    current = report["current"]
+    if current:
+        console.print(f"[bold]promoted model {current['version']}[/] (landed {current['created_at']}, encoder {current['encoder']}, dim {current['dim']})")
+        training = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in current["metrics"].items())
+        console.print(f"  training: {training}")
+        if current["evaluation"]:
+            console.print("  evaluation: " + ", ".join(f"{k} {v}" for k, v in current["evaluation"].items()))
+    else:
+        console.print("no promoted model yet: run `onenet train`")
+    for title, rows in (("model versions", report["versions"]), ("recent promotion decisions", report["promotions"]), ("flow runs", report["flow_runs"])):
+        if rows:
+            table = _table(title, *rows[0].keys())
+            for r in rows:
+                table.add_row(*(_cell(v) for v in r.values()))
+            console.print(table)
+    table = _table("warehouse tables", "table", "rows")
+    for name, n in report["tables"].items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+    if report.get("server"):
+        console.print(f"Prefect UI: {report['server']}")
+    else:
+        console.print("Prefect UI: not running (start it with `onenet server`)")
+
+
 def _key_value(option: str, item: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not sep or not key or not value:

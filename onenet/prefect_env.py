@@ -1,13 +1,20 @@
-"""Offline defaults for Prefect, applied before `prefect` is first imported.
+"""Offline defaults for Prefect, applied before `prefect` is first imported, and the way flows
+find the workspace's Prefect server.
 
-Only defaults: anything the user exported (e.g. PREFECT_API_URL of a running `prefect server`)
-wins. Without an API URL Prefect starts a temporary local server for the run (ephemeral mode).
+Only defaults: anything the user exported (e.g. PREFECT_API_URL of another server) wins. When
+`onenet server` is running for this PREFECT_HOME (it leaves `onenet-server.json` there), flows
+report to it and show in its UI; otherwise Prefect starts a temporary local server per run
+(ephemeral mode) on the same SQLite database, so `onenet server` later shows those runs too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
 
 from onenet.workspace import Workspace
 
@@ -20,6 +27,7 @@ DEFAULTS = {
     "PREFECT_CLI_PROMPT": "false",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # plain functions log outside flows too
 }
+SERVER_FILE = "onenet-server.json"  # written by `onenet server` beside Prefect's database
 
 
 def configure(workspace: Workspace) -> None:
@@ -28,3 +36,19 @@ def configure(workspace: Workspace) -> None:
     logging.getLogger("onenet").setLevel(logging.INFO)  # progress lines show in Prefect's console log
     home = os.environ.setdefault("PREFECT_HOME", str(workspace.prefect_home))
     os.makedirs(home, exist_ok=True)  # Prefect's SQLite database cannot create its folder
+    if "PREFECT_API_URL" not in os.environ and (url := running_server(Path(home))):
+        os.environ["PREFECT_API_URL"] = url
+
+
+def running_server(home: Path) -> str | None:
+    """The API URL of the `onenet server` started for `home`, if it answers on its port."""
+    try:
+        url = json.loads((home / SERVER_FILE).read_text())["api_url"]
+    except (OSError, ValueError, KeyError):
+        return None
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 80), timeout=0.5):
+            return url
+    except OSError:
+        return None  # a stale file from a server that is gone: run ephemeral

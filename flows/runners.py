@@ -35,6 +35,27 @@ def task_runner(name: str = "local", address: str | None = None, workers: int = 
     if workers < 1:
         raise OnenetError("--dask-workers must be at least 1")
     return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
+        cluster_class=local_cluster,
         cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1", "dashboard_address": None},
     )
+
+
+def local_cluster(**kwargs):
+    """A distributed.LocalCluster whose workers report to the flow's Prefect API: the server the
+    flow uses, or the temporary one Prefect started for it (without this each worker would start
+    its own temporary server, ~10 s each)."""
+    from distributed import LocalCluster
+
+    url = current_api_url()
+    return LocalCluster(env={"PREFECT_API_URL": url} if url else {}, **kwargs)
+
+
+def current_api_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    if url := get_current_settings().api.url:
+        return url
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the process's temporary server (a singleton), if one runs
+    return server.api_url if server.running else None

@@ -1,6 +1,6 @@
 """Where a flow's mapped tasks (feature shards, caption shards) run.
 
-    local  one shard after another in the flow's process (torch already uses every core)
+    local  shards in threads of the flow's process, as many at once as there are cores
     dask   prefect-dask's DaskTaskRunner: a local cluster of `workers` processes with one torch
            thread each, on loopback; or an existing cluster at `address` (tcp://HOST:PORT)
 
@@ -9,6 +9,8 @@ have onenet installed; results are the same as in process (tests/test_dask.py).
 """
 
 from __future__ import annotations
+
+import os
 
 from onenet.errors import OnenetError
 
@@ -23,7 +25,7 @@ def task_runner(name: str = "local", address: str | None = None, workers: int = 
             raise OnenetError("--dask-address needs --runner dask")
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=1)
+        return ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1)
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:

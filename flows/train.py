@@ -7,6 +7,7 @@ changing a decoder hyper-parameter reruns only training and what follows it.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,9 +51,10 @@ class TrainOptions:
     max_words: int = 20
     decoder: TrainConfig = field(default_factory=TrainConfig)
     beam_size: int = 3
+    shard_size: int = 1024  # photos per mapped task (feature and caption shards): the unit of scale-out
 
 
-@flow(name="onenet-train", task_runner=ThreadPoolTaskRunner(max_workers=1))  # shards one at a time; --runner dask: in parallel
+@flow(name="onenet-train", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))  # shards: one per core
 def train(workspace: str, options: TrainOptions | None = None, promote: bool = True) -> dict:
     """Train the captioner end to end and land its by-products in the warehouse.
 
@@ -68,7 +70,7 @@ def train(workspace: str, options: TrainOptions | None = None, promote: bool = T
     min_count = o.min_count if o.min_count is not None else (1 if o.source == "shapes" else 5)
     captions = run(clean_captions_task, workspace=ws, manifest=manifest, min_count=min_count, max_words=o.max_words)
     publish_caption_stats(ws, captions)
-    shards = plan_shards(ws, manifest)  # features: mapped over shards of photos (Dask-ready)
+    shards = plan_shards(ws, manifest, o.shard_size)  # features: mapped over shards of photos (Dask-ready)
     rejects = run.map(
         encode_shard_task, {"photos": shards}, workspace=ws, encoder_name=o.encoder, image_size=o.image_size,
         grid=o.grid, batch_size=o.feature_batch,
@@ -78,7 +80,7 @@ def train(workspace: str, options: TrainOptions | None = None, promote: bool = T
     model = run(train_decoder_task, workspace=ws, captions=captions, features=features, cfg=o.decoder)
     vectors = run(export_vectors_task, workspace=ws, manifest=manifest, features=features, model=model)
     parts = run.map(  # captions: mapped over shards of image vectors
-        caption_shard_task, {"image_ids": caption_shards(ws, vectors)}, workspace=ws, vectors=vectors, model=model, beam_size=o.beam_size
+        caption_shard_task, {"image_ids": caption_shards(ws, vectors, o.shard_size)}, workspace=ws, vectors=vectors, model=model, beam_size=o.beam_size
     )
     export = run(finish_export_task, workspace=ws, vectors=vectors, parts=parts)
     index = run(build_index_task, workspace=ws, export=export)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from models import default_device
+from models import default_device, single_thread
 from models.beam import beam_search
 from models.captioner import Captioner
 from onenet.files import sha256_text, write_parquet
@@ -79,7 +79,7 @@ def export_vectors(workspace: Workspace, manifest: Ref, features: Features, mode
     return Ref(workspace.relative(folder), sha256_text(model_ref.digest, features.digest, manifest.digest))
 
 
-def caption_shards(workspace: Workspace, vectors: Ref, shard_size: int = 2048) -> list[list[str]]:
+def caption_shards(workspace: Workspace, vectors: Ref, shard_size: int = 1024) -> list[list[str]]:
     """The exported image ids in fixed chunks: the unit `caption_shard_task` is mapped over."""
     ids = pq.read_table(workspace.path(vectors.path) / "image_vectors.parquet", columns=["image_id"]).column(0).to_pylist()
     return [ids[s : s + shard_size] for s in range(0, len(ids), shard_size)]
@@ -134,10 +134,8 @@ def _caption_shard_key(context, parameters: dict) -> str:
 
 @cached_task(name="caption-shard", cache_key_fn=_caption_shard_key)
 def caption_shard_task(workspace: Workspace, vectors: Ref, model: ModelRef, image_ids: list[str], beam_size: int) -> Ref:
-    from tasks.features import use_worker_threads
-
-    use_worker_threads()
-    return caption_shard(workspace, vectors, model, image_ids, beam_size)
+    with single_thread():  # like encode_shard_task: the same numbers wherever it runs
+        return caption_shard(workspace, vectors, model, image_ids, beam_size)
 
 
 @cached_task(name="finish-export")

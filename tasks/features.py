@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models import default_device
+from models import default_device, single_thread
 from models.encoder import load_encoder
 from onenet.errors import OnenetError, retry_if_transient
 from onenet.faults import crash_point
@@ -140,9 +140,10 @@ def encode_shard_task(
     workspace: Workspace, photos: list[tuple[str, str]], encoder_name: str, image_size: int, grid: int, batch_size: int | None
 ) -> tuple[tuple[str, str], ...]:
     """Encode one shard's photos (those not stored yet); returns its rejects. Runs on any worker
-    that sees the workspace: in this process, or on a Dask worker (flows/runners.py)."""
-    use_worker_threads()
-    return extract_features(workspace, [tuple(p) for p in photos], encoder_name, image_size, grid, batch_size).rejects
+    that sees the workspace: in a thread of this process, or on a Dask worker (flows/runners.py),
+    on one torch thread either way, so the features do not depend on where it ran."""
+    with single_thread():
+        return extract_features(workspace, [tuple(p) for p in photos], encoder_name, image_size, grid, batch_size).rejects
 
 
 def collect_features(workspace: Workspace, photos: list[tuple[str, str]], encoder_name: str, image_size: int, grid: int, rejects) -> Features:
@@ -151,17 +152,3 @@ def collect_features(workspace: Workspace, photos: list[tuple[str, str]], encode
     covered = sorted({i for i, p in photos if p not in bad})
     folder = feature_dir(encoder_name, image_size, grid)
     return Features(folder, sha256_text(folder, json.dumps(covered)), encoder_name, image_size, grid, tuple(map(tuple, rejects)))
-
-
-def use_worker_threads() -> None:
-    """On a Dask worker, let torch use the worker's threads only: several workers on one machine
-    each spinning up every core's worth of threads would oversubscribe it (5-10x slower)."""
-    try:
-        from distributed import get_worker
-
-        threads = get_worker().state.nthreads
-    except (ImportError, ValueError, AttributeError):
-        return
-    import torch
-
-    torch.set_num_threads(max(1, threads))

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench bench-full clean
+.PHONY: install demo test test-all bench bench-full server browser clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -36,6 +36,14 @@ bench: $(STAMP)
 ## Longer: HNSW at 1M vectors and RSICD's real photos (../shared/data/rsicd) when present.
 bench-full: $(STAMP)
 	$(BIN)/python -m bench --full
+
+## The Prefect server (API + UI on http://127.0.0.1:4200) for ./onenet-data; flows report to it.
+server: $(STAMP)
+	$(BIN)/onenet server
+
+## Debian's Chromium for the headless browser test (root; Playwright drives /usr/bin/chromium).
+browser:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 
 clean:
 	rm -rf onenet-data

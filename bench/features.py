@@ -138,6 +138,28 @@ def inception_v3(device: torch.device, n: int) -> float:
     return rate(n, seconds)
 
 
+def sharded_way(encoder: Encoder, paths: list[Path], size: int, device: torch.device) -> float:
+    """Photos/s as the training flow maps it: one shard per core at once, each on one torch thread
+    (models.single_thread: the numbers then do not depend on where a shard ran)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models import single_thread
+
+    workers = max(1, torch.get_num_threads())
+    shards = [paths[k::workers] for k in range(workers)]
+
+    def encode(shard: list[Path]) -> int:
+        with single_thread():
+            return sum(len(positions) for positions, _, _ in encoder.encode_files(shard, size))
+
+    encoder.features(torch.zeros(default_batch_size(device, size), 3, size, size, dtype=torch.uint8, device=device))  # warm-up
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        n = sum(pool.map(encode, shards))
+    assert n == len(paths)
+    return rate(n, time.perf_counter() - started)
+
+
 def run(bounds: dict, device: torch.device, full: bool) -> list[Row]:
     rows: list[Row] = []
     fast, slow = load_encoder().to(device), load_encoder(fold_batchnorm=False).to(device)
@@ -156,6 +178,10 @@ def run(bounds: dict, device: torch.device, full: bool) -> list[Row]:
             onenet = onenet_way(fast, paths, size, device)
             rows.append(Row("features", f"end to end, {label} ({len(paths)} photos)", f"{onenet:.1f} photos/s",
                             f"{article:.1f} photos/s one at a time (article's way)", onenet / article, ">= 10x"))
+            if not gpu:
+                shard = sharded_way(fast, paths, size, device)
+                rows.append(Row("features", f"as the train flow maps it: {torch.get_num_threads()} shards at once, 1 torch thread each, {label}",
+                                f"{shard:.1f} photos/s", f"{onenet:.1f} photos/s one extraction on all threads", shard / onenet, ">= 0.9x"))
             decode = decode_only(paths, size, default_batch_size(device, size))
             how = "processes" if use_processes(len(paths), decode_workers()) else "threads"
             rows.append(Row("features", f"decode + resize only, {label}, {decode_workers()} {how}", f"{decode:.0f} photos/s"))

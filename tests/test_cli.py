@@ -73,3 +73,13 @@ def test_source_options_are_checked_with_one_clear_line(ws, tmp_path):
     assert_clean_error(onenet(tmp_path / "w", "train", "--source", "karpathy"), "needs --from DATASET.json and --images FOLDER")
     assert_clean_error(onenet(tmp_path / "w", "train", "--source", "flickr8k", "--from", str(tmp_path / "nowhere")), "no such file or folder")
     assert_clean_error(onenet(ws, "evaluate", "--version", "nope"), "no model version 'nope'")
+
+
+def test_operations_options_are_checked_with_one_clear_line(ws, tmp_path):
+    assert_clean_error(onenet(tmp_path / "w", "train", "--runner", "spark"), "unknown runner 'spark'")
+    assert_clean_error(onenet(tmp_path / "w", "train", "--runner", "dask", "--dask-address", "127.0.0.1:8786"), "scheduler address")
+    assert_clean_error(onenet(tmp_path / "w", "train", "--gate", "--tolerance", "1.5"), "must be in [0, 1)")
+    assert_clean_error(onenet(tmp_path / "w", "train", "--gate", "--gate-metric", "CIDEr"), "expected TASK/METHOD/METRIC")
+    assert_clean_error(onenet(ws, "rollback"), "nothing to roll back to")
+    assert_clean_error(onenet(ws, "promote", "m0000"), "no model version 'm0000'")
+    assert_clean_error(onenet(tmp_path / "w", "serve"), "start `onenet server` first")

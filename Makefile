@@ -43,7 +43,8 @@ server: $(STAMP)
 
 ## Debian's Chromium for the headless browser test (root; Playwright drives /usr/bin/chromium).
 browser:
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+	  || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 
 clean:
 	rm -rf onenet-data

@@ -33,14 +33,17 @@ def load_entrypoint(entrypoint: str):
     return getattr(module, name)
 
 
-def runner_deployments(workspace: str, path: Path = PREFECT_YAML, only: list[str] | None = None) -> list:
-    """RunnerDeployments for `prefect.serve`, one per prefect.yaml deployment (or those named)."""
+def runner_deployments(workspace: str, path: Path = PREFECT_YAML, only: list[str] | None = None, inbox: str | None = None) -> list:
+    """RunnerDeployments for `prefect.serve`, one per prefect.yaml deployment (or those named);
+    `inbox` replaces the folders an ingest deployment watches."""
     out = []
     for spec in read_deployments(path):
         if only and spec["name"] not in only:
             continue
         flow = load_entrypoint(spec["entrypoint"])
         parameters = {**spec.get("parameters", {}), "workspace": workspace}
+        if inbox and "folders" in parameters:
+            parameters["folders"] = [inbox]
         flow.validate_parameters(parameters)  # a bad parameter fails here, not at 3 a.m.
         schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules") or []]
         out.append(

@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from onenet.artifacts import data_uri, thumbnail
 from onenet.workspace import Workspace
 from tasks.cache import TaskRuns
 from tasks.evaluate import EvalOptions, evaluate_task
@@ -43,7 +46,7 @@ def evaluate(workspace: str, options: EvalOptions | None = None, version: str | 
         publish_snapshot(con, ws)
     finally:
         con.close()
-    publish_artifacts(row["version"], o, result)
+    publish_artifacts(ws, row["version"], o, result)
     return {"version": row["version"], "split": o.split, "rows": result["rows"], "word_checks": result["word_checks"], "tasks": run.states}
 
 
@@ -56,14 +59,22 @@ def metrics_table(rows: list[dict]) -> list[dict]:
     return list(table.values())
 
 
-def publish_artifacts(version: str, o: EvalOptions, result: dict, samples: int = 8) -> None:
+def publish_artifacts(ws: Workspace, version: str, o: EvalOptions, result: dict, samples: int = 8) -> None:
     create_table_artifact(
         key="evaluation-metrics", table=metrics_table(result["rows"]),
         description=f"model {version} on {o.split}: caption metrics x100, recall@K in percent, word checks passed (percent)",
     )
-    lines = [f"# Sample captions, model {version} ({o.split})", ""]
-    for k, image_id in enumerate(result["ids"][:samples]):
-        lines.append(f"**{image_id[:12]}** — reference: _{result['references'][k][0]}_")
-        lines += [f"- {method}: {caps[k]}" for method, caps in result["captions"].items()]
-        lines.append("")
+    ids = result["ids"][:samples]
+    con = connect(ws, read_only=True)
+    try:
+        paths = dict(con.execute("SELECT image_id, path FROM images WHERE list_contains(?, image_id)", [ids]).fetchall())
+    finally:
+        con.close()
+    methods = list(result["captions"])
+    lines = [f"# Sample captions, model {version} ({o.split})", "", "| photo | a human caption | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
+    for k, image_id in enumerate(ids):
+        path = ws.path(paths[image_id]) if not paths[image_id].startswith("/") else Path(paths[image_id])
+        image = thumbnail(path)
+        cell = f"![{image_id[:12]}]({data_uri(image)})" if image is not None else image_id[:12]
+        lines.append(f"| {cell} | {result['references'][k][0]} | " + " | ".join(result["captions"][m][k] for m in methods) + " |")
     create_markdown_artifact(key="evaluation-samples", markdown="\n".join(lines), description=f"model {version}: what each method wrote")

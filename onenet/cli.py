@@ -268,6 +268,7 @@ def _interrupt(signum, frame) -> None:
 def serve(
     ctx: typer.Context,
     deployment: list[str] = typer.Argument(None, help="deployment names from prefect.yaml [default: all]"),
+    inbox: Optional[str] = typer.Option(None, help="folder the hourly ingest watches [default: WORKSPACE/inbox, created]"),
 ) -> None:
     """Serve prefect.yaml's deployments (scheduled retrain, hourly ingest, evaluate) from this process."""
     import os
@@ -279,7 +280,12 @@ def serve(
 
     from flows.deployments import runner_deployments
 
-    deployments = runner_deployments(str(c.workspace.root), only=deployment or None)
+    from pathlib import Path
+
+    folder = Path(inbox).expanduser().resolve() if inbox else c.workspace.path("inbox")
+    folder.mkdir(parents=True, exist_ok=True)
+    deployments = runner_deployments(str(c.workspace.root), only=deployment or None, inbox=str(folder))
+    console.print(f"hourly ingest watches {folder}")
     console.print(f"serving {', '.join(d.name for d in deployments)} for workspace {c.workspace.root}; runs show in {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
     prefect_serve(*deployments)
 

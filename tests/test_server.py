@@ -160,6 +160,44 @@ def test_the_ui_shows_the_run_and_its_artifacts(served):
     print(f"screenshots in {OUTPUT}")
 
 
+def test_onenet_serve_runs_a_deployment_on_demand(served, tmp_path):
+    """`onenet serve` registers prefect.yaml's deployments and runs them: here the hourly ingest,
+    triggered now through the API, picks up a photo dropped in the workspace's inbox."""
+    ws, base = served["ws"], served["base"]
+    inbox = ws.path("inbox")
+    inbox.mkdir(exist_ok=True)
+    shapes.scene(321, 0).image.save(inbox / "dropped.png")
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "serve", "hourly-ingest"],
+        env=onenet_env(ws), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        served_parameters = {"workspace": str(ws.root), "folders": [str(inbox)]}
+        while not (found := api(base, "/deployments/filter", {"deployments": {"name": {"any_": ["hourly-ingest"]}}})) or found[0]["parameters"] != served_parameters:
+            assert serving.poll() is None, serving.stdout.read()
+            assert time.monotonic() < deadline, "onenet serve did not register the deployment"
+            time.sleep(1)
+        deployment = found[0]
+        assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["17 * * * *"]
+        run = api(base, f"/deployments/{deployment['id']}/create_flow_run", {})
+        while (state := api(base, f"/flow_runs/{run['id']}")["state_type"]) not in ("COMPLETED", "FAILED", "CRASHED"):
+            assert time.monotonic() < deadline + 120, f"the served run is still {state}"
+            time.sleep(1)
+        if state != "COMPLETED":
+            serving.send_signal(signal.SIGINT)
+            pytest.fail(f"the served run ended {state}:\n{serving.communicate(timeout=30)[0][-5000:]}")
+        summary = artifacts_of(base, run["id"])["ingest-summary"]["data"]
+        summary = json.loads(summary) if isinstance(summary, str) else summary
+        assert summary[0]["new"] == 1
+    finally:
+        serving.send_signal(signal.SIGINT)
+        try:
+            serving.wait(30)
+        except subprocess.TimeoutExpired:
+            serving.kill()
+
+
 def test_prefect_yaml_deploys_to_a_process_work_pool(served):
     """What the README tells a user to do with Prefect's own CLI, against the test server."""
     env = {**onenet_env(served["ws"]), "PREFECT_API_URL": f"{served['base']}/api", "PREFECT_HOME": str(served["ws"].prefect_home), "PWD": str(ROOT)}

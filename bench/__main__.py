@@ -103,6 +103,17 @@ def write(path: Path, key: str, title: str, body: str) -> None:
     path.write_text(text)
 
 
+def publish(title: str, body: str, console: Console) -> None:
+    """The table as a Prefect artifact ("benchmarks"), beside the flow runs in the dashboard."""
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(key="benchmarks", markdown=f"# {title}\n\n{body}", description=title.replace("`", ""))
+        console.print("published as the Prefect artifact 'benchmarks' (onenet server shows it)")
+    except Exception as e:  # the numbers are in BENCHMARKS.md already; the dashboard copy is a bonus
+        console.print(f"[yellow]could not publish the artifact:[/] {e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="also HNSW at 1M vectors and RSICD's real photos")
@@ -111,6 +122,10 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--file", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args()
+    from onenet import prefect_env
+    from onenet.workspace import Workspace
+
+    prefect_env.configure(Workspace.at())  # the artifact goes to ./onenet-data's Prefect (its server if running)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     names = [n for n in args.only.split(",") if n] or list(SECTIONS)
     unknown = set(names) - set(SECTIONS)
@@ -136,6 +151,7 @@ def main() -> None:
         title = f"`make bench` — {'full' if args.full else 'quick'} mode, {device.type.upper()}" + (f" ({args.only})" if args.only else "")
         write(Path(args.file), kind, title, body)
         console.print(f"written to {args.file}")
+        publish(title, body, console)
     if any("error" in r for r in results.values()) and device.type == "cpu":
         sys.exit(1)  # on the CPU every section must run; a GPU machine may lack the warehouse stack
 

@@ -284,7 +284,8 @@ def _flickr8k_cache_key(context, parameters) -> str:
 
 
 @cached_task(
-    name="source-flickr8k", cache_key_fn=_flickr8k_cache_key, retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient
+    name="source-flickr8k", cache_key_fn=_flickr8k_cache_key, retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient,
+    timeout_seconds=4 * 3600,  # each read has its own 60 s timeout; this bounds a trickling server
 )
 def flickr8k_source_task(workspace: Workspace, from_path: str | None, urls: dict[str, str], sha256: dict[str, str]) -> Ref:
     return flickr8k_source(workspace, from_path, urls, sha256)

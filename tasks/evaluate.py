@@ -269,6 +269,6 @@ def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOp
     }
 
 
-@cached_task(name="evaluate-model")
+@cached_task(name="evaluate-model", timeout_seconds=12 * 3600)  # METEOR talks to a Java process: a hang ends here
 def evaluate_task(workspace: Workspace, version: str, checkpoint_path: str, options: EvalOptions) -> dict:
     return evaluate(workspace, version, checkpoint_path, options)

@@ -57,6 +57,7 @@ class TaskRuns:
     def __init__(self, results_dir: Path):
         self.storage = results_dir  # a Path: Prefect stores results there without a saved block
         self.states: dict[str, str] = {}
+        self.mapped: dict[str, int] = {}  # task name -> how many runs a map made
 
     def __call__(self, task: Any, refresh: bool = False, **parameters: Any) -> Any:
         """Run `task` (a cache hit when its key is known); refresh=True computes it regardless."""
@@ -67,8 +68,9 @@ class TaskRuns:
 
     def map(self, task: Any, mapped: dict[str, list], **fixed: Any) -> list:
         """Run `task` once per element of the `mapped` lists, on the flow's task runner (in this
-        process, or on Dask workers), and wait for all of them. States are summarised, e.g.
-        "Cached x3, Completed x1"."""
+        process, or on Dask workers), and wait for all of them. The state is summarised: "Cached"
+        when every run was a cache hit, "Cached x3, Completed x1" when they differ; `mapped`
+        counts the runs."""
         from prefect import unmapped
 
         if not next(iter(mapped.values()), []):
@@ -81,5 +83,6 @@ class TaskRuns:
         counts: dict[str, int] = {}
         for state in states:
             counts[state.name] = counts.get(state.name, 0) + 1
-        self.states[task.name] = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
+        self.states[task.name] = next(iter(counts)) if len(counts) == 1 else ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
+        self.mapped[task.name] = len(states)
         return [state.result() for state in states]

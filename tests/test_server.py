@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -45,11 +46,19 @@ def onenet(ws: Workspace, *args: str, timeout: float = 300) -> subprocess.Comple
     )
 
 
-def api(base: str, path: str, body: dict | None = None):
+def api(base: str, path: str, body: dict | None = None, attempts: int = 5):
+    """One call to Prefect's REST API. 503 means its SQLite database was busy (a flow run and a
+    runner writing at once): asked again after a pause, as Prefect's own client does."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{base}/api{path}", data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(2 * (attempt + 1))
 
 
 @pytest.fixture(scope="module")

@@ -58,3 +58,13 @@ def _quiet_prefect_shutdown():
     import logging
 
     logging.getLogger("prefect").setLevel(logging.WARNING)
+
+
+def copy_of_trained(trained: dict, folder: Path) -> Workspace:
+    """A private copy of the trained workspace at `folder`/ws, for tests that change it (others
+    assert its exact row counts). A workspace is relocatable: its cache keys hold no paths."""
+    import shutil
+
+    copy = Workspace.at(folder / "ws")
+    shutil.copytree(trained["workspace"].root, copy.root)
+    return copy

@@ -58,9 +58,20 @@ def test_dask_runner_matches_the_in_process_runner(tmp_path):
     speed = "tokens_per_s"
     assert {k: v for k, v in spread["metrics"].items() if k != speed} == {k: v for k, v in local["metrics"].items() if k != speed}
 
-    # A re-run on Dask is all cache hits, like in process.
-    again = train.with_options(task_runner=task_runner("dask", workers=2))(workspace=str(dask_ws.root), options=small())
+    # An existing cluster, reached by its address (--dask-address): a re-run there is all cache hits.
+    from distributed import LocalCluster
+
+    from flows.runners import current_api_url
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, env=_api_env(current_api_url())) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        again = train.with_options(task_runner=task_runner("dask", address=cluster.scheduler_address))(workspace=str(dask_ws.root), options=small())
     assert again["tasks"]["encode-shard"] == again["tasks"]["caption-shard"] == "Cached"
+    assert again["version"] == local["version"]
+
+
+def _api_env(url: str | None) -> dict:
+    return {"PREFECT_API_URL": url} if url else {}
 
 
 def test_runner_options_are_checked():

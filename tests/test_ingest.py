@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import copy_of_trained
 from onenet.workspace import Workspace
 from tasks import shapes
 from onenet.photos import load_pixels
@@ -21,9 +22,7 @@ from warehouse.query import Queries
 @pytest.fixture(scope="module")
 def ws(trained, tmp_path_factory) -> Workspace:
     """A private copy of the trained workspace (other tests assert its exact row counts)."""
-    copy = Workspace.at(tmp_path_factory.mktemp("ingest") / "ws")
-    shutil.copytree(trained["workspace"].root, copy.root)
-    return copy
+    return copy_of_trained(trained, tmp_path_factory.mktemp("ingest"))
 
 
 def counts(ws: Workspace) -> dict:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 
 import pytest
 
 from flows.retrain import GateOptions, compare
 from onenet.errors import OnenetError
 from onenet.files import sha256_file
+from conftest import copy_of_trained
 from onenet.workspace import Workspace
 from tasks import shapes
 from warehouse import db
@@ -20,9 +20,7 @@ from warehouse.query import Queries
 
 @pytest.fixture(scope="module")
 def ws(trained, tmp_path_factory) -> Workspace:
-    copy = Workspace.at(tmp_path_factory.mktemp("promotion") / "ws")
-    shutil.copytree(trained["workspace"].root, copy.root)
-    return copy
+    return copy_of_trained(trained, tmp_path_factory.mktemp("promotion"))
 
 
 def promoted(ws: Workspace) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import copy_of_trained
 from onenet.workspace import Workspace
 from tasks import shapes
 
@@ -65,8 +65,7 @@ def api(base: str, path: str, body: dict | None = None, attempts: int = 5):
 def served(trained, tmp_path_factory):
     """A copy of the trained workspace with `onenet server` running on a free loopback port and
     one `onenet ingest` run (two new photos, one corrupt file) reported to it."""
-    ws = Workspace.at(tmp_path_factory.mktemp("server") / "ws")
-    shutil.copytree(trained["workspace"].root, ws.root)
+    ws = copy_of_trained(trained, tmp_path_factory.mktemp("server"))
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "server", "--port", str(port)],

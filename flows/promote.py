@@ -50,7 +50,7 @@ def promote(workspace: str, version: str | None = None, reason: str | None = Non
         publish_snapshot(con, ws)
     finally:
         con.close()
-    caught_up = after_promotion(ws)
+    caught_up = catch_up_ingested(ws)["added"]
     get_run_logger().info("promote: %s -> %s (%s)", current, target, why)
     create_table_artifact(
         key="promotion-decision",
@@ -58,8 +58,3 @@ def promote(workspace: str, version: str | None = None, reason: str | None = Non
         description=f"{decision}: {current} -> {target}",
     )
     return {"version": target, "previous": current, "decision": decision, "caught_up": caught_up}
-
-
-def after_promotion(ws: Workspace) -> int:
-    """The newly promoted version gets vectors and captions for ingested photos it has not seen."""
-    return catch_up_ingested(ws)["added"]

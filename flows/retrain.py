@@ -20,11 +20,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from flows.evaluate import evaluate
-from flows.promote import after_promotion
 from flows.train import TrainOptions, check_options, train
 from onenet.errors import OnenetError
 from onenet.workspace import Workspace
 from tasks.evaluate import EvalOptions
+from tasks.ingest import catch_up_ingested
 from tasks.land import promoted_version
 from warehouse.db import connect, promote_recorded, publish_snapshot, record_decision
 
@@ -79,7 +79,7 @@ def retrain(workspace: str, options: TrainOptions | None = None, gate: GateOptio
     finally:
         con.close()
     if not failed:
-        after_promotion(ws)
+        catch_up_ingested(ws)  # photos ingested into the incumbent get the new version's vectors
     log.info("retrain: candidate %s %s: %s", candidate, decision, reason)
     create_table_artifact(
         key="promotion-decision",

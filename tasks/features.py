@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from models import default_device, single_thread
 from models.encoder import load_encoder
-from onenet.errors import OnenetError, retry_if_transient
+from onenet.errors import OnenetError
 from onenet.faults import crash_point
 from onenet.files import sha256_text, write_parquet
 from onenet.vectors import to_column, to_matrix
@@ -135,7 +135,7 @@ def _shard_key(context, parameters: dict) -> str:
     return task_cache_key(context, {**parameters, "photos": sha256_text(json.dumps(photos))})
 
 
-@cached_task(name="encode-shard", cache_key_fn=_shard_key, retries=1, retry_delay_seconds=10, retry_condition_fn=retry_if_transient)
+@cached_task(name="encode-shard", cache_key_fn=_shard_key)  # unreadable photos are rejects, not failures: nothing to retry
 def encode_shard_task(
     workspace: Workspace, photos: list[tuple[str, str]], encoder_name: str, image_size: int, grid: int, batch_size: int | None
 ) -> tuple[tuple[str, str], ...]:

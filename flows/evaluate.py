@@ -6,14 +6,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from onenet.artifacts import data_uri, thumbnail
+from onenet.artifacts import photo_cell
 from onenet.workspace import Workspace
 from tasks.cache import TaskRuns
 from tasks.evaluate import EvalOptions, evaluate_task
@@ -73,8 +71,5 @@ def publish_artifacts(ws: Workspace, version: str, o: EvalOptions, result: dict,
     methods = list(result["captions"])
     lines = [f"# Sample captions, model {version} ({o.split})", "", "| photo | a human caption | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
     for k, image_id in enumerate(ids):
-        path = ws.path(paths[image_id]) if not paths[image_id].startswith("/") else Path(paths[image_id])
-        image = thumbnail(path)
-        cell = f"![{image_id[:12]}]({data_uri(image)})" if image is not None else image_id[:12]
-        lines.append(f"| {cell} | {result['references'][k][0]} | " + " | ".join(result["captions"][m][k] for m in methods) + " |")
+        lines.append(f"| {photo_cell(ws, paths[image_id], alt=image_id[:12])} | {result['references'][k][0]} | " + " | ".join(result["captions"][m][k] for m in methods) + " |")
     create_markdown_artifact(key="evaluation-samples", markdown="\n".join(lines), description=f"model {version}: what each method wrote")

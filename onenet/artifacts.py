@@ -32,14 +32,19 @@ def thumbnail(path: Path, size: int = 96) -> Image.Image | None:
         return None
 
 
+def photo_cell(workspace: Workspace, path: str, alt: str | None = None, size: int = 96) -> str:
+    """A markdown table cell showing the photo at `path` (workspace-relative or absolute) inline."""
+    full = workspace.path(path)  # an absolute path stays as it is
+    image = thumbnail(full, size)
+    alt = alt or full.name
+    return f"![{alt}]({data_uri(image)})" if image is not None else f"`{alt}` (file missing)"
+
+
 def photo_grid(workspace: Workspace, rows: list[tuple[str, str]], title: str, size: int = 96) -> str:
     """Markdown: one line per (photo path, caption) with the photo inlined as a thumbnail."""
     lines = [f"# {title}", "", "| photo | caption |", "|---|---|"]
     for path, caption in rows:
-        full = Path(path) if Path(path).is_absolute() else workspace.path(path)
-        image = thumbnail(full, size)
-        cell = f"![{full.name}]({data_uri(image)})" if image is not None else f"`{full.name}` (file missing)"
-        lines.append(f"| {cell} | {caption.replace('|', '/')} |")
+        lines.append(f"| {photo_cell(workspace, path, size=size)} | {caption.replace('|', '/')} |")
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ def evaluate(workspace: str, options: EvalOptions | None = None, version: str | 
     finally:
         con.close()
     run = TaskRuns(ws.results)
-    result = run(evaluate_task, workspace=ws, version=row["version"], checkpoint_path=row["checkpoint"], options=o)
+    result = run(evaluate_task, workspace=ws, version=row["version"], checkpoint_path=row["checkpoint"], options=o, joint_path=row["joint_checkpoint"])
 
     captions = pa.table(
         {

@@ -1,4 +1,4 @@
-"""The training DAG: source -> captions -> features -> decoder -> export -> index -> warehouse.
+"""The training DAG: source -> captions -> features -> decoder -> export (+ caption encoder) -> index -> warehouse.
 
 Every step is a cached task (tasks/): re-running with nothing changed recomputes nothing, and
 changing a decoder hyper-parameter reruns only training and what follows it.
@@ -23,6 +23,8 @@ from tasks.captions import clean_captions_task
 from tasks.export import caption_shard_task, caption_shards, export_vectors_task, finish_export_task
 from tasks.features import collect_features, encode_shard_task, plan_shards
 from tasks.index import build_index_task
+from tasks.joint import train_joint_task
+from models.joint import JointConfig
 from tasks.ingest import catch_up_ingested
 from tasks.land import land_task_for, promoted_version
 from tasks.datasets import FLICKR8K_ARCHIVES, flickr8k_source_task, karpathy_source_task
@@ -52,6 +54,7 @@ class TrainOptions:
     decoder: TrainConfig = field(default_factory=TrainConfig)
     beam_size: int = 3
     shard_size: int = 1024  # photos per mapped task (feature and caption shards): the unit of scale-out
+    joint: JointConfig = field(default_factory=JointConfig)  # the caption encoder for search (models/joint.py)
 
 
 @flow(name="onenet-train", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))  # shards: one per core
@@ -79,6 +82,7 @@ def train(workspace: str, options: TrainOptions | None = None, promote: bool = T
     features = collect_features(ws, photos, o.encoder, o.image_size, o.grid, [r for shard in rejects for r in shard])
     model = run(train_decoder_task, workspace=ws, captions=captions, features=features, cfg=o.decoder)
     vectors = run(export_vectors_task, workspace=ws, manifest=manifest, features=features, model=model)
+    joint = run(train_joint_task, workspace=ws, captions=captions, vectors=vectors, model=model, cfg=o.joint) if o.joint.epochs else None
     parts = run.map(  # captions: mapped over shards of image vectors
         caption_shard_task, {"image_ids": caption_shards(ws, vectors, o.shard_size)}, workspace=ws, vectors=vectors, model=model, beam_size=o.beam_size
     )
@@ -86,7 +90,7 @@ def train(workspace: str, options: TrainOptions | None = None, promote: bool = T
     index = run(build_index_task, workspace=ws, export=export)
     landed = run(
         land_task_for(ws, model, promote), workspace=ws, manifest=manifest, captions=captions, features=features,
-        model=model, export=export, index=index, promote=promote,
+        model=model, export=export, index=index, promote=promote, joint=joint,
     )
     version = landed["version"]
     promoted = promoted_version(ws) == version
@@ -96,10 +100,10 @@ def train(workspace: str, options: TrainOptions | None = None, promote: bool = T
     publish_model_artifacts(ws, manifest, export, version)
     create_table_artifact(
         key="train-summary",
-        table=[{"version": version, **model.metrics, "rejected_photos": len(features.rejects)}],
+        table=[{"version": version, **model.metrics, **{f"joint {k}": v for k, v in (joint.metrics if joint else {}).items()}, "rejected_photos": len(features.rejects)}],
         description=f"onenet model {version}: validation metrics of the kept epoch",
     )
-    return {"version": version, "promoted": promoted, "metrics": model.metrics, "tasks": run.states, "rejects": len(features.rejects)}
+    return {"version": version, "promoted": promoted, "metrics": model.metrics, "joint": joint.metrics if joint else None, "tasks": run.states, "rejects": len(features.rejects)}
 
 
 def check_options(o: TrainOptions) -> None:

@@ -92,6 +92,8 @@ def train(
     label_smoothing: float = typer.Option(0.0, help="share of each target's probability spread over the vocabulary"),
     select_by: str = typer.Option("loss", help="keep the epoch with the best validation 'loss' or 'cider'"),
     patience: int = typer.Option(0, help="stop after this many epochs without a better one (0: never)"),
+    joint_epochs: int = typer.Option(15, help="caption encoder (text->image search): training epochs (0: no encoder)"),
+    joint_hidden: int = typer.Option(512, help="caption encoder: GRU width per direction"),
     gate: bool = typer.Option(False, "--gate", help="promote the new version only if it is not worse than the promoted one (what the scheduled retrain does)"),
     tolerance: float = typer.Option(0.02, help="--gate: relative drop a gated metric may show"),
     gate_metric: list[str] = typer.Option([], "--gate-metric", help="--gate: TASK/METHOD/METRIC to compare [default: captions/beam3/CIDEr, captions/beam3/BLEU-4]"),
@@ -103,6 +105,7 @@ def train(
     c = _ctx(ctx)
     from flows.train import TrainOptions, check_options
     from flows.train import train as train_flow
+    from models.joint import JointConfig
     from tasks.train import TrainConfig
 
     from tasks.datasets import FLICKR8K_ARCHIVES
@@ -121,7 +124,7 @@ def train(
     options = TrainOptions(
         source=source, from_path=from_path, images=images, archive_urls=urls, archive_sha256=digests,
         n_images=n_images, seed=seed, encoder=encoder, image_size=image_size, min_count=min_count,
-        max_words=max_words, decoder=decoder,
+        max_words=max_words, decoder=decoder, joint=JointConfig(epochs=joint_epochs, hidden=joint_hidden),
     )
     check_options(options)  # before Prefect starts: a wrong path is one line, not a failed flow run
     from flows.runners import task_runner

@@ -25,11 +25,14 @@ import torch
 
 from models.captioner import Captioner, pad_batch
 from models.inversion import InversionConfig, invert
+from models.joint import CaptionEncoder
+from models.joint import text_to_image_ranks as joint_ranks
 from onenet.errors import OnenetError
 from onenet.metrics import caption_scores, recall_at
 from onenet.workspace import Workspace
 from tasks.cache import cached_task
 from tasks.export import caption_vectors, load_model
+from tasks.joint import load_encoder_checkpoint
 from tasks.features import feature_dir, read_feature_rows, stored_ids
 from tasks.word_checks import run_checks
 
@@ -151,8 +154,9 @@ def evaluate_captions(model: Captioner, words: list[str], data: SplitData, beam_
 # --- retrieval ---------------------------------------------------------------------------------
 
 
-def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: EvalOptions) -> list[dict]:
-    """recall@1/5/10 among the first `retrieval_images` photos of the split and all their captions."""
+def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: EvalOptions, joint: CaptionEncoder | None = None) -> list[dict]:
+    """recall@1/5/10 among the first `retrieval_images` photos of the split and all their captions.
+    The caption encoder (`joint`) is cheap: it answers every caption; inversion a sample."""
     device = next(model.parameters()).device
     ids = data.ids[: o.retrieval_images]
     index = {w: i for i, w in enumerate(words)}
@@ -163,6 +167,20 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
     rng = np.random.default_rng(o.seed)
     n_images = len(ids)
     rows = []
+
+    if joint is not None and pool:
+        started = time.perf_counter()
+        tokens = pad_batch([t for _, t in pool]).to(device)  # every caption: one encoder call each
+        truth = torch.tensor([j for j, _ in pool], device=device)
+        units = torch.nn.functional.normalize(vecs, dim=1)
+        plain = joint_ranks(joint, tokens, units, truth).cpu().numpy()
+        reranked = rerank_ranks(model, vecs, [t for _, t in pool], truth.cpu().numpy(), plain, o.rerank, lambda q: joint(q) @ units.T)
+        for method, ranks in (("joint", plain), ("joint+rerank", reranked)):
+            rows += [
+                {"task": "retrieval", "method": method, "metric": f"text->image {k}", "value": v, "n": len(pool)}
+                for k, v in recall_at(ranks).items()
+            ]
+        log.info("evaluate: text->image by the caption encoder, %d queries over %d photos in %.1fs", len(pool), n_images, time.perf_counter() - started)
 
     queries = _sample(rng, len(pool), o.text_queries)
     if queries.size:
@@ -198,25 +216,44 @@ def text_to_image_ranks(
     model: Captioner, vecs: torch.Tensor, queries: list[list[int]], truth: np.ndarray, rerank: int, batch: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rank of each query's photo among `vecs`: by the inverted vector's cosine (the article's
-    search) and after re-ranking its `rerank` nearest by caption likelihood (onenet's search)."""
+    search) and after re-ranking its `rerank` nearest by caption likelihood."""
     mean, std = vecs.mean(0), vecs.std(0) + 1e-6
     unit = torch.nn.functional.normalize(vecs, dim=1)
-    plain, reranked = [], []
+    plain, scores = [], []
     for s in range(0, len(queries), batch):
         tokens = pad_batch(queries[s : s + batch]).to(vecs.device)  # (Q, T)
         inverted, _ = invert(model, tokens, mean, std, InversionConfig())
         with torch.no_grad():
-            order = (torch.nn.functional.normalize(inverted, dim=1) @ unit.T).argsort(dim=1, descending=True)  # (Q, N)
-            for q in range(len(tokens)):
-                true = int(truth[s + q])
-                plain.append(int((order[q] == true).nonzero()[0, 0]))
-                top = order[q, :rerank]
-                nll = model.sequence_nll(vecs[top], tokens[q : q + 1].expand(len(top), -1))
-                by_fit = top[nll.argsort(stable=True)]
-                hit = (by_fit == true).nonzero()
-                reranked.append(int(hit[0, 0]) if len(hit) else plain[-1])  # outside the re-ranked head: unchanged
-        log.info("evaluate: text->image %d / %d queries inverted", len(plain), len(queries))
-    return np.array(plain), np.array(reranked)
+            score = torch.nn.functional.normalize(inverted, dim=1) @ unit.T  # (Q, N)
+        true = torch.as_tensor(truth[s : s + batch], device=vecs.device)
+        plain.append((score > score.gather(1, true[:, None])).sum(1).cpu())
+        scores.append(score)
+        log.info("evaluate: text->image %d / %d queries inverted", min(s + batch, len(queries)), len(queries))
+    plain = torch.cat(plain).numpy()
+    by_query = torch.cat(scores)
+    return plain, rerank_ranks(model, vecs, queries, truth, plain, rerank, scores=by_query)
+
+
+@torch.no_grad()
+def rerank_ranks(
+    model: Captioner, vecs: torch.Tensor, queries: list[list[int]], truth: np.ndarray, plain: np.ndarray, rerank: int,
+    score_fn=None, scores: torch.Tensor | None = None, batch: int = 16,
+) -> np.ndarray:
+    """Ranks after re-ordering each query's `rerank` best photos by caption likelihood (mean
+    per-token NLL given the photo's vector). Scores (Q, N) are given or computed by score_fn on
+    batches of padded queries. A photo outside the re-ranked head keeps its rank."""
+    out = plain.copy()
+    for s in range(0, len(queries) if rerank else 0, batch):
+        tokens = pad_batch(queries[s : s + batch]).to(vecs.device)  # (q, T)
+        score = scores[s : s + batch] if scores is not None else score_fn(tokens)  # (q, N)
+        top = score.topk(min(rerank, score.size(1)), dim=1).indices  # (q, R)
+        nll = model.sequence_nll(vecs[top.reshape(-1)], tokens.repeat_interleave(top.size(1), dim=0)).view(top.shape)  # (q, R)
+        by_fit = top.gather(1, nll.argsort(dim=1, stable=True))  # (q, R)
+        for q in range(len(tokens)):
+            hit = (by_fit[q] == int(truth[s + q])).nonzero()
+            if len(hit):
+                out[s + q] = int(hit[0, 0])
+    return out
 
 
 @torch.no_grad()
@@ -251,14 +288,15 @@ def evaluate_words(model: Captioner, words: list[str]) -> tuple[list[dict], list
 # --- the task ----------------------------------------------------------------------------------
 
 
-def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOptions) -> dict:
+def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOptions, joint_path: str | None = None) -> dict:
     """All metrics of one model version on one split: {"rows", "captions", "ids", "word_checks"}."""
     model, checkpoint = load_model(workspace.path(checkpoint_path))
     words = checkpoint["vocab"]
     data = load_split_data(workspace, checkpoint, o.split)
     log.info("evaluate: model %s on %s (%d photos, %d captions)", version, o.split, len(data.ids), sum(map(len, data.raw.values())))
     caption_rows, captions = evaluate_captions(model, words, data, o.beam_size)
-    retrieval_rows = evaluate_retrieval(model, words, data, o)
+    joint = load_encoder_checkpoint(workspace.path(joint_path)) if joint_path else None
+    retrieval_rows = evaluate_retrieval(model, words, data, o, joint)
     word_rows, word_checks = evaluate_words(model, words)
     return {
         "rows": caption_rows + retrieval_rows + word_rows,
@@ -270,5 +308,5 @@ def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOp
 
 
 @cached_task(name="evaluate-model", timeout_seconds=12 * 3600)  # METEOR talks to a Java process: a hang ends here
-def evaluate_task(workspace: Workspace, version: str, checkpoint_path: str, options: EvalOptions) -> dict:
-    return evaluate(workspace, version, checkpoint_path, options)
+def evaluate_task(workspace: Workspace, version: str, checkpoint_path: str, options: EvalOptions, joint_path: str | None = None) -> dict:
+    return evaluate(workspace, version, checkpoint_path, options, joint_path)

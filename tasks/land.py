@@ -15,13 +15,14 @@ from onenet.errors import retry_if_transient
 from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
 from tasks.features import Features
+from tasks.joint import JointRef
 from tasks.train import ModelRef
 from warehouse.db import connect, current_version, land_version, publish_snapshot
 
 
 def land(
     workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref,
-    flow_run_id: str | None, promote: bool = True,
+    flow_run_id: str | None, promote: bool = True, joint: JointRef | None = None,
 ) -> dict:
     import torch
 
@@ -35,6 +36,7 @@ def land(
         "metrics": model.metrics,
         "checkpoint": model.path,
         "index_path": index.path,
+        "joint_checkpoint": joint.path if joint else None,
     }
     con = connect(workspace)
     try:
@@ -76,11 +78,12 @@ def landed_versions(workspace: Workspace) -> set[str]:
 
 @cached_task(name="land-warehouse", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_transient)
 def land_task(
-    workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref, promote: bool = True
+    workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref, promote: bool = True,
+    joint: JointRef | None = None,
 ) -> dict:
     from prefect.runtime import flow_run
 
-    return land(workspace, manifest, captions, features, model, export, index, flow_run.id, promote)
+    return land(workspace, manifest, captions, features, model, export, index, flow_run.id, promote, joint)
 
 
 def land_task_for(workspace: Workspace, model: ModelRef, promote: bool = True):

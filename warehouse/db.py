@@ -23,6 +23,7 @@ from onenet.workspace import Workspace
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
 VECTOR_TABLES = ("word_vectors", "image_vectors", "generated_captions")
+VERSION_FIELDS = ("version", "checkpoint", "index_path", "dim", "metrics", "joint_checkpoint")
 
 
 def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0) -> duckdb.DuckDBPyConnection:
@@ -106,9 +107,9 @@ def land_version(
         con.execute("INSERT OR REPLACE INTO captions SELECT image_id, n, raw, clean FROM staged_captions")
         con.execute(
             """INSERT OR REPLACE INTO model_versions
-               (version, flow_run_id, encoder, dim, config, metrics, checkpoint, index_path, promoted)
-               VALUES ($version, $flow_run_id, $encoder, $dim, $config, $metrics, $checkpoint, $index_path, false)""",
-            {**version_row, "config": json.dumps(version_row["config"]), "metrics": json.dumps(version_row["metrics"])},
+               (version, flow_run_id, encoder, dim, config, metrics, checkpoint, index_path, promoted, joint_checkpoint)
+               VALUES ($version, $flow_run_id, $encoder, $dim, $config, $metrics, $checkpoint, $index_path, false, $joint_checkpoint)""",
+            {"joint_checkpoint": None, **version_row, "config": json.dumps(version_row["config"]), "metrics": json.dumps(version_row["metrics"])},
         )
         for table, data in exported.items():
             con.execute(f"DELETE FROM {table} WHERE version = ?", [version])
@@ -223,8 +224,16 @@ def current_version(con: duckdb.DuckDBPyConnection) -> dict | None:
     """The promoted model version's row (version, checkpoint, index_path, dim, metrics), or None."""
     if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'model_versions'").fetchone()[0]:
         return None
-    row = con.execute("SELECT version, checkpoint, index_path, dim, metrics FROM model_versions WHERE promoted").fetchone()
-    return dict(zip(("version", "checkpoint", "index_path", "dim", "metrics"), row)) if row else None
+    rows = _version_rows(con, "promoted")
+    return rows[0] if rows else None
+
+
+def _version_rows(con: duckdb.DuckDBPyConnection, where: str, parameters: list | None = None) -> list[dict]:
+    """model_versions rows as dicts; a column newer than the warehouse file reads as None (a
+    read-only snapshot of an older warehouse has not been migrated)."""
+    cursor = con.execute(f"SELECT * FROM model_versions WHERE {where}", parameters or [])
+    columns = [d[0] for d in cursor.description]
+    return [{**dict.fromkeys(VERSION_FIELDS), **dict(zip(columns, row))} for row in cursor.fetchall()]
 
 
 def image_ids_with_vectors(con: duckdb.DuckDBPyConnection, version: str) -> set[str]:
@@ -322,8 +331,8 @@ def model_version(con: duckdb.DuckDBPyConnection, version: str | None) -> dict:
         if row is None:
             raise OnenetError("no trained model yet: run `onenet train` first")
         return row
-    found = con.execute("SELECT version, checkpoint, index_path, dim, metrics FROM model_versions WHERE starts_with(version, ?)", [version]).fetchall()
+    found = _version_rows(con, "starts_with(version, ?)", [version])
     if len(found) != 1:
         known = [v for (v,) in con.execute("SELECT version FROM model_versions ORDER BY created_at").fetchall()]
         raise OnenetError(f"{'no' if not found else 'more than one'} model version {version!r}; landed: {', '.join(known) or 'none'}")
-    return dict(zip(("version", "checkpoint", "index_path", "dim", "metrics"), found[0]))
+    return found[0]

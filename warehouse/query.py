@@ -5,7 +5,7 @@
     q.similar_words("red")                 nearest word vectors (cosine, in SQL)
     q.analogy("circle", "circles", "square")   a:b :: c:?  (3CosAdd, query words excluded)
     q.similar_images("photo.jpg" or id)    nearest image vectors (faiss), also for new photos
-    q.search("a red circle")               text -> photos by inverting the captioner
+    q.search("a red circle")               text -> photos (caption encoder or inverting the captioner)
     q.sql("SELECT ...")                    read-only SQL
 
 Every statement is parameterised; the connection is read-only.
@@ -27,6 +27,7 @@ import torch
 from models.captioner import pad_batch
 from models.encoder import load_encoder
 from models.inversion import InversionConfig, invert
+from models.joint import CaptionEncoder
 from onenet.errors import OnenetError
 from onenet.files import sha256_file
 from onenet.vectors import normalise
@@ -59,6 +60,11 @@ IMAGE_DETAILS = """
     SELECT i.image_id, i.path, c.caption FROM images i
     LEFT JOIN current_captions c USING (image_id)
     WHERE i.image_id IN (SELECT unnest(?))"""
+SEARCH_METHODS = ("joint", "inversion")
+SEARCH_RECALL = """
+    SELECT method, arg_max(value, evaluated_at) FROM evaluations
+    WHERE version = ? AND task = 'retrieval' AND metric = ? AND value IS NOT NULL
+    GROUP BY method ORDER BY method"""
 IMAGE_VECTOR_SAMPLE = "SELECT vec FROM current_image_vectors USING SAMPLE reservoir(10000 ROWS) REPEATABLE (0)"
 
 
@@ -76,7 +82,8 @@ class Match:
 class SearchResult:
     matches: list[Match]
     unknown_words: list[str] = field(default_factory=list)
-    query_nll: float | None = None  # how well the optimised vector explains the query
+    query_nll: float | None = None  # inversion: how well the optimised vector explains the query
+    method: str = ""  # what answered: joint | inversion, with +rerank
 
 
 class Queries:
@@ -87,6 +94,7 @@ class Queries:
             raise OnenetError("no trained model yet: run `onenet train` first")
         self.version, self.dim = current["version"], current["dim"]
         self._checkpoint, self._index_path = current["checkpoint"], current["index_path"]
+        self._joint_checkpoint = current["joint_checkpoint"]
         self.metrics = json.loads(current["metrics"]) if current["metrics"] else {}
 
     @classmethod
@@ -182,12 +190,38 @@ class Queries:
 
     # --- text -> images --------------------------------------------------------------------------
 
-    def search(self, text: str, k: int = 5, rerank: int = 100, inversion: InversionConfig | None = None) -> SearchResult:
-        """Photos matching a description, by inverting the captioner (see models/inversion.py).
+    def search(self, text: str, k: int = 5, method: str = "auto", rerank: int | None = None, inversion: InversionConfig | None = None) -> SearchResult:
+        """Photos matching a description.
 
-        The optimised vector's `rerank` nearest photos are re-ordered by how likely the decoder
-        finds the query given each real photo's vector (0 turns re-ranking off).
+        method: "joint" (the learned caption encoder, models/joint.py: one call and a faiss
+        lookup), "inversion" (the article's: optimise an image vector until the decoder says the
+        query, models/inversion.py), or "auto": the one with the better measured recall
+        (`search_choice`). Either way the `rerank` nearest photos can be re-ordered by how likely
+        the decoder finds the query given each photo's vector (0 turns it off; None: what the
+        measurement chose, else on for inversion and off for joint).
         """
+        tokens, unknown = self.query_tokens(text)
+        if method == "auto":
+            choice = self.search_choice()
+            method, rerank = choice["method"], choice["rerank"] if rerank is None else rerank
+        if method not in SEARCH_METHODS:
+            raise OnenetError(f"unknown search method {method!r}: choose auto, {', '.join(SEARCH_METHODS)}")
+        if rerank is None:
+            rerank = 100 if method == "inversion" else 0
+        nll = None
+        if method == "joint":
+            vector = self.text_vector(tokens)
+        else:
+            mean, std = self.image_vector_prior
+            inverted, fit = invert(self.model, tokens, mean, std, inversion)
+            vector, nll = inverted[0].detach().cpu().numpy(), float(fit[0])
+        candidates = self.nearest_images(vector, max(k, rerank))
+        if rerank:
+            candidates = self.rerank(tokens, candidates)
+        return SearchResult(candidates[:k], unknown, nll, method + ("+rerank" if rerank else ""))
+
+    def query_tokens(self, text: str) -> tuple[torch.Tensor, list[str]]:
+        """A description -> (1, T) known word ids and the words the model does not know."""
         words = clean(text).split()
         if not words:
             raise OnenetError("empty query: describe the photos you want, e.g. 'a red circle'")
@@ -195,18 +229,45 @@ class Queries:
         unknown = [w for w in words if w not in index]
         known = [index[w] for w in words if w in index]
         if not known:
-            raise OnenetError(f"no known word in {text!r}; unknown: {', '.join(unknown)}")
-        tokens = pad_batch([known]).to(self.device)  # (1, T)
-        mean, std = self.image_vector_prior
-        vector, nll = invert(self.model, tokens, mean, std, inversion)
-        candidates = self.nearest_images(vector[0].detach().cpu().numpy(), max(k, rerank))
-        if rerank:
-            ids = [m.image_id for m in candidates]
-            vecs = torch.from_numpy(self.image_vectors(ids)).to(self.device)  # (N, dim)
-            with torch.no_grad():
-                fit = self.model.sequence_nll(vecs, tokens.expand(len(ids), -1)).cpu().numpy()  # (N,)
-            candidates = self.matches([(ids[j], float(-fit[j])) for j in np.argsort(fit, kind="stable")])
-        return SearchResult(candidates[:k], unknown, float(nll[0]))
+            hints = "; ".join(f"{w}: {', '.join(self.close_words(w)) or 'nothing close'}" for w in unknown)
+            raise OnenetError(f"no known word in {text!r}; unknown words and known words near them: {hints}")
+        return pad_batch([known]).to(self.device), unknown
+
+    def text_vector(self, tokens: torch.Tensor) -> np.ndarray:
+        """(1, T) word ids -> the caption encoder's unit vector in image-vector space (dim,)."""
+        if self.joint_encoder is None:
+            raise OnenetError(f"model {self.version} has no caption encoder (trained before it existed): retrain, or use --method inversion")
+        with torch.no_grad():
+            return self.joint_encoder(tokens.to(self.device))[0].cpu().numpy()
+
+    def rerank(self, tokens: torch.Tensor, candidates: list[Match]) -> list[Match]:
+        """Candidates re-ordered by the decoder's likelihood of the query given each photo."""
+        ids = [m.image_id for m in candidates]
+        vecs = torch.from_numpy(self.image_vectors(ids)).to(self.device)  # (N, dim)
+        with torch.no_grad():
+            fit = self.model.sequence_nll(vecs, tokens.expand(len(ids), -1)).cpu().numpy()  # (N,)
+        return self.matches([(ids[j], float(-fit[j])) for j in np.argsort(fit, kind="stable")])
+
+    def search_choice(self, by: str = "R@5") -> dict:
+        """Which search the measurements favour for this version: the best text->image `by` among
+        the methods evaluated (`onenet evaluate`), else the caption encoder's validation recall
+        decides between joint (when it has one) and inversion+rerank."""
+        metric = f"text->image {by}"
+        rows = []
+        if self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evaluations'").fetchone()[0]:
+            rows = self.con.execute(SEARCH_RECALL, [self.version, metric]).fetchall()
+        available = [(m, v) for m, v in rows if m.split("+")[0] in SEARCH_METHODS and (self.joint_encoder is not None or not m.startswith("joint"))]
+        if available:
+            method, value = max(available, key=lambda mv: mv[1])
+            reason = f"best measured {metric}: " + ", ".join(f"{m} {v:.1f}" for m, v in available)
+        elif self.joint_encoder is not None:
+            method, reason = "joint", "not evaluated yet (onenet evaluate); the caption encoder's validation " + ", ".join(
+                f"{k.split(' ', 1)[1]} {v:.1f}" for k, v in self.joint_metrics.items() if k.startswith("val_text->image")
+            )
+        else:
+            method, reason = "inversion+rerank", "no caption encoder for this version"
+        base, _, rr = method.partition("+")
+        return {"method": base, "rerank": 100 if rr else 0, "reason": reason}
 
     # --- SQL -------------------------------------------------------------------------------------
 
@@ -254,6 +315,23 @@ class Queries:
     @property
     def words(self) -> list[str]:
         return self.checkpoint["vocab"]
+
+    @cached_property
+    def _joint(self):
+        if not self._joint_checkpoint:
+            return None, {}
+        checkpoint = torch.load(self.workspace.path(self._joint_checkpoint), map_location="cpu", weights_only=True)
+        encoder = CaptionEncoder.from_checkpoint(checkpoint).to(self.device)
+        encoder.requires_grad_(False)
+        return encoder, checkpoint["metrics"]
+
+    @property
+    def joint_encoder(self) -> CaptionEncoder | None:
+        return self._joint[0]
+
+    @property
+    def joint_metrics(self) -> dict:
+        return self._joint[1]
 
     @cached_property
     def encoder(self):

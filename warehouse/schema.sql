@@ -32,8 +32,11 @@ CREATE TABLE IF NOT EXISTS model_versions (
     metrics     JSON,
     checkpoint  VARCHAR,              -- workspace-relative .pt
     index_path  VARCHAR,              -- workspace-relative faiss index
-    promoted    BOOLEAN DEFAULT false
+    promoted    BOOLEAN DEFAULT false,
+    joint_checkpoint VARCHAR          -- workspace-relative caption encoder (models/joint.py), NULL before it existed
 );
+-- warehouses made before the caption encoder existed
+ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS joint_checkpoint VARCHAR;
 
 CREATE TABLE IF NOT EXISTS word_vectors (
     version VARCHAR NOT NULL,

@@ -168,7 +168,10 @@ class Encoder:
 
         [head average (C) | head grid-cell averages (C * grid^2) | per tap: average, max]
         """
-        x = self.normalise(pixels).contiguous(memory_format=memory_format(pixels.device))
+        return self.pooled_features(self.normalise(pixels).contiguous(memory_format=memory_format(pixels.device)))
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """`features` of normalised float pixels, differentiable (models/imagine.py optimises x)."""
         fmap, taps = self.net.feature_maps(x)  # (B, C, h, w), [(B, c_i, h_i, w_i)]
         pooled = [fmap.mean(dim=(2, 3))]  # (B, C)
         if self.grid:

@@ -26,6 +26,7 @@ import torch
 
 from models.captioner import pad_batch
 from models.encoder import load_encoder
+from models.imagine import ImagineConfig, imagine, palette_of
 from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
 from onenet.errors import OnenetError
@@ -60,6 +61,7 @@ IMAGE_DETAILS = """
     SELECT i.image_id, i.path, c.caption FROM images i
     LEFT JOIN current_captions c USING (image_id)
     WHERE i.image_id IN (SELECT unnest(?))"""
+PALETTE_PHOTOS = "SELECT path FROM images WHERE split = 'train' OR split IS NULL ORDER BY hash(image_id) LIMIT 64"
 SEARCH_METHODS = ("joint", "inversion")
 SEARCH_RECALL = """
     SELECT method, arg_max(value, evaluated_at) FROM evaluations
@@ -269,6 +271,23 @@ class Queries:
         base, _, rr = method.partition("+")
         return {"method": base, "rerank": 100 if rr else 0, "reason": reason}
 
+    # --- text -> picture --------------------------------------------------------------------------
+
+    def imagine(self, text: str, cfg: ImagineConfig | None = None) -> dict:
+        """A picture for a description (models/imagine.py), the caption the model writes for it,
+        and the collection photos nearest to it."""
+        tokens, unknown = self.query_tokens(text)
+        settings = self.checkpoint["encoder"]
+        cfg = cfg or ImagineConfig(size=settings["image_size"])
+        result = imagine(self.encoder, self.model, tokens, self.palette, cfg)
+        with torch.no_grad():
+            vector = self.model.image_vectors(self.encoder.features(result.pixels[None].to(self.device)))  # (1, dim)
+        caption, _ = caption_vectors(self.model, self.words, vector, beam_size=3)[0]
+        return {
+            "text": text, "pixels": result.pixels, "frames": result.frames, "nll": result.nll, "caption": caption,
+            "unknown_words": unknown, "nearest": self.nearest_images(vector[0].cpu().numpy(), 3),
+        }
+
     # --- SQL -------------------------------------------------------------------------------------
 
     def sql(self, query: str) -> tuple[list[str], list[tuple]]:
@@ -315,6 +334,21 @@ class Queries:
     @property
     def words(self) -> list[str]:
         return self.checkpoint["vocab"]
+
+    @cached_property
+    def palette(self) -> torch.Tensor:
+        """16 colours of the collection (k-means over pixels of 64 sampled photos), for imagine."""
+        rows = self.con.execute(PALETTE_PHOTOS).fetchall()
+        samples = []
+        for (path,) in rows:
+            try:
+                pixels = load_pixels(self.workspace.path(path), 32).reshape(3, -1).T  # (1024, 3)
+            except OnenetError:
+                continue  # a photo gone since: the palette does without it
+            samples.append(pixels.float() / 255)
+        if not samples:
+            raise OnenetError("no readable collection photo to take a colour palette from")
+        return palette_of(torch.cat(samples))
 
     @cached_property
     def _joint(self):

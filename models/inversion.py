@@ -27,9 +27,14 @@ class InversionConfig:
 
 
 def invert(
-    model: Captioner, tokens: torch.Tensor, prior_mean: torch.Tensor, prior_std: torch.Tensor, cfg: InversionConfig | None = None
+    model: Captioner, tokens: torch.Tensor, prior_mean: torch.Tensor, prior_std: torch.Tensor, cfg: InversionConfig | None = None,
+    maximise: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """tokens (Q, T) padded queries -> best image vector per query (Q, dim) and its caption NLL (Q,)."""
+    """tokens (Q, T) padded queries -> best image vector per query (Q, dim) and its caption NLL (Q,).
+
+    maximise=True finds the "opposite": the vector, within the prior, whose caption is least
+    like the query (the NLL is maximised; use a larger prior_weight to keep it near real photos)."""
+    sign = -1.0 if maximise else 1.0
     cfg = cfg or InversionConfig()
     Q, R = tokens.size(0), cfg.restarts
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -42,7 +47,7 @@ def invert(
     with torch.backends.cudnn.flags(enabled=False), torch.enable_grad():
         for _ in range(cfg.steps):
             nll = model.sequence_nll(prior_mean + z * prior_std, repeated)  # (Q*R,)
-            loss = nll + cfg.prior_weight * z.pow(2).mean(1)  # (Q*R,)
+            loss = sign * nll + cfg.prior_weight * z.pow(2).mean(1)  # (Q*R,)
             total = loss.sum()
             if total.item() < best_loss - 1e-4:
                 best_loss, best_z, stale = total.item(), z.detach().clone(), 0
@@ -56,5 +61,5 @@ def invert(
         with torch.no_grad():
             vectors = prior_mean + best_z * prior_std  # (Q*R, dim)
             nll = model.sequence_nll(vectors, repeated).view(Q, R)  # (Q, R)
-    pick = nll.argmin(dim=1)  # best restart per query
+    pick = (sign * nll).argmin(dim=1)  # best restart per query
     return vectors.view(Q, R, -1)[torch.arange(Q), pick], nll[torch.arange(Q), pick]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from typing import Any, Optional
 
@@ -376,11 +377,16 @@ def caption(ctx: typer.Context, photos: list[str] = typer.Argument(..., help="ph
 
 
 @app.command()
-def words(ctx: typer.Context, word: str, k: int = typer.Option(10, "-k")) -> None:
-    """Words whose vectors are nearest to WORD."""
+def words(
+    ctx: typer.Context, word: str, k: int = typer.Option(10, "-k"),
+    plus: list[str] = typer.Option([], "--plus", help="add this word's vector (repeatable)"),
+    minus: list[str] = typer.Option([], "--minus", help="subtract this word's vector (repeatable)"),
+) -> None:
+    """Words whose vectors are nearest to WORD (or to WORD + plus - minus)."""
     c = _ctx(ctx)
-    rows = _queries(c).similar_words(word, k)
-    table = _table(f"words like {word!r}", "word", "cosine")
+    rows = _queries(c).similar_words(word, k, plus, minus)
+    title = " ".join([repr(word), *(f"+ {w}" for w in plus), *(f"- {w}" for w in minus)])
+    table = _table(f"words like {title}", "word", "cosine")
     for w, s in rows:
         table.add_row(w, f"{s:.3f}")
     _emit(c, [{"word": w, "similarity": s} for w, s in rows], table)
@@ -405,21 +411,104 @@ def _matches_table(title: str, matches) -> Table:
 
 
 @app.command()
-def similar(ctx: typer.Context, photo_or_id: str, k: int = typer.Option(5, "-k")) -> None:
-    """Photos that look like a photo file or a collection image id."""
+def similar(
+    ctx: typer.Context, photo_or_id: str, k: int = typer.Option(5, "-k"),
+    plus: list[str] = typer.Option([], "--plus", help="add a photo, image id or description (repeatable)"),
+    minus: list[str] = typer.Option([], "--minus", help="subtract a photo, image id or description (repeatable)"),
+) -> None:
+    """Photos that look like a photo file or a collection image id (or like it + plus - minus)."""
     c = _ctx(ctx)
-    matches = _queries(c).similar_images(photo_or_id, k)
-    _emit(c, matches, _matches_table(f"photos like {photo_or_id}", matches))
+    matches = _queries(c).similar_images(photo_or_id, k, plus, minus)
+    title = " ".join([photo_or_id, *(f"+ {x!r}" for x in plus), *(f"- {x!r}" for x in minus)])
+    _emit(c, matches, _matches_table(f"photos like {title}", matches))
 
 
 @app.command()
-def search(ctx: typer.Context, text: str, k: int = typer.Option(5, "-k")) -> None:
-    """Photos matching a description (the captioner inverted by gradient descent)."""
+def search(
+    ctx: typer.Context, text: str, k: int = typer.Option(5, "-k"),
+    method: str = typer.Option(
+        os.environ.get("ONENET_SEARCH_METHOD", "auto"),
+        help="auto (the better measured recall), joint (caption encoder) or inversion (the article's); env ONENET_SEARCH_METHOD",
+    ),
+    rerank: Optional[int] = typer.Option(None, help="re-order this many nearest photos by caption likelihood (0: off) [default: as measured best]"),
+) -> None:
+    """Photos matching a description."""
     c = _ctx(ctx)
-    result = _queries(c).search(text, k)
+    q = _queries(c)
+    result = q.search(text, k, method=method, rerank=rerank)
     if result.unknown_words and not c.json:
-        errors.print(f"[yellow]warning:[/] ignored unknown words: {', '.join(result.unknown_words)}")
-    _emit(c, result, _matches_table(f"photos for {text!r}", result.matches))
+        hints = "; ".join(f"{w} (known: {', '.join(q.close_words(w)) or 'nothing close'})" for w in result.unknown_words)
+        errors.print(f"[yellow]warning:[/] ignored unknown words: {hints}", highlight=False)
+    _emit(c, result, _matches_table(f"photos for {text!r} (by {result.method})", result.matches))
+
+
+@app.command()
+def opposite(ctx: typer.Context, text: str, k: int = typer.Option(5, "-k")) -> None:
+    """The opposite of a description: photos nearest the image vector the decoder finds it least likely for."""
+    c = _ctx(ctx)
+    result = _queries(c).opposite(text, k)
+    _emit(c, result, _matches_table(f"the opposite of {text!r}", result["nearest"]))
+
+
+@app.command()
+def imagine(
+    ctx: typer.Context, text: str,
+    output: str = typer.Option("imagined.png", "-o", "--output", help="PNG to write"),
+    gif: Optional[str] = typer.Option(None, "--gif", help="also write the optimisation as an animated GIF"),
+    strip: Optional[str] = typer.Option(None, "--strip", help="also write the optimisation as a PNG strip"),
+    frames: int = typer.Option(8, help="--gif/--strip: snapshots taken"),
+    restarts: int = typer.Option(8, help="random starts optimised together (the most likely wins)"),
+    steps: int = typer.Option(100, help="sketch steps (the pixel refinement adds --pixel-steps)"),
+    pixel_steps: int = typer.Option(30),
+    seed: int = typer.Option(0),
+) -> None:
+    """Draw a picture for a description by optimising it through the frozen network."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from models.imagine import ImagineConfig
+
+    c = _ctx(ctx)
+    q = _queries(c)
+    want_frames = frames if (gif or strip) else 0
+    cfg = ImagineConfig(size=q.checkpoint["encoder"]["image_size"], restarts=restarts, sketch_steps=steps, steps=pixel_steps, frames=want_frames, seed=seed)
+    result = q.imagine(text, cfg)
+    to_image = lambda t: Image.fromarray(t.permute(1, 2, 0).numpy())  # noqa: E731
+    Path(output).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    to_image(result["pixels"]).save(output)
+    pictures = [to_image(f) for f in result["frames"]] + [to_image(result["pixels"])]
+    if gif:
+        pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=400, loop=0)
+    if strip:
+        side = pictures[0].width
+        sheet = Image.new("RGB", (side * len(pictures), side), "white")
+        for i, picture in enumerate(pictures):
+            sheet.paste(picture, (i * side, 0))
+        sheet.save(strip)
+    summary = {"text": text, "output": output, "caption": result["caption"], "nll": result["nll"], "unknown_words": result["unknown_words"],
+               "gif": gif, "strip": strip, "nearest": result["nearest"]}
+    if result["unknown_words"] and not c.json:
+        errors.print(f"[yellow]warning:[/] ignored unknown words: {', '.join(result['unknown_words'])}")
+    _emit(c, summary, None)
+    if not c.json:
+        console.print(f"wrote {output}: the model captions it [bold]{escape(result['caption'])}[/] (NLL of your description {result['nll']:.2f})")
+        console.print(_matches_table("nearest collection photos", result["nearest"]))
+
+
+@app.command()
+def latent(
+    ctx: typer.Context, n_words: int = typer.Option(300, "--words", help="most frequent words placed on the map"),
+    neighbours: int = typer.Option(3, help="graph: links per word"), threshold: float = typer.Option(0.3, help="graph: least cosine for a link"),
+) -> None:
+    """Word map (t-SNE PNG) and word similarity graph (GraphML + PNG) of the promoted model, as a flow."""
+    c = _ctx(ctx)
+    from flows.latent import latent as latent_flow
+
+    result = latent_flow(workspace=str(c.workspace.root), words=n_words, neighbours=neighbours, threshold=threshold)
+    _emit(c, result, None)
+    if not c.json:
+        console.print(f"model {result['version']}: word map {result['word_map']}\n  graph {result['graphml']} (picture {result['graph_png']})")
 
 
 @app.command()

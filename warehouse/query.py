@@ -14,6 +14,7 @@ Every statement is parameterised; the connection is read-only.
 from __future__ import annotations
 
 import difflib
+import math
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -63,8 +64,9 @@ IMAGE_DETAILS = """
     WHERE i.image_id IN (SELECT unnest(?))"""
 PALETTE_PHOTOS = "SELECT path FROM images WHERE split = 'train' OR split IS NULL ORDER BY hash(image_id) LIMIT 64"
 SEARCH_METHODS = ("joint", "inversion")
+SEARCH_COST = ("joint", "joint+rerank", "inversion", "inversion+rerank")  # cheapest first
 SEARCH_RECALL = """
-    SELECT method, arg_max(value, evaluated_at) FROM evaluations
+    SELECT method, arg_max(value, evaluated_at), arg_max(n, evaluated_at) FROM evaluations
     WHERE version = ? AND task = 'retrieval' AND metric = ? AND value IS NOT NULL
     GROUP BY method ORDER BY method"""
 IMAGE_VECTOR_SAMPLE = "SELECT vec FROM current_image_vectors USING SAMPLE reservoir(10000 ROWS) REPEATABLE (0)"
@@ -88,6 +90,18 @@ class SearchResult:
     method: str = ""  # what answered: joint | inversion, with +rerank
 
 
+def choose_by_recall(measured: list[tuple[str, float, int]]) -> str:
+    """(method, recall %, queries) -> the method to use: the best, unless a cheaper one (by
+    SEARCH_COST) is within 1.96 standard errors of it (a difference the sample cannot tell)."""
+    best_method, best, best_n = max(measured, key=lambda m: m[1])
+    for method, value, n in sorted(measured, key=lambda m: SEARCH_COST.index(m[0])):
+        p, q = best / 100, value / 100
+        error = 100 * 1.96 * math.sqrt(p * (1 - p) / max(best_n, 1) + q * (1 - q) / max(n, 1))
+        if best - value <= error:
+            return method
+    return best_method
+
+
 class Queries:
     def __init__(self, workspace: Workspace, con: duckdb.DuckDBPyConnection):
         self.workspace, self.con = workspace, con
@@ -108,9 +122,13 @@ class Queries:
 
     # --- words ---------------------------------------------------------------------------------
 
-    def similar_words(self, word: str, k: int = 10) -> list[tuple[str, float]]:
-        """The k words whose vectors are closest (cosine) to `word`'s."""
-        return self._nearest_words(self.word_vector(word), exclude=[word.lower()], k=k)
+    def similar_words(self, word: str, k: int = 10, plus: list[str] = (), minus: list[str] = ()) -> list[tuple[str, float]]:
+        """The k words whose vectors are closest (cosine) to `word`'s, or to
+        word + sum(plus) - sum(minus) (unit vectors; none of the words given is returned)."""
+        vector = normalise(self.word_vector(word))
+        vector = vector + sum((normalise(self.word_vector(w)) for w in plus), np.zeros_like(vector))
+        vector = vector - sum((normalise(self.word_vector(w)) for w in minus), np.zeros_like(vector))
+        return self._nearest_words(vector, exclude=[w.strip().lower() for w in (word, *plus, *minus)], k=k)
 
     def analogy(self, a: str, b: str, c: str, k: int = 5) -> list[tuple[str, float]]:
         """a is to b as c is to ?  (3CosAdd: nearest to b - a + c, never a, b or c themselves)."""
@@ -146,14 +164,49 @@ class Queries:
         text, score = caption_vectors(self.model, self.words, torch.from_numpy(vector[None]).to(self.device), beam_size)[0]
         return {"photo": str(photo), "image_id": image_id, "caption": text, "score": score}
 
-    def similar_images(self, photo_or_id: str, k: int = 5) -> list[Match]:
-        """Photos whose image vectors are nearest to a photo's (a file path or a known image id)."""
-        if Path(photo_or_id).is_file():
-            image_id, vector = self.photo_vector(Path(photo_or_id))
-        else:
-            image_id = self.resolve_image_id(photo_or_id)
-            vector = self.image_vectors([image_id])[0]
-        return [m for m in self.nearest_images(vector, k + 1) if m.image_id != image_id][:k]
+    def similar_images(self, photo_or_id: str, k: int = 5, plus: list[str] = (), minus: list[str] = ()) -> list[Match]:
+        """Photos whose image vectors are nearest to a photo's (a file path or a known image id).
+
+        plus/minus: photos, ids or descriptions (through the caption encoder, which maps text into
+        image-vector space) added to or taken from the photo's unit vector: vector arithmetic,
+        e.g. a red circle photo - "red" + "blue". Photos given are never returned."""
+        image_id, vector = self.image_or_text_vector(photo_or_id, text_allowed=False)
+        given = {image_id}
+        for items, sign in ((plus, 1.0), (minus, -1.0)):
+            for item in items:
+                other_id, other = self.image_or_text_vector(item)
+                vector = vector + sign * other
+                given.add(other_id)
+        return [m for m in self.nearest_images(vector, k + len(given)) if m.image_id not in given][:k]
+
+    def image_or_text_vector(self, item: str, text_allowed: bool = True) -> tuple[str | None, np.ndarray]:
+        """A photo file, an image id (prefix) or, failing those, a description -> (image id or
+        None, unit vector in image-vector space)."""
+        if Path(item).is_file():
+            image_id, vector = self.photo_vector(Path(item))
+            return image_id, normalise(vector)
+        try:
+            image_id = self.resolve_image_id(item)
+            return image_id, normalise(self.image_vectors([image_id])[0])
+        except OnenetError:
+            if not text_allowed or " " not in item.strip() and len(item.strip()) >= 6 and all(c in "0123456789abcdef" for c in item.strip().lower()):
+                raise
+        tokens, unknown = self.query_tokens(item)
+        if unknown:
+            raise OnenetError(f"{item!r}: unknown words {', '.join(unknown)} (known words near them: {', '.join(self.close_words(unknown[0])) or 'none'})")
+        return None, normalise(self.text_vector(tokens))
+
+    def opposite(self, text: str, k: int = 5, inversion: InversionConfig | None = None) -> dict:
+        """The write-up's "opposite" of a class, for a description: the image vector (kept near
+        real photos by the prior) that makes the decoder find `text` *least* likely; what the
+        model says about it, and the photos nearest to it."""
+        tokens, unknown = self.query_tokens(text)
+        mean, std = self.image_vector_prior
+        cfg = inversion or InversionConfig(prior_weight=1.0, steps=200)
+        vector, nll = invert(self.model, tokens, mean, std, cfg, maximise=True)
+        # The vector itself is off the photos' manifold (its own caption is word salad); the real
+        # photos nearest to it are the answer.
+        return {"text": text, "nll": float(nll[0]), "unknown_words": unknown, "nearest": self.nearest_images(vector[0].cpu().numpy(), k)}
 
     def resolve_image_id(self, text: str) -> str:
         """A full image id or an unambiguous prefix of one (at least 6 characters)."""
@@ -258,10 +311,10 @@ class Queries:
         rows = []
         if self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evaluations'").fetchone()[0]:
             rows = self.con.execute(SEARCH_RECALL, [self.version, metric]).fetchall()
-        available = [(m, v) for m, v in rows if m.split("+")[0] in SEARCH_METHODS and (self.joint_encoder is not None or not m.startswith("joint"))]
+        available = [(m, v, n) for m, v, n in rows if m in SEARCH_COST and (self.joint_encoder is not None or not m.startswith("joint"))]
         if available:
-            method, value = max(available, key=lambda mv: mv[1])
-            reason = f"best measured {metric}: " + ", ".join(f"{m} {v:.1f}" for m, v in available)
+            method = choose_by_recall(available)
+            reason = f"measured {metric} ({'; '.join(f'{m} {v:.1f} of {n}' for m, v, n in available)}): the cheapest within the error of the best"
         elif self.joint_encoder is not None:
             method, reason = "joint", "not evaluated yet (onenet evaluate); the caption encoder's validation " + ", ".join(
                 f"{k.split(' ', 1)[1]} {v:.1f}" for k, v in self.joint_metrics.items() if k.startswith("val_text->image")

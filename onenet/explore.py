@@ -47,7 +47,9 @@ class Explorer:
         self.lock = threading.Lock()
         self._word_map: bytes | None = None
         paths = [p for (p,) in self.queries.sql("SELECT path FROM images")[1]]
-        self.roots = {Path(os.path.realpath(workspace.root))} | {Path(os.path.realpath(workspace.path(p))).parent for p in paths}
+        # The folders photos were registered from (their directories, with directory symlinks
+        # resolved but not the file's own: a photo that is a link out of its folder is refused).
+        self.roots = {Path(os.path.realpath(workspace.root))} | {Path(os.path.realpath(workspace.path(p).parent)) for p in paths}
 
     def _match(self, m) -> dict:
         return {"image_id": m.image_id, "caption": m.caption, "score": round(m.score, 4), "url": f"/photo/{m.image_id}", "name": Path(m.path).name}

@@ -17,7 +17,7 @@ from typing import Any
 
 from onenet.files import sha256_text
 
-CODE_VERSION = "2026.11.23-6"
+CODE_VERSION = "2026.11.23-5"
 
 
 @dataclass(frozen=True)

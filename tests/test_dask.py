@@ -18,9 +18,10 @@ IMAGES = 360
 def small():
     """Four shards each way (features and captions), so two workers really share the work."""
     from flows.train import TrainOptions
+    from models.joint import JointConfig
     from tasks.train import TrainConfig
 
-    return TrainOptions(n_images=IMAGES, seed=3, decoder=TrainConfig(epochs=2), shard_size=100)
+    return TrainOptions(n_images=IMAGES, seed=3, decoder=TrainConfig(epochs=2), shard_size=100, joint=JointConfig(epochs=2))
 
 
 def features_by_id(ws: Workspace) -> dict[str, np.ndarray]:

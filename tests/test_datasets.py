@@ -235,6 +235,7 @@ def test_karpathy_source(tmp_path):
 def test_train_from_flickr8k_archives_over_http_then_rerun_from_cache(tmp_path):
     """The whole flow on a tiny Flickr8k served on loopback; a re-run downloads and computes nothing."""
     from flows.train import TrainOptions, train
+    from models.joint import JointConfig
     from tasks.train import TrainConfig
     from warehouse.query import Queries
 
@@ -243,7 +244,7 @@ def test_train_from_flickr8k_archives_over_http_then_rerun_from_cache(tmp_path):
     try:
         urls = {name: f"{server.url}/{name}" for name in ("Flickr8k_Dataset.zip", "Flickr8k_text.zip")}
         digests = {name: sha256_file(archives / name) for name in urls}
-        options = TrainOptions(source="flickr8k", archive_urls=urls, archive_sha256=digests, min_count=1, decoder=TrainConfig(epochs=2))
+        options = TrainOptions(source="flickr8k", archive_urls=urls, archive_sha256=digests, min_count=1, decoder=TrainConfig(epochs=2), joint=JointConfig(epochs=2))
         ws = tmp_path / "ws"
         first = train(workspace=str(ws), options=options)
         assert first["tasks"]["source-flickr8k"] == "Completed"

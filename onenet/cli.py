@@ -591,7 +591,12 @@ def tour(ctx: typer.Context) -> None:
         name = samples[0][0].rsplit("/", 1)[-1]
         console.print(_matches_table(f"3. photos like {name} ({samples[0][1]})", q.similar_images(first, 3)))
     query = "a red circle"
-    console.print(_matches_table(f"4. search: {query!r}", q.search(query, 3).matches))
+    result = q.search(query, 3)
+    console.print(_matches_table(f"4. search: {query!r} (by {result.method}: {q.search_choice()['reason']})", result.matches))
+    if samples and {"red", "blue"} <= set(q.vocabulary):
+        first = str(c.workspace.path(samples[0][0]))
+        console.print(_matches_table(f"   arithmetic: {samples[0][0].rsplit('/', 1)[-1]} - 'red' + 'blue'", q.similar_images(first, 3, plus=["blue"], minus=["red"])))
+    console.print("More: onenet imagine \"a big blue square\" -o out.png · onenet opposite \"a red circle\" · onenet latent · onenet explore")
     console.print(f"SQL: onenet sql \"SELECT word, freq FROM current_word_vectors ORDER BY freq DESC LIMIT 5\"  (workspace {c.workspace.root})")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -185,12 +186,10 @@ class Queries:
         if Path(item).is_file():
             image_id, vector = self.photo_vector(Path(item))
             return image_id, normalise(vector)
-        try:
+        looks_like_id = re.fullmatch(r"[0-9a-f]{6,64}", item.strip().lower()) is not None
+        if looks_like_id or not text_allowed:  # an id that matches nothing is an error, not a description
             image_id = self.resolve_image_id(item)
             return image_id, normalise(self.image_vectors([image_id])[0])
-        except OnenetError:
-            if not text_allowed or " " not in item.strip() and len(item.strip()) >= 6 and all(c in "0123456789abcdef" for c in item.strip().lower()):
-                raise
         tokens, unknown = self.query_tokens(item)
         if unknown:
             raise OnenetError(f"{item!r}: unknown words {', '.join(unknown)} (known words near them: {', '.join(self.close_words(unknown[0])) or 'none'})")

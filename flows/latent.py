@@ -32,7 +32,8 @@ def _top_words(ws: Workspace, version: str, n: int) -> tuple[list[str], np.ndarr
 
 @cached_task(name="word-map-tsne")
 def word_map_task(workspace: Workspace, version: str, words: int, seed: int) -> Ref:
-    from onenet.latent import draw_points, tsne
+    from onenet.artifacts import draw_points
+    from onenet.latent import tsne
 
     labels, vectors = _top_words(workspace, version, words)
     path = workspace.path(f"exports/{version}/latent/word_map.png")

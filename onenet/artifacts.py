@@ -52,15 +52,22 @@ def word_map(words: list[str], vectors: np.ndarray, size: int = 720) -> Image.Im
     """The words placed by the first two principal components of their vectors, as a picture."""
     x = vectors - vectors.mean(axis=0)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
-    xy = x @ vt[:2].T
+    return draw_points(words, x @ vt[:2].T, size)
+
+
+def draw_points(labels: list[str], xy: np.ndarray, size: int = 900, edges: list[tuple[int, int, float]] = ()) -> Image.Image:
+    """Labels at 2-d positions (scaled to the picture), optional edges (i, j, weight) beneath."""
     lo, hi = xy.min(axis=0), xy.max(axis=0)
-    margin = 40
+    margin = 50
     scaled = margin + (xy - lo) / np.maximum(hi - lo, 1e-9) * (size - 2 * margin)
     image = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(image)
-    for word, (px, py) in zip(words, scaled):
-        draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=(70, 110, 200))
-        draw.text((px + 4, py - 6), word, fill=(20, 20, 20))
+    for i, j, weight in edges:
+        shade = int(220 - 150 * max(0.0, min(1.0, weight)))
+        draw.line([tuple(scaled[i]), tuple(scaled[j])], fill=(shade, shade, 235), width=1)
+    for label, (px, py) in zip(labels, scaled):
+        draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=(70, 110, 200))
+        draw.text((px + 5, py - 6), label, fill=(20, 20, 20))
     return image
 
 

@@ -78,7 +78,8 @@ class Explorer:
             if self._word_map is None:
                 import numpy as np
 
-                from onenet.latent import draw_points, tsne
+                from onenet.artifacts import draw_points
+                from onenet.latent import tsne
 
                 rows = self.queries.sql("SELECT word, vec FROM current_word_vectors ORDER BY freq DESC, word LIMIT 200")[1]
                 picture = draw_points([w for w, _ in rows], tsne(np.asarray([v for _, v in rows], dtype=np.float32)), size=700)

@@ -12,8 +12,9 @@ import math
 import networkx as nx
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from onenet.artifacts import draw_points
 from onenet.vectors import normalise
 
 
@@ -59,22 +60,6 @@ def _affinities(distances: torch.Tensor, perplexity: float) -> torch.Tensor:
         hi = torch.where(too_flat, hi, beta)
         beta = torch.where(torch.isinf(hi), beta * 2, (lo + hi) / 2)
     return p
-
-
-def draw_points(labels: list[str], xy: np.ndarray, size: int = 900, edges: list[tuple[int, int, float]] = ()) -> Image.Image:
-    """Labels at 2-d positions (scaled to the picture), optional edges (i, j, weight) beneath."""
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    margin = 50
-    scaled = margin + (xy - lo) / np.maximum(hi - lo, 1e-9) * (size - 2 * margin)
-    image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-    for i, j, weight in edges:
-        shade = int(220 - 150 * max(0.0, min(1.0, weight)))
-        draw.line([tuple(scaled[i]), tuple(scaled[j])], fill=(shade, shade, 235), width=1)
-    for label, (px, py) in zip(labels, scaled):
-        draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=(70, 110, 200))
-        draw.text((px + 5, py - 6), label, fill=(20, 20, 20))
-    return image
 
 
 def similarity_graph(words: list[str], vectors: np.ndarray, neighbours: int = 3, threshold: float = 0.3) -> nx.Graph:

@@ -1,29 +1,39 @@
-"""Imagine: a picture for a description, by optimising the input of the frozen network.
+"""Imagine: a picture for a description, by searching and optimising the input of the frozen network.
 
-The input optimisation of write-up [E], aimed at a caption instead of a class: gradient descent
-on the *picture* so that the decoder, reading the image vector the frozen CNN makes of it, gives
-the description the highest likelihood (the loss is the caption's mean per-token NLL).
+The input optimisation of write-up [E], aimed at a caption instead of a class: the *picture* is
+changed so that the decoder, reading the image vector the frozen CNN makes of it, gives the
+description the highest likelihood (the loss is the caption's mean per-token NLL).
 
 Started from noise, plain pixel descent stalls on this network (NLL ~1.6 after hundreds of steps,
 versus ~0.1 for a real photo of the scene) and what it finds is coloured static. So the picture
 is built coarse to fine, each stage a stronger prior than the next:
 
-1. sketch: a background colour and `blobs` soft super-ellipses (position, size, roundness,
-   colour), rendered differentiably, colours mixed from the collection's palette (free colours
-   gave a purple background the network read as "black"). This is the coarsest scale of the multiscale scheme: a
-   layout the network can read, found in a few dozen steps.
-2. pixels: the sketch becomes free pixel logits, refined at growing resolutions (`scales`) with
-   random jitter every step, total variation, and a light blur every few steps, so detail is
-   added only where it helps and no pattern survives that works at one offset only.
+1. layout search: a background and `blobs` super-ellipses in colours of the collection's palette.
+   Every discrete choice is made by trying all its options through the network and keeping the
+   likeliest (forward passes only): first the (background, object) colour pair with one big
+   centred object, then that object's position, size and roundness, then for each further blob
+   its colour (the background's colour: no blob), place and size.
+2. polish: the layout's geometry is refined by gradient descent from `restarts` small random
+   perturbations of it (colours fixed), the likeliest kept, the unpolished layout included.
+3. pixels: the sketch becomes free pixel logits, refined at growing resolutions (`scales`) with
+   random jitter every step, total variation, and a light blur every few steps; kept only where
+   the network finds the result more likely.
+
+Why a search and not gradients for the discrete choices: the first version picked colours with a
+straight-through argmax inside gradient descent. Its pictures depended on the CPU (on an AVX-512
+machine "a big blue square" came out grey and purple, under AVX2 kernels blue): a last-bit
+difference in a convolution flipped one argmax early and the optimisation went elsewhere. A
+choice made by comparing the network's NLL for every option is decided by gaps of tenths of nats
+or more between colours it tells apart; a near-tie is between options the network reads alike.
 
 Throughout, the CNN features are kept where real photos put them (a soft clamp to
 +-`feature_range` standard deviations and a penalty beyond): features no training photo shows
 saturate the decoder, and then the gradient vanishes (seen: 1e-30 from a flat grey start).
-`restarts` random starts are optimised as one batch; the most likely picture wins.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -36,11 +46,12 @@ from models.encoder import Encoder
 @dataclass(frozen=True)
 class ImagineConfig:
     size: int = 160  # output pixels (the encoder's input size)
-    restarts: int = 8
+    restarts: int = 4  # polish runs from perturbations of the searched layout (the first unperturbed)
     blobs: int = 3
     sharpness: float = 30.0  # sketch edges: soft (a few pixels), which gives the gradient room to move them
-    sketch_steps: int = 100
-    sketch_lr: float = 0.1
+    sketch_steps: int = 40  # polish steps of the layout's geometry
+    sketch_lr: float = 0.05
+    perturbation: float = 0.3  # polish starts: random shifts of the geometry's parameters
     steps: int = 30  # pixel refinement, spread over the scales (kept per start only if it helps)
     scales: tuple[int, ...] = (40, 80, 160)
     lr: float = 0.05
@@ -49,6 +60,7 @@ class ImagineConfig:
     blur_every: int = 8  # steps between blurs (0: never)
     feature_weight: float = 1.0
     feature_range: float = 4.0
+    target_weight: float = 10.0  # goal loss per unit of (1 - cosine), with a caption encoder
     frames: int = 0  # snapshots of the winning start kept for a strip/GIF
     seed: int = 0
 
@@ -82,82 +94,209 @@ def jitter(x: torch.Tensor, largest: int, generator: torch.Generator) -> torch.T
     return padded[..., largest + dy : largest + dy + H, largest + dx : largest + dx + W]
 
 
+def render(palette: torch.Tensor, background: torch.Tensor, colours: torch.Tensor, centre: torch.Tensor, radius: torch.Tensor,
+           power: torch.Tensor, size: int, sharpness: float) -> torch.Tensor:
+    """Soft super-ellipses on a flat background, differentiable in the geometry: (B, 3, S, S) in [0, 1].
+
+    palette (P, 3); background (B,) and colours (B, K) palette indices; centre (B, K, 2) in
+    [-1, 1]; radius (B, K) as a share of the half side; power (B, K): 2 a disc .. 8 nearly a square."""
+    axis = torch.linspace(-1, 1, size, device=palette.device)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1)  # (S, S, 2) as (x, y)
+    image = palette[background][:, :, None, None].expand(-1, 3, size, size)  # (B, 3, S, S)
+    for k in reversed(range(colours.size(1))):  # the first blob on top: later ones cannot cover it
+        p = power[:, k, None, None, None]  # (B, 1, 1, 1)
+        distance = ((grid[None] - centre[:, k, None, None]).abs() + 1e-6).pow(p).sum(-1).pow(1 / p[..., 0])  # (B, S, S)
+        mask = torch.sigmoid((radius[:, k, None, None] - distance) * sharpness)[:, None]  # (B, 1, S, S)
+        image = image * (1 - mask) + palette[colours[:, k]][:, :, None, None] * mask
+    return image
+
+
+@dataclass
+class Layout:
+    """A batch of sketches: background (B,) and colours (B, K) palette indices; centre (B, K, 2),
+    radius (B, K), power (B, K) as `render` takes them."""
+
+    background: torch.Tensor
+    colours: torch.Tensor
+    centre: torch.Tensor
+    radius: torch.Tensor
+    power: torch.Tensor
+
+    def picture(self, palette: torch.Tensor, cfg: ImagineConfig) -> torch.Tensor:
+        return render(palette, self.background, self.colours, self.centre, self.radius, self.power, cfg.size, cfg.sharpness)
+
+    def repeat(self, n: int) -> "Layout":
+        return Layout(*(x.repeat_interleave(n, 0) for x in dataclasses.astuple(self)))
+
+    def pick(self, i: int) -> "Layout":
+        return Layout(*(x[i : i + 1] for x in dataclasses.astuple(self)))
+
+
+# The options the layout search tries (in `render`'s units): where, how big, how round.
+PLACES = [(0.0, 0.0)] + [(x, y) for y in (-0.5, 0.0, 0.5) for x in (-0.5, 0.0, 0.5) if (x, y) != (0.0, 0.0)]
+RADII = (0.22, 0.42)  # the shapes set's small and big objects, as a share of the half side
+POWERS = (2.0, 8.0)  # disc, rounded square
+
+
+def best_option(encoder: Encoder, model: Captioner, goal: Goal, palette: torch.Tensor, layout: Layout, k: int,
+                cfg: ImagineConfig, colours=None, places=None, radii=None, powers=None) -> Layout:
+    """Blob `k` of a one-sketch layout tried with every combination of the options given (the
+    others as they are): the likeliest sketch. Forward passes only."""
+    device = palette.device
+    options = [torch.tensor(o, dtype=torch.float32, device=device) if o is not None else None for o in (places, radii, powers)]
+    choices = [torch.arange(len(o), device=device) if o is not None else torch.zeros(1, dtype=torch.long, device=device)
+               for o in (colours, *options)]
+    grid = [g.reshape(-1) for g in torch.meshgrid(*choices, indexing="ij")]  # each (N,)
+    batch = layout.repeat(len(grid[0]))
+    if colours is not None:
+        batch.colours[:, k] = torch.as_tensor(colours, device=device)[grid[0]]
+    if options[0] is not None:
+        batch.centre[:, k] = options[0][grid[1]]
+    if options[1] is not None:
+        batch.radius[:, k] = options[1][grid[2]]
+    if options[2] is not None:
+        batch.power[:, k] = options[2][grid[3]]
+    return batch.pick(int(pictures_loss(encoder, model, batch.picture(palette, cfg), goal, cfg).argmin()))
+
+
+def search_layout(encoder: Encoder, model: Captioner, goal: Goal, palette: torch.Tensor, backgrounds: int, cfg: ImagineConfig) -> Layout:
+    """The likeliest sketch found by trying options one choice at a time (see the module notes).
+    The background is one of the first `backgrounds` palette colours."""
+    P, K, device = len(palette), cfg.blobs, palette.device
+    # 1. background and object colour together, one big rounded object in the middle; the object
+    #    must stand out from the background (a description names something to draw).
+    background, colour = (g.reshape(-1) for g in torch.meshgrid(torch.arange(backgrounds, device=device), torch.arange(P, device=device), indexing="ij"))
+    distinct = (palette[background] - palette[colour]).norm(dim=1) > 0.25  # RGB in [0, 1]
+    background, colour = background[distinct], colour[distinct]
+    N = len(background)
+    pairs = Layout(background, colour[:, None].repeat(1, K), torch.zeros(N, K, 2, device=device),
+                   torch.full((N, K), RADII[1], device=device), torch.full((N, K), 4.0, device=device))
+    pairs.colours[:, 1:] = background[:, None]  # further blobs invisible for now
+    layout = pairs.pick(int(pictures_loss(encoder, model, pairs.picture(palette, cfg), goal, cfg).argmin()))
+    # 2. that object's place, size and roundness
+    layout = best_option(encoder, model, goal, palette, layout, 0, cfg, places=PLACES, radii=RADII, powers=POWERS)
+    # 3. each further blob: a colour (the background's: none) and a place, then its size and roundness
+    for k in range(1, K):
+        layout = best_option(encoder, model, goal, palette, layout, k, cfg, colours=list(range(P)), places=PLACES, radii=[0.3])
+        if int(layout.colours[0, k]) != int(layout.background[0]):
+            layout = best_option(encoder, model, goal, palette, layout, k, cfg, radii=RADII, powers=POWERS)
+    return layout
+
+
 class Sketch(torch.nn.Module):
-    """A background and soft super-ellipses, rendered differentiably: (R, 3, S, S) in [0, 1].
+    """`restarts` copies of a searched layout whose geometry gradient descent may move; colours
+    stay as the search chose them. Parameters are unconstrained; `geometry` maps them into range
+    (a blob stays in the picture and cannot vanish)."""
 
-    Colours are soft mixtures of a palette (P, 3) taken from the collection's photos, so the
-    sketch uses colours the network has seen rather than ones it reads as something else."""
-
-    def __init__(self, restarts: int, blobs: int, palette: torch.Tensor, generator: torch.Generator):
+    def __init__(self, layout: Layout, restarts: int, perturbation: float, generator: torch.Generator):
         super().__init__()
-        def rand(*shape, scale=1.0):
-            return torch.nn.Parameter(scale * torch.randn(*shape, generator=generator))
-        P = len(palette)
-        self.register_buffer("palette", palette)
-        self.background = rand(restarts, P)  # palette logits
-        self.centre = rand(restarts, blobs, 2)  # tanh -> [-1, 1]
-        self.radius = rand(restarts, blobs)  # sigmoid -> 0.05 .. 0.55 of the half side
-        self.colour = rand(restarts, blobs, P)
-        self.roundness = rand(restarts, blobs)  # sigmoid -> norm exponent 2 (disc) .. 8 (square)
+        start = layout.repeat(restarts)
+        self.register_buffer("background", start.background)
+        self.register_buffer("colours", start.colours)
+        noise = lambda *shape: perturbation * torch.randn(*shape, generator=generator).to(start.centre.device)  # noqa: E731
+        noise_off_first = lambda t: torch.cat([torch.zeros_like(t[:1]), t[1:]])  # start 0: the layout as searched  # noqa: E731
+        self.centre = torch.nn.Parameter(torch.atanh(start.centre.clamp(-0.79, 0.79) / 0.8) + noise_off_first(noise(*start.centre.shape)))
+        self.radius = torch.nn.Parameter(torch.logit((start.radius - 0.15) / 0.4, eps=1e-3) + noise_off_first(noise(*start.radius.shape)))
+        self.roundness = torch.nn.Parameter(torch.logit((start.power - 2) / 6, eps=1e-2) + noise_off_first(noise(*start.power.shape)))
 
-    def pick(self, logits: torch.Tensor) -> torch.Tensor:
-        """(R, P) palette logits -> (R, 3) the likeliest palette colour, with the gradient of the
-        soft mixture (straight-through): a mixture of colours would be a muddy new colour."""
-        soft = logits.softmax(-1)
-        hard = F.one_hot(soft.argmax(-1), soft.size(-1)).to(soft.dtype)
-        return (hard - soft.detach() + soft) @ self.palette
+    def geometry(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return 0.8 * torch.tanh(self.centre), 0.15 + 0.4 * torch.sigmoid(self.radius), 2 + 6 * torch.sigmoid(self.roundness)
 
-    def forward(self, size: int, sharpness: float = 30.0) -> torch.Tensor:
-        axis = torch.linspace(-1, 1, size, device=self.centre.device)
-        grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1)  # (S, S, 2) as (x, y)
-        image = self.pick(self.background)[:, :, None, None].expand(-1, 3, size, size)
-        centre, radius = torch.tanh(self.centre), 0.05 + 0.5 * torch.sigmoid(self.radius)
-        power = 2 + 6 * torch.sigmoid(self.roundness)
-        for k in range(self.centre.size(1)):
-            p = power[:, k, None, None]  # (R, 1, 1)
-            distance = ((grid[None] - centre[:, k, None, None]).abs() + 1e-6).pow(p[..., None]).sum(-1).pow(1 / p)  # (R, S, S)
-            mask = torch.sigmoid((radius[:, k, None, None] - distance) * sharpness)[:, None]  # (R, 1, S, S)
-            image = image * (1 - mask) + self.pick(self.colour[:, k])[:, :, None, None] * mask
-        return image
+    def forward(self, palette: torch.Tensor, cfg: ImagineConfig) -> torch.Tensor:
+        return render(palette, self.background, self.colours, *self.geometry(), cfg.size, cfg.sharpness)
 
 
-def caption_loss(encoder: Encoder, model: Captioner, image: torch.Tensor, tokens: torch.Tensor, cfg: ImagineConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(R, 3, S, S) in [0, 1] -> (NLL of the description, feature-range penalty), each (R,)."""
+@dataclass
+class Goal:
+    """What the picture should be: the description's tokens (1, T) and, when the model version has
+    a caption encoder, the description's unit vector in image-vector space (dim,)."""
+
+    tokens: torch.Tensor
+    target: torch.Tensor | None = None
+
+
+def goal_loss(model: Captioner, vectors: torch.Tensor, goal: Goal, cfg: ImagineConfig) -> torch.Tensor:
+    """(N, dim) image vectors -> (N,) how far each is from the goal: with a caption encoder,
+    `target_weight` * (1 - cosine to the description's vector); else the description's NLL.
+
+    The caption encoder was trained to tell descriptions apart (contrastive), so its cosine ranks
+    a blue blob above a grey one for "a blue square". The decoder's NLL is dominated by its
+    language prior on pictures unlike the photos: on shapes, an empty black picture is likelier
+    for "a big blue square" (1.4 nats) than a big blue blob (2.4)."""
+    if goal.target is None:
+        return model.sequence_nll(vectors, goal.tokens.expand(len(vectors), -1))
+    return cfg.target_weight * (1 - F.normalize(vectors, dim=1) @ goal.target)
+
+
+def picture_loss(encoder: Encoder, model: Captioner, image: torch.Tensor, goal: Goal, cfg: ImagineConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, 3, S, S) in [0, 1] -> (goal loss, feature-range penalty), each (R,)."""
     z = (encoder.pooled_features(encoder.normalise(image * 255)) - model.feature_mean) / model.feature_std  # (R, feature_dim)
     soft = cfg.feature_range * torch.tanh(z / cfg.feature_range)
-    nll = model.sequence_nll(model.image_proj(soft), tokens)  # (R,)
-    return nll, F.relu(z.abs() - cfg.feature_range).pow(2).mean(1)
+    return goal_loss(model, model.image_proj(soft), goal, cfg), F.relu(z.abs() - cfg.feature_range).pow(2).mean(1)
 
 
 @torch.no_grad()
-def true_nll(encoder: Encoder, model: Captioner, image: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """NLL of the description for the picture as it will be saved (8-bit), no clamping: (R,)."""
+def saved_loss(encoder: Encoder, model: Captioner, image: torch.Tensor, goal: Goal, cfg: ImagineConfig) -> torch.Tensor:
+    """The goal loss of the picture as it will be saved (8-bit), no clamping: (R,)."""
+    return goal_loss(model, saved_vectors(encoder, model, image), goal, cfg)
+
+
+@torch.no_grad()
+def saved_vectors(encoder: Encoder, model: Captioner, image: torch.Tensor) -> torch.Tensor:
+    """(R, 3, S, S) in [0, 1] -> (R, dim) image vectors of the 8-bit pictures."""
     pixels = (image * 255).round().clamp(0, 255).to(torch.uint8)
-    return model.sequence_nll(model.image_vectors(encoder.features(pixels)), tokens)
+    return model.image_vectors(encoder.features(pixels))
 
 
-def palette_of(pixels: torch.Tensor, colours: int = 16, iterations: int = 20, seed: int = 0) -> torch.Tensor:
-    """(N, 3) RGB samples in [0, 1] -> (colours, 3) k-means centres: a collection's palette."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    pixels = pixels.float()
-    centres = pixels[torch.randperm(len(pixels), generator=generator)[:colours]].clone()
-    for _ in range(iterations):
-        nearest = torch.cdist(pixels, centres).argmin(1)
-        for c in range(len(centres)):
-            members = pixels[nearest == c]
-            if len(members):
-                centres[c] = members.mean(0)
-    return centres
+def palette_of(pixels: torch.Tensor, colours: int = 16, levels: int = 8, min_share: float = 0.001) -> torch.Tensor:
+    """(N, 3) RGB samples in [0, 1] -> (colours, 3) a collection's palette: its most common colour,
+    then again and again the colour farthest from those already taken (farthest-point sampling).
+
+    Colours are binned first (`levels` per channel; bins under `min_share` of the samples are
+    noise and left out) and each bin stands for the mean of its pixels. Unlike k-means over
+    pixels, where backgrounds own most centres, a small object's colour gets into the palette
+    as soon as it is far from the others; and every step is integer counting or a comparison of
+    clear distances, so the palette is the same on every CPU."""
+    pixels = pixels.float().clamp(0, 1)
+    bins = (pixels * (levels - 1)).round().long()  # (N, 3)
+    key = (bins[:, 0] * levels + bins[:, 1]) * levels + bins[:, 2]  # (N,)
+    counts = torch.bincount(key, minlength=levels**3)
+    sums = torch.zeros(levels**3, 3).index_add_(0, key, pixels)
+    kept = (counts >= max(1, min_share * len(pixels))).nonzero().squeeze(1)
+    means, counts = sums[kept] / counts[kept, None], counts[kept]
+    chosen = [int(counts.argmax())]
+    distance = (means - means[chosen[0]]).norm(dim=1)
+    while len(chosen) < min(colours, len(means)):
+        chosen.append(int(distance.argmax()))
+        distance = torch.minimum(distance, (means - means[chosen[-1]]).norm(dim=1))
+    return means[chosen]
 
 
-def imagine(encoder: Encoder, model: Captioner, tokens: torch.Tensor, palette: torch.Tensor, cfg: ImagineConfig | None = None) -> Imagined:
-    """tokens (1, T) -> the picture (best of `cfg.restarts`) the network finds most likely to be
-    described that way. palette: (P, 3) colours in [0, 1] (`palette_of` the collection)."""
+@torch.no_grad()
+def pictures_loss(encoder: Encoder, model: Captioner, pictures: torch.Tensor, goal: Goal, cfg: ImagineConfig, batch: int = 64) -> torch.Tensor:
+    """(N, 3, S, S) in [0, 1] -> (N,) the loss imagine minimises (goal + feature-range penalty), in batches."""
+    out = []
+    for s in range(0, len(pictures), batch):
+        loss, outside = picture_loss(encoder, model, pictures[s : s + batch], goal, cfg)
+        out.append(loss + cfg.feature_weight * outside)
+    return torch.cat(out)
+
+
+def imagine(encoder: Encoder, model: Captioner, goal: Goal, palette: torch.Tensor, backgrounds: torch.Tensor | None = None,
+            cfg: ImagineConfig | None = None) -> Imagined:
+    """A description (`goal`) -> the picture the network finds closest to it (see `goal_loss`).
+
+    palette: (P, 3) colours in [0, 1] for objects (`palette_of` the collection's photos);
+    backgrounds: (B, 3) colours a background may have (`palette_of` their borders; default: any
+    palette colour). Left free, the search paints the background in the object's colour: this
+    CNN pools features over a coarse grid, so a colour everywhere outweighs an object."""
     cfg = cfg or ImagineConfig()
-    device = tokens.device
+    device = goal.tokens.device
+    backgrounds = palette if backgrounds is None else backgrounds
+    n_backgrounds = len(backgrounds)
+    palette = torch.cat([backgrounds, palette]).to(device)
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
     R = cfg.restarts
-    repeated = tokens.expand(R, -1)  # (R, T)
     for p in encoder.net.parameters():
         p.requires_grad_(False)
     total = cfg.sketch_steps + cfg.steps
@@ -166,18 +305,23 @@ def imagine(encoder: Encoder, model: Captioner, tokens: torch.Tensor, palette: t
     step = 0
 
     with torch.backends.cudnn.flags(enabled=False), torch.enable_grad():  # cuDNN's RNN: no backward in eval mode
-        sketch = Sketch(R, cfg.blobs, palette.to(device), generator).to(device)
+        layout = search_layout(encoder, model, goal, palette, n_backgrounds, cfg)
+        sketch = Sketch(layout, R, cfg.perturbation, generator)
         optimiser = torch.optim.Adam(sketch.parameters(), lr=cfg.sketch_lr)
         for _ in range(cfg.sketch_steps):
-            image = sketch(cfg.size, cfg.sharpness)
-            nll, outside = caption_loss(encoder, model, image, repeated, cfg)
+            image = sketch(palette, cfg)
+            loss, outside = picture_loss(encoder, model, image, goal, cfg)
             optimiser.zero_grad(set_to_none=True)
-            (nll + cfg.feature_weight * outside).sum().backward()
+            (loss + cfg.feature_weight * outside).sum().backward()
             optimiser.step()
             if step in snapshot_at:
                 history.append(image.detach())
             step += 1
-        image = sketch(cfg.size, cfg.sharpness).detach()
+        image = sketch(palette, cfg).detach()
+        with torch.no_grad():  # polish is kept per start only where it made the sketch more likely
+            searched = layout.picture(palette, cfg).expand_as(image)
+            worse = saved_loss(encoder, model, searched, goal, cfg) < saved_loss(encoder, model, image, goal, cfg)
+            image = torch.where(worse[:, None, None, None], searched, image)
         sketched = image
 
         per_scale = [cfg.steps // len(cfg.scales) + (1 if i < cfg.steps % len(cfg.scales) else 0) for i in range(len(cfg.scales))]
@@ -188,8 +332,8 @@ def imagine(encoder: Encoder, model: Captioner, tokens: torch.Tensor, palette: t
             optimiser = torch.optim.Adam([logits], lr=cfg.lr)
             for _ in range(n_steps):
                 image = torch.sigmoid(F.interpolate(logits, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False))  # (R, 3, S, S)
-                nll, outside = caption_loss(encoder, model, jitter(image, int(cfg.jitter * cfg.size), generator), repeated, cfg)
-                loss = (nll + cfg.feature_weight * outside + cfg.tv_weight * total_variation(image)).sum()
+                fit, outside = picture_loss(encoder, model, jitter(image, int(cfg.jitter * cfg.size), generator), goal, cfg)
+                loss = (fit + cfg.feature_weight * outside + cfg.tv_weight * total_variation(image)).sum()
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -202,11 +346,13 @@ def imagine(encoder: Encoder, model: Captioner, tokens: torch.Tensor, palette: t
         if cfg.steps:
             image = torch.sigmoid(F.interpolate(logits.detach(), size=(cfg.size, cfg.size), mode="bilinear", align_corners=False))
 
-    nll = true_nll(encoder, model, image, repeated)
-    if cfg.steps:  # refinement is kept per start only where the network finds it more likely
-        before = true_nll(encoder, model, sketched, repeated)
-        worse = before < nll
-        image, nll = torch.where(worse[:, None, None, None], sketched, image), torch.minimum(before, nll)
-    best = int(nll.argmin())
+    loss = saved_loss(encoder, model, image, goal, cfg)
+    if cfg.steps:  # refinement is kept per start only where it brought the picture closer
+        before = saved_loss(encoder, model, sketched, goal, cfg)
+        worse = before < loss
+        image, loss = torch.where(worse[:, None, None, None], sketched, image), torch.minimum(before, loss)
+    best = int(loss.argmin())
+    with torch.no_grad():
+        nll = model.sequence_nll(saved_vectors(encoder, model, image[best : best + 1]), goal.tokens)
     to_uint8 = lambda x: (x[best] * 255).round().clamp(0, 255).to(torch.uint8).cpu()  # noqa: E731
-    return Imagined(to_uint8(image), float(nll[best]), [to_uint8(f) for f in history])
+    return Imagined(to_uint8(image), float(nll[0]), [to_uint8(f) for f in history])

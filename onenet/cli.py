@@ -457,12 +457,12 @@ def imagine(
     gif: Optional[str] = typer.Option(None, "--gif", help="also write the optimisation as an animated GIF"),
     strip: Optional[str] = typer.Option(None, "--strip", help="also write the optimisation as a PNG strip"),
     frames: int = typer.Option(8, help="--gif/--strip: snapshots taken"),
-    restarts: int = typer.Option(8, help="random starts optimised together (the most likely wins)"),
-    steps: int = typer.Option(100, help="sketch steps (the pixel refinement adds --pixel-steps)"),
+    restarts: int = typer.Option(4, help="polish runs from perturbations of the searched layout (the closest wins)"),
+    steps: int = typer.Option(40, help="layout polish steps (the pixel refinement adds --pixel-steps)"),
     pixel_steps: int = typer.Option(30),
     seed: int = typer.Option(0),
 ) -> None:
-    """Draw a picture for a description by optimising it through the frozen network."""
+    """Draw a picture for a description: a layout searched, then optimised, through the frozen network."""
     from pathlib import Path
 
     from PIL import Image

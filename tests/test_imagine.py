@@ -34,22 +34,23 @@ def imagined(queries):
 
 
 def test_imagined_pictures_show_the_asked_colours(imagined):
-    """Each asked colour (objects and background) covers at least 3% of its picture, for 3 of the
-    4 asked. Measured: blue 14%, green 64%, white 76% (purple is drawn green: the network reads
-    that sketch as purple, a failure left visible rather than tuned away)."""
+    """Every asked colour (objects and background) covers at least 6% of its picture. Measured
+    (shapes model of the tests): blue 16%, green 16%, purple 13%, white 71%, the same to the
+    percent under AVX-512, AVX2 and baseline kernels: colours are chosen by comparing the network's
+    answer for every palette colour (models/imagine.py), so a last-bit difference cannot flip them.
+    6% is below a small shapes object (~8% of a scene) and far above what a stray pixel gives."""
     asked = {"a big blue square": ["blue"], "a big green star": ["green"], "a big purple circle on a white background": ["purple", "white"]}
     found = []
     for text, colours in asked.items():
         shares = colour_shares(imagined[text]["pixels"].permute(1, 2, 0).numpy())
         found += [(text, c, round(shares[c], 3)) for c in colours]
-    assert sum(share >= 0.03 for _, _, share in found) >= 3, found
+    assert all(share >= 0.06 for _, _, share in found), found
 
 
 def test_imagined_pictures_are_recognisable_to_the_network(queries, imagined):
-    """The description is far more likely for the imagined picture than for a blank one or for a
-    typical collection photo: the optimisation reached what the network reads as the description."""
-    from models.captioner import pad_batch
-
+    """The caption encoder places each imagined picture nearer its description than a blank picture
+    and than 90% of the collection's photos (the goal imagine optimises), and the decoder finds the
+    description likelier for it than for a typical photo (it was not optimised for that)."""
     ids = [i for (i,) in queries.sql("SELECT image_id FROM images WHERE split = 'test' ORDER BY image_id LIMIT 60")[1]]
     photos = torch.from_numpy(queries.image_vectors(ids))
     size = queries.checkpoint["encoder"]["image_size"]
@@ -58,9 +59,13 @@ def test_imagined_pictures_are_recognisable_to_the_network(queries, imagined):
         blank = queries.model.image_vectors(queries.encoder.features(grey))
         for text, result in imagined.items():
             tokens, _ = queries.query_tokens(text)
+            target = torch.from_numpy(queries.text_vector(tokens))
+            picture = queries.model.image_vectors(queries.encoder.features(result["pixels"][None]))
+            cosine = lambda v: torch.nn.functional.normalize(v, dim=1) @ target  # noqa: E731
+            ours, theirs, blank_cos = float(cosine(picture)[0]), cosine(photos), float(cosine(blank)[0])
+            assert ours > blank_cos and ours > float(theirs.quantile(0.9)), (text, ours, float(theirs.quantile(0.9)), blank_cos)
             typical = queries.model.sequence_nll(photos, tokens.expand(len(ids), -1)).median().item()
-            blank_nll = queries.model.sequence_nll(blank, tokens).item()
-            assert result["nll"] < 0.75 * typical and result["nll"] < 0.75 * blank_nll, (text, result["nll"], typical, blank_nll)
+            assert result["nll"] < typical, (text, result["nll"], typical)
 
 
 def test_cli_imagine_writes_the_picture_and_its_steps(trained, tmp_path):

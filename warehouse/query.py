@@ -28,7 +28,7 @@ import torch
 
 from models.captioner import pad_batch
 from models.encoder import load_encoder
-from models.imagine import ImagineConfig, imagine, palette_of
+from models.imagine import Goal, ImagineConfig, imagine, palette_of
 from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
 from onenet.errors import OnenetError
@@ -331,7 +331,9 @@ class Queries:
         tokens, unknown = self.query_tokens(text)
         settings = self.checkpoint["encoder"]
         cfg = cfg or ImagineConfig(size=settings["image_size"])
-        result = imagine(self.encoder, self.model, tokens, self.palette, cfg)
+        palette, backgrounds = self.palette
+        target = torch.from_numpy(self.text_vector(tokens)).to(self.device) if self.joint_encoder is not None else None
+        result = imagine(self.encoder, self.model, Goal(tokens, target), palette, backgrounds, cfg)
         with torch.no_grad():
             vector = self.model.image_vectors(self.encoder.features(result.pixels[None].to(self.device)))  # (1, dim)
         caption, _ = caption_vectors(self.model, self.words, vector, beam_size=3)[0]
@@ -388,19 +390,23 @@ class Queries:
         return self.checkpoint["vocab"]
 
     @cached_property
-    def palette(self) -> torch.Tensor:
-        """16 colours of the collection (k-means over pixels of 64 sampled photos), for imagine."""
+    def palette(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The collection's colours, for imagine: 16 of 64 sampled photos' pixels, and 4 of their
+        borders (what backgrounds look like)."""
         rows = self.con.execute(PALETTE_PHOTOS).fetchall()
-        samples = []
+        samples, borders = [], []
         for (path,) in rows:
             try:
-                pixels = load_pixels(self.workspace.path(path), 32).reshape(3, -1).T  # (1024, 3)
+                pixels = load_pixels(self.workspace.path(path), 32).float() / 255  # (3, 32, 32)
             except OnenetError:
                 continue  # a photo gone since: the palette does without it
-            samples.append(pixels.float() / 255)
+            samples.append(pixels.reshape(3, -1).T)  # (1024, 3)
+            border = torch.ones(32, 32, dtype=torch.bool)
+            border[2:-2, 2:-2] = False
+            borders.append(pixels[:, border].T)  # (240, 3)
         if not samples:
             raise OnenetError("no readable collection photo to take a colour palette from")
-        return palette_of(torch.cat(samples))
+        return palette_of(torch.cat(samples)), palette_of(torch.cat(borders), colours=4, min_share=0.02)
 
     @cached_property
     def _joint(self):

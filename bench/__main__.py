@@ -122,8 +122,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--file", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args()
-    from onenet import prefect_env
-    from onenet.workspace import Workspace
+    from core import prefect_env
+    from core.workspace import Workspace
 
     prefect_env.configure(Workspace.at())  # the artifact goes to ./onenet-data's Prefect (its server if running)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")

@@ -16,8 +16,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from onenet.metrics import caption_scores
-from onenet.workspace import Workspace
+from core.workspace import Workspace
+from models.metrics import caption_scores
 
 # name -> TrainConfig overrides, applied on top of the --base settings
 VARIANTS: dict[str, dict] = {
@@ -52,9 +52,9 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=3)
     args = parser.parse_args()
 
+    from models.captioner import load_model
     from tasks.cache import Ref
     from tasks.evaluate import SplitData, generate, nearest_neighbour_captions
-    from tasks.export import load_model
     from tasks.features import Features, read_feature_rows, stored_ids
     from tasks.train import TrainConfig, clean_references, train_decoder
 

@@ -63,7 +63,7 @@ def captioning_rates(vocab: int, device: torch.device, n_batched: int, n_single:
     sync = sync_for(device)
     beam_search(m, vecs[:4], beam_size=beam)  # warm-up
     started = time.perf_counter()
-    for s in range(0, n_batched, 512):  # as tasks/export.caption_vectors does
+    for s in range(0, n_batched, 512):  # as models/beam.caption_vectors does
         beam_search(m, vecs[s : s + 512], beam_size=beam)
     sync()
     batched = rate(n_batched, time.perf_counter() - started)

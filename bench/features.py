@@ -18,8 +18,8 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import Row, best_time, device_flops, rate, sync_for
+from core.photos import decode_workers, decoded_batches, use_processes
 from models.encoder import Encoder, default_batch_size, load_encoder
-from onenet.photos import decode_workers, decoded_batches, use_processes
 from tasks import shapes
 
 RSICD = Path(__file__).resolve().parents[2] / "shared" / "data" / "rsicd" / "images"

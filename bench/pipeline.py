@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from bench.common import Row, latencies, ms, p50_p99, peak_rss_mb
-from onenet import prefect_env
-from onenet.workspace import Workspace
+from core import prefect_env
+from core.workspace import Workspace
 
 QUERIES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star")]
 
@@ -35,8 +35,8 @@ def text_search(ws: Workspace, memory: dict) -> list[Row]:
     original article's inversion (one start, 1,000 steps, nearest neighbours), onenet's inversion
     (8 batched restarts, early stop, top 100 re-ranked by caption likelihood) and the learned
     caption encoder."""
+    from answers.queries import Queries
     from models.inversion import InversionConfig
-    from warehouse.query import Queries
 
     queries = Queries.open(ws)
     truth = {i: json.loads(t) for i, t in queries.sql("SELECT image_id, truth FROM images WHERE truth IS NOT NULL")[1]}
@@ -65,7 +65,7 @@ def text_search(ws: Workspace, memory: dict) -> list[Row]:
 
 
 def image_search(ws: Workspace, photo: Path) -> list[Row]:
-    from warehouse.query import Queries
+    from answers.queries import Queries
 
     queries = Queries.open(ws)
     ids = [r[0] for r in queries.sql("SELECT image_id FROM current_image_vectors LIMIT 50")[1]]

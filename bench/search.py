@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 
 import tasks.index  # noqa: F401  (sets faiss's BLAS threshold the way onenet runs it)
-
 from bench.common import Row, latencies, ms, p50_p99
 
 DIM, K = 300, 10
@@ -121,7 +120,7 @@ def run_size(n: int, bounds: dict, hnsw: bool, full: bool) -> list[Row]:
     for fixed in (True, False) if (n < 1_000_000 or full) else (True,):
         con = duckdb_table(x, fixed)
         sql = SQL_FIXED if fixed else SQL_CAST
-        one = latencies(lambda i: con.execute(sql, [queries[i].tolist()]).fetchall(), 50, budget_s=4.0, warmup=1)
+        one = latencies(lambda i, con=con, sql=sql: con.execute(sql, [queries[i].tolist()]).fetchall(), 50, budget_s=4.0, warmup=1)
         found = None
         if n <= 10_000:  # 100 queries one after another; at larger N this alone would take minutes
             started = time.perf_counter()

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from prefect.schedules import Cron
 
-from onenet.errors import OnenetError
+from core.errors import OnenetError
 
 PROJECT = Path(__file__).resolve().parents[1]
 PREFECT_YAML = PROJECT / "prefect.yaml"

@@ -11,8 +11,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from onenet.artifacts import photo_cell
-from onenet.workspace import Workspace
+from core.workspace import Workspace
+from tasks.artifacts import photo_cell
 from tasks.cache import TaskRuns
 from tasks.evaluate import EvalOptions, evaluate_task
 from warehouse.db import connect, land_evaluation, model_version, publish_snapshot

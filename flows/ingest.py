@@ -8,8 +8,8 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from onenet.artifacts import photo_grid
-from onenet.workspace import Workspace
+from core.workspace import Workspace
+from tasks.artifacts import photo_grid
 from tasks.ingest import ingest as ingest_photos
 
 # Not cached: what is new depends on the disk and the warehouse, and the work is incremental

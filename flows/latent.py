@@ -12,10 +12,10 @@ import numpy as np
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from onenet.artifacts import data_uri
-from onenet.workspace import Workspace
+from core.files import sha256_file
+from core.workspace import Workspace
+from tasks.artifacts import data_uri
 from tasks.cache import Ref, TaskRuns, cached_task
-from onenet.files import sha256_file
 from warehouse.db import connect, model_version
 
 TOP_WORDS = "SELECT word, vec FROM word_vectors WHERE version = ? ORDER BY freq DESC, word LIMIT ?"
@@ -32,8 +32,8 @@ def _top_words(ws: Workspace, version: str, n: int) -> tuple[list[str], np.ndarr
 
 @cached_task(name="word-map-tsne")
 def word_map_task(workspace: Workspace, version: str, words: int, seed: int) -> Ref:
-    from onenet.artifacts import draw_points
-    from onenet.latent import tsne
+    from tasks.artifacts import draw_points
+    from tasks.latent import tsne
 
     labels, vectors = _top_words(workspace, version, words)
     path = workspace.path(f"exports/{version}/latent/word_map.png")
@@ -46,7 +46,7 @@ def word_map_task(workspace: Workspace, version: str, words: int, seed: int) -> 
 def word_graph_task(workspace: Workspace, version: str, words: int, neighbours: int, threshold: float) -> Ref:
     import networkx as nx
 
-    from onenet.latent import graph_picture, similarity_graph
+    from tasks.latent import graph_picture, similarity_graph
 
     labels, vectors = _top_words(workspace, version, words)
     graph = similarity_graph(labels, vectors, neighbours, threshold)

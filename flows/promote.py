@@ -13,8 +13,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
-from onenet.errors import OnenetError
-from onenet.workspace import Workspace
+from core.errors import OnenetError
+from core.workspace import Workspace
 from tasks.ingest import catch_up_ingested
 from warehouse.db import connect, current_version, model_version, previous_version, promote_recorded, publish_snapshot
 

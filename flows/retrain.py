@@ -19,10 +19,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
+from core.errors import OnenetError
+from core.workspace import Workspace
 from flows.evaluate import evaluate
 from flows.train import TrainOptions, check_options, train
-from onenet.errors import OnenetError
-from onenet.workspace import Workspace
 from tasks.evaluate import EvalOptions
 from tasks.ingest import catch_up_ingested
 from tasks.land import promoted_version

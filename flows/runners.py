@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from onenet.errors import OnenetError
+from core.errors import OnenetError
 
 RUNNERS = ("local", "dask")
 

@@ -12,22 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
 
+from core.errors import OnenetError
+from core.workspace import Workspace
 from models.encoder import DEFAULT_ENCODER
-from onenet.errors import OnenetError
-from onenet.workspace import Workspace
+from models.joint import JointConfig
 from tasks.cache import TaskRuns
 from tasks.captions import clean_captions_task
+from tasks.datasets import FLICKR8K_ARCHIVES, flickr8k_source_task, karpathy_source_task
 from tasks.export import caption_shard_task, caption_shards, export_vectors_task, finish_export_task
 from tasks.features import collect_features, encode_shard_task, plan_shards
 from tasks.index import build_index_task
-from tasks.joint import train_joint_task
-from models.joint import JointConfig
 from tasks.ingest import catch_up_ingested
+from tasks.joint import train_joint_task
 from tasks.land import land_task_for, promoted_version
-from tasks.datasets import FLICKR8K_ARCHIVES, flickr8k_source_task, karpathy_source_task
 from tasks.source import add_ingested_task, source_shapes
 from tasks.train import TrainConfig, train_decoder_task
 
@@ -156,8 +156,8 @@ def publish_model_artifacts(ws: Workspace, manifest, export, version: str, sampl
     """Sample held-out photos with the captions the new model wrote, and its word map."""
     import pyarrow.parquet as pq
 
-    from onenet.artifacts import photo_grid, word_map_markdown
-    from onenet.vectors import to_matrix
+    from core.vectors import to_matrix
+    from tasks.artifacts import photo_grid, word_map_markdown
 
     folder = ws.path(export.path)
     photos = pq.read_table(ws.path(manifest.path), columns=["image_id", "path", "split"]).to_pylist()

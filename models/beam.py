@@ -43,7 +43,7 @@ def beam_search(
     finished: list[list[Caption]] = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool)
 
-    for t in range(max_len):
+    for _ in range(max_len):
         logp = _forbid(logp, seqs.view(B * K, -1))
         cand = live.unsqueeze(2) + logp.view(B, K, V)  # (B, K, V)
         top, flat = cand.view(B, -1).topk(2 * K, dim=1)  # (B, 2K): enough to refill K live beams
@@ -104,3 +104,17 @@ def _select_state(h, index: torch.Tensor):
     if isinstance(h, tuple):
         return tuple(_select_state(x, index) for x in h)
     return h.index_select(1, index)
+
+
+def decode(words: list[str], tokens: list[int]) -> str:
+    return " ".join(words[t] for t in tokens)
+
+
+@torch.no_grad()
+def caption_vectors(model: Captioner, words: list[str], image_vecs: torch.Tensor, beam_size: int, batch_size: int = 512):
+    """Captions (text, score) for (N, dim) image vectors, decoded in batches."""
+    out = []
+    for s in range(0, len(image_vecs), batch_size):
+        for c in beam_search(model, image_vecs[s : s + batch_size], beam_size=beam_size):
+            out.append((decode(words, c.tokens), c.score))
+    return out

@@ -9,10 +9,13 @@ each next word and finally <end>.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models import default_device
 
 PAD_ID, END_ID, UNK_ID = 0, 1, 2  # must match tasks/captions.py SPECIALS order
 
@@ -160,3 +163,11 @@ def training_step(
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
     optimiser.step()
     return loss.item(), int((targets != PAD_ID).sum())
+
+
+def load_model(path: Path, device: torch.device | None = None) -> tuple[Captioner, dict]:
+    """A trained captioner in eval mode and its checkpoint metadata (vocab, encoder, metrics)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = Captioner.from_checkpoint(checkpoint).to(device or default_device())
+    model.requires_grad_(False)
+    return model, checkpoint

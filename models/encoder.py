@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from onenet.errors import OnenetError
-from onenet.photos import decoded_batches
+from core.errors import OnenetError
+from core.photos import decoded_batches
 
 DEFAULT_ENCODER = "efficientnet-lite0"
 
@@ -183,7 +182,7 @@ class Encoder:
     def encode_files(
         self, paths: list[Path], size: int, batch_size: int | None = None
     ) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
-        """Decode (ahead of the CNN, see onenet.photos.decoded_batches) and encode photo files, batch by batch.
+        """Decode (ahead of the CNN, see core.photos.decoded_batches) and encode photo files, batch by batch.
 
         Yields per batch: the positions (into `paths`) encoded, their features (n, feature_dim),
         and [(position, reason)] for the photos that could not be read.

@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from onenet import prefect_env
-from onenet.errors import OnenetError
-from onenet.workspace import ENV_VAR, Workspace
+from core import prefect_env
+from core.errors import OnenetError
+from core.workspace import ENV_VAR, Workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
 console = Console()
@@ -47,7 +47,7 @@ def main_options(
 
 
 def _queries(c: Context):
-    from warehouse.query import Queries
+    from answers.queries import Queries
 
     return Queries.open(c.workspace)
 
@@ -107,9 +107,8 @@ def train(
     from flows.train import TrainOptions, check_options
     from flows.train import train as train_flow
     from models.joint import JointConfig
-    from tasks.train import TrainConfig
-
     from tasks.datasets import FLICKR8K_ARCHIVES
+    from tasks.train import TrainConfig
 
     urls = dict(FLICKR8K_ARCHIVES)
     for url in archive_url:
@@ -232,7 +231,7 @@ def server(
     import time
     from pathlib import Path
 
-    from onenet.prefect_env import SERVER_FILE, running_server
+    from core.prefect_env import SERVER_FILE, running_server
 
     home = Path(os.environ["PREFECT_HOME"])
     if url := running_server(home):
@@ -280,11 +279,11 @@ def serve(
     c = _ctx(ctx)
     if "PREFECT_API_URL" not in os.environ:
         raise OnenetError("no Prefect server to register the deployments with: start `onenet server` first (another terminal)")
+    from pathlib import Path
+
     from prefect import serve as prefect_serve
 
     from flows.deployments import runner_deployments
-
-    from pathlib import Path
 
     folder = Path(inbox).expanduser().resolve() if inbox else c.workspace.path("inbox")
     folder.mkdir(parents=True, exist_ok=True)
@@ -600,9 +599,32 @@ def tour(ctx: typer.Context) -> None:
     console.print(f"SQL: onenet sql \"SELECT word, freq FROM current_word_vectors ORDER BY freq DESC LIMIT 5\"  (workspace {c.workspace.root})")
 
 
+GLOBAL_FLAGS = ("--json",)  # accepted after the command too: `onenet words red --json`
+GLOBAL_OPTIONS = ("--workspace",)  # ... and these with their value
+
+
+def global_options_first(argv: list[str]) -> list[str]:
+    """argv with the global options moved before the command (click only reads them there);
+    anything after a `--` is left as it is."""
+    head, rest = [], list(argv)
+    end = rest.index("--") if "--" in rest else len(rest)
+    i = 0
+    while i < end:
+        arg = rest[i]
+        if arg in GLOBAL_FLAGS or arg.split("=", 1)[0] in GLOBAL_OPTIONS and "=" in arg:
+            head.append(rest.pop(i))
+            end -= 1
+        elif arg in GLOBAL_OPTIONS and i + 1 < end:
+            head += [rest.pop(i), rest.pop(i)]
+            end -= 2
+        else:
+            i += 1
+    return head + rest
+
+
 def main() -> None:
     try:
-        app()
+        app(args=global_options_first(sys.argv[1:]), prog_name="onenet")
     except OnenetError as e:
         errors.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         sys.exit(1)

@@ -27,8 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from onenet.errors import OnenetError
-from onenet.workspace import Workspace
+from core.errors import OnenetError
+from core.workspace import Workspace
 
 log = logging.getLogger("onenet.explore")
 PAGE = Path(__file__).parent / "static" / "explore.html"
@@ -40,7 +40,7 @@ class Explorer:
     """What the HTTP handler calls: JSON-ready answers, photo files, the word map."""
 
     def __init__(self, workspace: Workspace):
-        from warehouse.query import Queries
+        from answers.queries import Queries
 
         self.workspace = workspace
         self.queries = Queries.open(workspace)
@@ -78,8 +78,8 @@ class Explorer:
             if self._word_map is None:
                 import numpy as np
 
-                from onenet.artifacts import draw_points
-                from onenet.latent import tsne
+                from tasks.artifacts import draw_points
+                from tasks.latent import tsne
 
                 rows = self.queries.sql("SELECT word, vec FROM current_word_vectors ORDER BY freq DESC, word LIMIT 200")[1]
                 picture = draw_points([w for w, _ in rows], tsne(np.asarray([v for _, v in rows], dtype=np.float32)), size=700)

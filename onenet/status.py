@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from onenet.workspace import Workspace
+from core.workspace import Workspace
 
 TABLES = (
     "images", "captions", "model_versions", "word_vectors", "image_vectors", "generated_captions",

@@ -1,23 +1,29 @@
-"""How tasks are cached: keys built from the *content* of their inputs plus a code version.
+"""How tasks are cached: keys built from the *content* of their inputs and of their code.
 
 Tasks hand each other small `Ref`s (a workspace-relative path and a digest of what is there).
 A task's cache key hashes its parameters (those refs and its config), never the workspace path,
 so a moved workspace keeps its cache and an unchanged input is recognised by its digest alone.
-Bump CODE_VERSION when a helper changes what a task writes: helpers are not part of the task
-source that Prefect could see.
+
+The key also holds `source_digest` of the task's module: its source and that of every onenet
+module it imports, directly or not. A change to a helper invalidates exactly the tasks whose
+code reaches it, with nothing to remember to bump (Prefect's TASK_SOURCE sees the task function
+only, not the helpers that shape its output).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from onenet.files import sha256_text
+from core.files import sha256_text
 
-CODE_VERSION = "2026.11.23-5"
+FIRST_PARTY = ("core", "models", "warehouse", "tasks", "answers", "flows", "onenet")
 
 
 @dataclass(frozen=True)
@@ -34,10 +40,72 @@ def _plain(value: Any) -> Any:
     return value
 
 
+ROOT = Path(__file__).resolve().parent.parent  # where the first-party packages sit side by side
+
+
+def _source_file(module: str, root: Path = ROOT) -> Path | None:
+    """The file of a first-party module, found by its name under `root` (nothing is imported)."""
+    path = root.joinpath(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@cache
+def _imported(module: str, root: Path) -> frozenset[str]:
+    """The first-party modules `module`'s source imports (anywhere in it, functions included)."""
+    path = _source_file(module, root)
+    if path is None:
+        return frozenset()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, `level` steps up
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]  # `from pkg import module`
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] in FIRST_PARTY and _source_file(name, root) is not None:
+                parts = name.split(".")
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # packages' __init__ run too
+    return frozenset(found)
+
+
+@cache
+def code_closure(module: str, root: Path = ROOT) -> tuple[str, ...]:
+    """`module` and every first-party module it imports, directly or through others, sorted."""
+    parts = module.split(".")
+    seen, todo = set(), [".".join(parts[:i]) for i in range(1, len(parts) + 1)]  # with its packages
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_imported(name, root) - seen)
+    return tuple(sorted(seen))
+
+
+@cache
+def source_digest(module: str, root: Path = ROOT) -> str:
+    """sha256 of the source of `module` and of every first-party module it reaches (read once
+    per process: a running process runs the code it imported at start)."""
+    digest = hashlib.sha256()
+    for name in code_closure(module, root):
+        path = _source_file(name, root)
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path else b"") + b"\0")
+    return digest.hexdigest()
+
+
 def task_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Prefect `cache_key_fn`: task name + code version + every parameter except the workspace."""
+    """Prefect `cache_key_fn`: task name + the digest of its code + every parameter except the workspace."""
     payload = {k: _plain(v) for k, v in parameters.items() if k != "workspace"}
-    text = json.dumps([CODE_VERSION, context.task.name, payload], sort_keys=True, default=str)
+    code = source_digest(context.task.fn.__module__)
+    text = json.dumps([code, context.task.name, payload], sort_keys=True, default=str)
     return f"{context.task.name}-{sha256_text(text)[:32]}"
 
 

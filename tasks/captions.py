@@ -13,35 +13,18 @@ words kept), so what the model learns to write is what the metrics compare.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from onenet.files import atomic_path, sha256_text, write_parquet
-from onenet.workspace import Workspace
+from core.files import atomic_path, sha256_text, write_parquet
+from core.text import tokenize
+from core.workspace import Workspace
 from tasks.cache import Ref, cached_task
 
 PAD, END, UNK = "<pad>", "<end>", "<unk>"
 SPECIALS = [PAD, END, UNK]
-_CLITIC = re.compile(r"(?<=[^\W_])(n't|'s|'re|'ve|'ll|'d|'m)\b")
-_TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|(?:[a-z]\.){2,}|[^\W_]+(?:[-.,/&:][^\W_]+)*|[^\w\s]+")
-# What coco-caption's PTBTokenizer removes after tokenising, plus brackets (it keeps them as
-# "-lrb-"/"-rrb-" because it lower-cases before matching; a model should not learn to write those).
-_PUNCTUATION = set("'\"`.?!,:;-()[]{}") | {"--", "...", "``", "''"}
-
-
-def tokenize(raw: str) -> list[str]:
-    """PTB-style tokens: 'A dog's T-shirt, (red).' -> ['a', 'dog', "'s", 't-shirt', 'red']."""
-    text = raw.lower().replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"')
-    tokens = _TOKEN.findall(_CLITIC.sub(r" \1", text))
-    return [t for t in tokens if t not in _PUNCTUATION and not set(t) <= _PUNCTUATION]
-
-
-def clean(raw: str) -> str:
-    """Tokens joined by single spaces: 'A Red circle.' -> 'a red circle'."""
-    return " ".join(tokenize(raw))
 
 
 def build_vocab(train_captions: list[str], min_count: int) -> list[tuple[str, int]]:

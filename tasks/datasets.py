@@ -30,9 +30,9 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 from PIL import Image
 
-from onenet.errors import OnenetError, TransientError, retry_if_transient
-from onenet.files import atomic_path, sha256_file, sha256_text, write_parquet
-from onenet.workspace import Workspace
+from core.errors import OnenetError, TransientError, retry_if_transient
+from core.files import atomic_path, sha256_file, sha256_text, write_parquet
+from core.workspace import Workspace
 from tasks.cache import Ref, cached_task, task_cache_key
 from tasks.source import MANIFEST_SCHEMA, manifest_digest
 

@@ -23,17 +23,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from models.captioner import Captioner, pad_batch
+from core.errors import OnenetError
+from core.workspace import Workspace
+from models.beam import caption_vectors
+from models.captioner import Captioner, load_model, pad_batch
 from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
 from models.joint import text_to_image_ranks as joint_ranks
-from onenet.errors import OnenetError
-from onenet.metrics import caption_scores, recall_at
-from onenet.workspace import Workspace
+from models.metrics import caption_scores, recall_at
 from tasks.cache import cached_task
-from tasks.export import caption_vectors, load_model
-from tasks.joint import load_encoder_checkpoint
 from tasks.features import feature_dir, read_feature_rows, stored_ids
+from tasks.joint import load_encoder_checkpoint
 from tasks.word_checks import run_checks
 
 log = logging.getLogger("onenet.evaluate")

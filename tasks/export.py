@@ -10,46 +10,23 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from models import default_device, single_thread
-from models.beam import beam_search
-from models.captioner import Captioner
-from onenet.files import sha256_text, write_parquet
-from onenet.vectors import to_column, to_matrix
-from onenet.workspace import Workspace
+from core.files import sha256_text, write_parquet
+from core.vectors import to_column, to_matrix
+from core.workspace import Workspace
+from models import single_thread
+from models.beam import caption_vectors
+from models.captioner import load_model
 from tasks.cache import Ref, cached_task
 from tasks.captions import SPECIALS
 from tasks.features import Features, read_features
 from tasks.train import ModelRef
 
 log = logging.getLogger("onenet.export")
-
-
-def load_model(path: Path, device: torch.device | None = None) -> tuple[Captioner, dict]:
-    """A trained captioner in eval mode and its checkpoint metadata (vocab, encoder, metrics)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = Captioner.from_checkpoint(checkpoint).to(device or default_device())
-    model.requires_grad_(False)
-    return model, checkpoint
-
-
-def decode(words: list[str], tokens: list[int]) -> str:
-    return " ".join(words[t] for t in tokens)
-
-
-@torch.no_grad()
-def caption_vectors(model: Captioner, words: list[str], image_vecs: torch.Tensor, beam_size: int, batch_size: int = 512):
-    """Captions (text, score) for (N, dim) image vectors, decoded in batches."""
-    out = []
-    for s in range(0, len(image_vecs), batch_size):
-        for c in beam_search(model, image_vecs[s : s + batch_size], beam_size=beam_size):
-            out.append((decode(words, c.tokens), c.score))
-    return out
 
 
 def export_vectors(workspace: Workspace, manifest: Ref, features: Features, model_ref: ModelRef) -> Ref:

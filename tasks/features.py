@@ -19,13 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.errors import OnenetError
+from core.faults import crash_point
+from core.files import sha256_text, write_parquet
+from core.vectors import to_column, to_matrix
+from core.workspace import Workspace
 from models import default_device, single_thread
 from models.encoder import load_encoder
-from onenet.errors import OnenetError
-from onenet.faults import crash_point
-from onenet.files import sha256_text, write_parquet
-from onenet.vectors import to_column, to_matrix
-from onenet.workspace import Workspace
 from tasks.cache import Ref, cached_task
 
 log = logging.getLogger("onenet.features")

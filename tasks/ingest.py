@@ -25,15 +25,15 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from onenet.errors import OnenetError
-from onenet.faults import crash_point
-from onenet.files import atomic_path, sha256_file
-from onenet.vectors import normalise
-from onenet.workspace import Workspace
-from tasks.captions import clean
-from tasks.export import caption_vectors, load_model
+from core.errors import OnenetError
+from core.faults import crash_point
+from core.files import atomic_path, sha256_file
+from core.text import clean
+from core.vectors import faiss_id, normalise
+from core.workspace import Workspace
+from models.beam import caption_vectors
+from models.captioner import load_model
 from tasks.features import extract_features, read_features
-from tasks.index import faiss_id
 from warehouse import db
 
 log = logging.getLogger("onenet.ingest")

@@ -19,15 +19,14 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from core.files import atomic_path, sha256_text
+from core.vectors import to_matrix
+from core.workspace import Workspace
 from models import default_device
-from models.captioner import pad_batch
+from models.captioner import load_model, pad_batch
 from models.joint import CaptionEncoder, JointConfig, text_to_image_ranks
-from onenet.files import atomic_path, sha256_text
-from onenet.metrics import recall_at
-from onenet.vectors import to_matrix
-from onenet.workspace import Workspace
+from models.metrics import recall_at
 from tasks.cache import Ref, cached_task
-from tasks.export import load_model
 from tasks.train import ModelRef, load_split
 
 log = logging.getLogger("onenet.joint")

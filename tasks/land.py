@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from onenet.errors import retry_if_transient
-from onenet.workspace import Workspace
+from core.errors import retry_if_transient
+from core.workspace import Workspace
 from tasks.cache import Ref, cached_task
 from tasks.features import Features
 from tasks.joint import JointRef

@@ -15,8 +15,8 @@ import logging
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from onenet.files import atomic_path, sha256_text, write_parquet
-from onenet.workspace import Workspace
+from core.files import atomic_path, sha256_text, write_parquet
+from core.workspace import Workspace
 from tasks import shapes
 from tasks.cache import Ref, cached_task, task_cache_key
 

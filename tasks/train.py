@@ -18,13 +18,13 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from core.errors import OnenetError
+from core.files import atomic_path, sha256_text
+from core.workspace import Workspace
 from models import default_device
 from models.beam import beam_search
 from models.captioner import PAD_ID, UNK_ID, Captioner, CaptionerConfig, pad_batch, training_step, with_end
-from onenet.errors import OnenetError
-from onenet.files import atomic_path, sha256_text
-from onenet.metrics import cider
-from onenet.workspace import Workspace
+from models.metrics import cider
 from tasks.cache import Ref, cached_task
 from tasks.features import Features, read_features
 

@@ -14,8 +14,8 @@ _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="onenet-prefect-"))
 os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
 os.environ.pop("PREFECT_API_URL", None)
 
-from onenet import prefect_env  # noqa: E402
-from onenet.workspace import Workspace  # noqa: E402
+from core import prefect_env  # noqa: E402
+from core.workspace import Workspace  # noqa: E402
 
 prefect_env.configure(Workspace.at(_PREFECT_HOME))
 
@@ -45,7 +45,7 @@ def trained(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def queries(trained):
-    from warehouse.query import Queries
+    from answers.queries import Queries
 
     q = Queries.open(trained["workspace"])
     yield q

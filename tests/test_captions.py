@@ -2,10 +2,11 @@
 
 import pyarrow as pa
 
-from onenet.files import write_parquet
-from onenet.workspace import Workspace
+from core.files import write_parquet
+from core.text import clean
+from core.workspace import Workspace
 from tasks.cache import Ref
-from tasks.captions import SPECIALS, build_vocab, clean, clean_captions
+from tasks.captions import SPECIALS, build_vocab, clean_captions
 from tasks.train import load_split
 
 

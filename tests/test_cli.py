@@ -34,6 +34,30 @@ def test_words_and_analogy_answer_as_json(ws):
     assert answer[0]["word"] == "squares"
 
 
+def test_json_may_follow_the_command(ws):
+    """`onenet words red --json` as well as `onenet --json words red`: the same answer."""
+    before = json.loads(onenet(ws, "--json", "words", "red", "-k", "3").stdout)
+    after = onenet(ws, "words", "red", "--json", "-k", "3")
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout) == before
+
+
+def test_global_options_are_moved_before_the_command_but_not_past_a_double_dash():
+    from onenet.cli import global_options_first
+
+    assert global_options_first(["words", "red", "--json", "-k", "3"]) == ["--json", "words", "red", "-k", "3"]
+    assert global_options_first(["sql", "SELECT 1", "--workspace", "/w"]) == ["--workspace", "/w", "sql", "SELECT 1"]
+    assert global_options_first(["sql", "--workspace=/w", "SELECT 1"]) == ["--workspace=/w", "sql", "SELECT 1"]
+    assert global_options_first(["search", "--", "--json"]) == ["search", "--", "--json"]
+
+
+def test_sql_that_reaches_for_a_file_is_refused_in_one_line(ws, tmp_path):
+    out = tmp_path / "images.csv"
+    assert_clean_error(onenet(ws, "sql", f"COPY images TO '{out}'"), "reads the warehouse only")
+    assert_clean_error(onenet(ws, "sql", "SELECT * FROM read_csv('/etc/passwd')"), "reads the warehouse only")
+    assert not out.exists()
+
+
 def test_caption_search_similar_and_sql_round_trip(ws, tmp_path):
     from tasks import shapes
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import faiss
 import pytest
 
-from onenet.workspace import Workspace
+from core.vectors import faiss_id
+from core.workspace import Workspace
 from tasks import shapes
-from tasks.index import faiss_id
 from warehouse import db
 
-INGEST = "import sys; from onenet.workspace import Workspace; from tasks.ingest import ingest; ingest(Workspace.at(sys.argv[1]), [sys.argv[2]])"
+INGEST = "import sys; from core.workspace import Workspace; from tasks.ingest import ingest; ingest(Workspace.at(sys.argv[1]), [sys.argv[2]])"
 
 
 def run(args: list[str], crash_at: str | None, prefect_home) -> subprocess.CompletedProcess:

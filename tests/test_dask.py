@@ -7,10 +7,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from core.errors import OnenetError
+from core.vectors import to_matrix
+from core.workspace import Workspace
 from flows.runners import task_runner
-from onenet.errors import OnenetError
-from onenet.vectors import to_matrix
-from onenet.workspace import Workspace
 
 IMAGES = 360
 

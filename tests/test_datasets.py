@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from onenet.errors import OnenetError
-from onenet.files import sha256_file
-from onenet.workspace import Workspace
+from core.errors import OnenetError
+from core.files import sha256_file
+from core.workspace import Workspace
 from tasks import shapes
 from tasks.datasets import FLICKR8K_SPLITS, download, flickr8k_source, karpathy_source, safe_extract
 
@@ -234,10 +234,10 @@ def test_karpathy_source(tmp_path):
 
 def test_train_from_flickr8k_archives_over_http_then_rerun_from_cache(tmp_path):
     """The whole flow on a tiny Flickr8k served on loopback; a re-run downloads and computes nothing."""
+    from answers.queries import Queries
     from flows.train import TrainOptions, train
     from models.joint import JointConfig
     from tasks.train import TrainConfig
-    from warehouse.query import Queries
 
     archives = zip_flickr8k(make_flickr8k(tmp_path / "layout"), tmp_path / "archives")
     server = ArchiveServer(archives)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
+from core.errors import OnenetError
 from models.encoder import SameConv2d, load_encoder
-from onenet.errors import OnenetError
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onenet.metrics import caption_scores, have_java, ptb_tokenize, recall_at
-from tasks.captions import tokenize
+from core.text import tokenize
+from models.metrics import caption_scores, have_java, ptb_tokenize, recall_at
 from tasks.evaluate import EvalOptions, consensus
 
 
@@ -70,7 +70,7 @@ def test_word_checks_pass_on_shapes(evaluated):
 
 
 def test_results_land_in_duckdb_with_the_model_version(evaluated, trained):
-    from warehouse.query import Queries
+    from answers.queries import Queries
 
     q = Queries.open(trained["workspace"])
     try:
@@ -87,8 +87,8 @@ def test_results_land_in_duckdb_with_the_model_version(evaluated, trained):
 
 
 def test_evaluating_again_replaces_rows_instead_of_adding(evaluated, trained):
+    from answers.queries import Queries
     from flows.evaluate import evaluate
-    from warehouse.query import Queries
 
     options = EvalOptions(split="val", retrieval_images=150, text_queries=24, image_queries=12)
     again = evaluate(workspace=str(trained["workspace"].root), options=options)

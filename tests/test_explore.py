@@ -10,7 +10,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import copy_of_trained
 
 ROOT = Path(__file__).resolve().parents[1]

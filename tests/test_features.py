@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from onenet.errors import OnenetError
-from onenet.files import sha256_file
-from onenet.workspace import Workspace
+from core.errors import OnenetError
+from core.files import sha256_file
+from core.photos import load_pixels
+from core.workspace import Workspace
 from tasks import shapes
-from onenet.photos import load_pixels
 from tasks.features import extract_features, read_features, stored_ids
 
 

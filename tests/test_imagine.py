@@ -61,7 +61,7 @@ def test_imagined_pictures_are_recognisable_to_the_network(queries, imagined):
             tokens, _ = queries.query_tokens(text)
             target = torch.from_numpy(queries.text_vector(tokens))
             picture = queries.model.image_vectors(queries.encoder.features(result["pixels"][None]))
-            cosine = lambda v: torch.nn.functional.normalize(v, dim=1) @ target  # noqa: E731
+            cosine = lambda v, target=target: torch.nn.functional.normalize(v, dim=1) @ target  # noqa: E731
             ours, theirs, blank_cos = float(cosine(picture)[0]), cosine(photos), float(cosine(blank)[0])
             assert ours > blank_cos and ours > float(theirs.quantile(0.9)), (text, ours, float(theirs.quantile(0.9)), blank_cos)
             typical = queries.model.sequence_nll(photos, tokens.expand(len(ids), -1)).median().item()
@@ -103,7 +103,7 @@ def test_latent_flow_writes_the_word_map_and_graph(trained):
 
 
 def test_tsne_keeps_colour_words_together(queries):
-    from onenet.latent import tsne
+    from tasks.latent import tsne
 
     rows = queries.sql("SELECT word, vec FROM current_word_vectors ORDER BY freq DESC, word LIMIT 80")[1]
     words = [w for w, _ in rows]

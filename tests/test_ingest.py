@@ -8,15 +8,15 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import copy_of_trained
 from PIL import Image
 
-from conftest import copy_of_trained
-from onenet.workspace import Workspace
+from answers.queries import Queries
+from core.photos import load_pixels
+from core.workspace import Workspace
 from tasks import shapes
-from onenet.photos import load_pixels
 from tasks.ingest import ingest
 from warehouse import db
-from warehouse.query import Queries
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +182,6 @@ def test_unreadable_file_is_rejected(ws, tmp_path):
 
 def test_human_captions_of_ingested_photos_join_the_next_retraining(ws):
     import dataclasses
-
-    import pyarrow.parquet as pq
 
     from flows.train import train
     from tests.conftest import small_options

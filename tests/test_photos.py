@@ -2,7 +2,7 @@
 
 import torch
 
-from onenet.photos import decoded_batches
+from core.photos import decoded_batches
 from tasks import shapes
 
 
@@ -24,7 +24,7 @@ def test_decoding_in_processes_gives_what_threads_give(tmp_path):
 
 
 def test_a_dying_decoding_process_hands_the_rest_to_threads(tmp_path, monkeypatch):
-    from onenet import photos
+    from core import photos
 
     paths = []
     for i in range(7):

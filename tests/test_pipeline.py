@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
-
 from tasks import shapes
 from tests.conftest import TEST_IMAGES, small_options
 
@@ -125,8 +123,8 @@ def test_rerun_with_nothing_changed_recomputes_nothing(trained):
 
 
 def test_changing_a_decoder_hyperparameter_reruns_training_not_features(trained, tmp_path):
+    from core.workspace import Workspace
     from flows.train import train
-    from onenet.workspace import Workspace
 
     copy = Workspace.at(tmp_path / "copy")
     shutil.copytree(trained["workspace"].root, copy.root)  # a workspace is relocatable

@@ -7,15 +7,15 @@ import dataclasses
 import json
 
 import pytest
-
-from flows.retrain import GateOptions, compare
-from onenet.errors import OnenetError
-from onenet.files import sha256_file
 from conftest import copy_of_trained
-from onenet.workspace import Workspace
+
+from answers.queries import Queries
+from core.errors import OnenetError
+from core.files import sha256_file
+from core.workspace import Workspace
+from flows.retrain import GateOptions, compare
 from tasks import shapes
 from warehouse import db
-from warehouse.query import Queries
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,10 @@ def decisions(ws: Workspace) -> list[tuple]:
 
 def test_gate_rejects_a_worse_model_then_promotion_rollback_and_catch_up(ws, trained, tmp_path):
     from conftest import small_options
+
+    from flows.ingest import ingest
     from flows.promote import promote
     from flows.retrain import retrain
-    from flows.ingest import ingest
 
     original = trained["result"]["version"]
     assert decisions(ws) == [(original, None, "first")]

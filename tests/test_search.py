@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from onenet.errors import OnenetError
-from warehouse.query import choose_by_recall
+from answers.queries import choose_by_recall
+from core.errors import OnenetError
 
 
 def _truth(queries) -> dict:

@@ -16,9 +16,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import copy_of_trained
-from onenet.workspace import Workspace
+
+from core.workspace import Workspace
 from tasks import shapes
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pyarrow.parquet as pq
 import pytest
 
-from onenet.errors import OnenetError
+from core.errors import OnenetError
 from warehouse import db
 
 
@@ -43,8 +43,30 @@ def test_sql_is_read_only(queries):
         queries.sql("DELETE FROM images")
 
 
+@pytest.mark.parametrize("statement", [
+    "COPY images TO '{out}'",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "ATTACH '{out}.duckdb' AS other",
+    "SET enable_external_access = true",
+])
+def test_sql_touches_no_file_but_the_warehouse(queries, tmp_path, statement):
+    """A read-only SQL surface neither writes a file (COPY) nor reads one (read_csv, ATTACH), and
+    cannot switch that back on: one line saying so, and nothing written."""
+    out = tmp_path / "leak.csv"
+    with pytest.raises(OnenetError) as error:
+        queries.sql(statement.format(out=out))
+    assert "\n" not in str(error.value) and ("refused" in str(error.value) or "locked" in str(error.value)), error.value
+    assert not out.exists() and not (tmp_path / "leak.csv.duckdb").exists()
+
+
+def test_export_a_view_to_csv(queries, tmp_path):
+    rows = queries.export("current_captions", tmp_path / "captions.csv", fmt="csv")
+    lines = (tmp_path / "captions.csv").read_text().splitlines()
+    assert rows == len(lines) - 1 == queries.sql("SELECT count(*) FROM current_captions")[1][0][0] > 0
+
+
 def test_readers_are_not_blocked_by_a_writer(trained, tmp_path):
-    from onenet.workspace import Workspace
+    from core.workspace import Workspace
 
     ws = Workspace.at(tmp_path)  # a copy: this session holds the original open for reading
     shutil.copy(trained["workspace"].warehouse, ws.warehouse)
@@ -61,7 +83,7 @@ def test_readers_are_not_blocked_by_a_writer(trained, tmp_path):
 
 
 def test_without_a_current_snapshot_a_reader_waits_for_the_writer(trained, tmp_path):
-    from onenet.workspace import Workspace
+    from core.workspace import Workspace
 
     ws = Workspace.at(tmp_path)
     shutil.copy(trained["workspace"].warehouse, ws.warehouse)  # no snapshot (e.g. crash before publishing)

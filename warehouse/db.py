@@ -6,24 +6,28 @@ Every landing is one transaction: readers see the previous state or the new one,
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
-from typing import Iterator
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from onenet.errors import OnenetError, TransientError
-from onenet.faults import crash_point
-from onenet.files import atomic_path
-from onenet.workspace import Workspace
+from core.errors import OnenetError, TransientError
+from core.faults import crash_point
+from core.files import atomic_path
+from core.workspace import Workspace
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
 VECTOR_TABLES = ("word_vectors", "image_vectors", "generated_captions")
 VERSION_FIELDS = ("version", "checkpoint", "index_path", "dim", "metrics", "joint_checkpoint")
+# Readers touch no file but the warehouse: no COPY ... TO, read_csv('/etc/passwd'), ATTACH or
+# INSTALL, and no SET to turn that back on. Every read-only connection has the same settings
+# (DuckDB refuses two connections to one file with different ones within a process).
+READ_ONLY_CONFIG = {"enable_external_access": False, "lock_configuration": True}
 
 
 def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0) -> duckdb.DuckDBPyConnection:
@@ -38,12 +42,12 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
     if read_only and not path.exists():
         raise OnenetError(f"no warehouse at {path}: run `onenet train` first")
     if read_only and _snapshot_is_current(workspace):
-        return duckdb.connect(str(workspace.read_snapshot), read_only=True)
+        return duckdb.connect(str(workspace.read_snapshot), read_only=True, config=READ_ONLY_CONFIG)
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=True, config=READ_ONLY_CONFIG) if read_only else duckdb.connect(str(path))
             break
         except duckdb.IOException as e:
             if "lock" not in str(e).lower() or time.monotonic() > deadline:
@@ -258,7 +262,7 @@ def land_photos(
 ) -> None:
     """Add ingested photos (no split: they are not training data) with their vectors and
     generated captions for `version`, in one transaction. Re-landing the same ids replaces them."""
-    from onenet.vectors import to_column
+    from core.vectors import to_column
 
     ids = images.column("image_id").to_pylist()
     with transaction(con):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from onenet.workspace import Workspace
+from core.workspace import Workspace
 
 
 def data_uri(image: Image.Image) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from onenet.errors import OnenetError
+from core.errors import OnenetError
 
 log = logging.getLogger("onenet.photos")
 

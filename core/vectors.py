@@ -25,3 +25,8 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length, so inner product = cosine similarity."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def faiss_id(image_id: str) -> int:
+    """A stable positive int64 from an image's sha256 (60 bits: collisions are negligible)."""
+    return int(image_id[:15], 16)

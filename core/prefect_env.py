@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from onenet.workspace import Workspace
+from core.workspace import Workspace
 
 DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",

@@ -27,7 +27,7 @@ def have_java() -> bool:
 def ptb_tokenize(texts: dict[str, list[str]]) -> dict[str, list[str]]:
     """{key: [raw text, ...]} -> {key: [tokenised text, ...]} with the Stanford PTB tokenizer
     (Java, as coco-caption runs it), or onenet's equivalent when Java is missing or fails."""
-    from tasks.captions import clean
+    from core.text import clean
 
     if have_java():
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer

@@ -6,71 +6,44 @@
     q.analogy("circle", "circles", "square")   a:b :: c:?  (3CosAdd, query words excluded)
     q.similar_images("photo.jpg" or id)    nearest image vectors (faiss), also for new photos
     q.search("a red circle")               text -> photos (caption encoder or inverting the captioner)
+    q.opposite("a red circle"), q.imagine("a red circle")   latent-space answers
     q.sql("SELECT ...")                    read-only SQL
 
-Every statement is parameterised; the connection is read-only.
+This layer runs the models (models/) over what the warehouse holds; every SQL statement it needs
+is a function of warehouse/reads.py, over a read-only connection that reaches no other file.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import duckdb
 import faiss
 import numpy as np
 import torch
 
-from models.captioner import pad_batch
+from core.errors import OnenetError
+from core.files import sha256_file
+from core.photos import load_pixels
+from core.text import clean
+from core.vectors import faiss_id, normalise
+from core.workspace import Workspace
+from models.beam import caption_vectors
+from models.captioner import load_model, pad_batch
 from models.encoder import load_encoder
 from models.imagine import Goal, ImagineConfig, imagine, palette_of
 from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
-from onenet.errors import OnenetError
-from onenet.files import sha256_file
-from onenet.vectors import normalise
-from onenet.workspace import Workspace
-from tasks.captions import clean
-from tasks.export import caption_vectors, load_model
-from onenet.photos import load_pixels
-from tasks.index import faiss_id
+from warehouse import reads
 from warehouse.db import connect, current_version
 
-EXPORTABLE = (
-    "images", "captions", "model_versions", "word_vectors", "image_vectors", "generated_captions", "rejects",
-    "evaluations", "evaluation_captions", "promotions",
-    "current_word_vectors", "current_image_vectors", "current_captions",
-)
-WORD_VECTOR = "SELECT vec FROM current_word_vectors WHERE word = ?"
-ALL_WORDS = "SELECT word FROM current_word_vectors"
-SIMILAR_WORDS = """
-    SELECT word, array_cosine_similarity(vec, ?::FLOAT[{dim}]) AS similarity
-    FROM current_word_vectors
-    WHERE NOT list_contains(?, word)
-    ORDER BY similarity DESC, word
-    LIMIT ?"""
-IMAGE_IDS = "SELECT image_id FROM current_image_vectors"
-IMAGE_ID_PREFIX = "SELECT image_id FROM current_image_vectors WHERE starts_with(image_id, ?) LIMIT 2"
-IMAGE_VECTORS_OF = """
-    SELECT v.image_id, v.vec FROM current_image_vectors v
-    JOIN (SELECT unnest(?) AS image_id) wanted USING (image_id)"""
-IMAGE_DETAILS = """
-    SELECT i.image_id, i.path, c.caption FROM images i
-    LEFT JOIN current_captions c USING (image_id)
-    WHERE i.image_id IN (SELECT unnest(?))"""
-PALETTE_PHOTOS = "SELECT path FROM images WHERE split = 'train' OR split IS NULL ORDER BY hash(image_id) LIMIT 64"
 SEARCH_METHODS = ("joint", "inversion")
 SEARCH_COST = ("joint", "joint+rerank", "inversion", "inversion+rerank")  # cheapest first
-SEARCH_RECALL = """
-    SELECT method, arg_max(value, evaluated_at), arg_max(n, evaluated_at) FROM evaluations
-    WHERE version = ? AND task = 'retrieval' AND metric = ? AND value IS NOT NULL
-    GROUP BY method ORDER BY method"""
-IMAGE_VECTOR_SAMPLE = "SELECT vec FROM current_image_vectors USING SAMPLE reservoir(10000 ROWS) REPEATABLE (0)"
 
 
 @dataclass
@@ -104,7 +77,7 @@ def choose_by_recall(measured: list[tuple[str, float, int]]) -> str:
 
 
 class Queries:
-    def __init__(self, workspace: Workspace, con: duckdb.DuckDBPyConnection):
+    def __init__(self, workspace: Workspace, con: reads.Connection):
         self.workspace, self.con = workspace, con
         current = current_version(con)
         if current is None:
@@ -140,10 +113,10 @@ class Queries:
         word = word.strip().lower()
         if not word:
             raise OnenetError("empty word")
-        row = self.con.execute(WORD_VECTOR, [word]).fetchone()
-        if row is None:
+        vector = reads.word_vector(self.con, word)
+        if vector is None:
             raise OnenetError(f"unknown word {word!r}; known words near it: {', '.join(self.close_words(word)) or 'none'}")
-        return np.asarray(row[0], dtype=np.float32)
+        return vector
 
     def close_words(self, word: str, n: int = 5) -> list[str]:
         """Known words spelled like `word` (for 'did you mean')."""
@@ -151,11 +124,10 @@ class Queries:
 
     @cached_property
     def vocabulary(self) -> list[str]:
-        return [w for (w,) in self.con.execute(ALL_WORDS).fetchall()]
+        return reads.vocabulary(self.con)
 
     def _nearest_words(self, vector: np.ndarray, exclude: list[str], k: int) -> list[tuple[str, float]]:
-        rows = self.con.execute(SIMILAR_WORDS.format(dim=int(self.dim)), [vector.tolist(), exclude, k]).fetchall()
-        return [(w, float(s)) for w, s in rows]
+        return reads.nearest_words(self.con, vector, exclude, k)
 
     # --- images --------------------------------------------------------------------------------
 
@@ -212,12 +184,12 @@ class Queries:
         text = text.strip().lower()
         if len(text) < 6:
             raise OnenetError(f"{text!r} is neither a photo file nor an image id (ids are sha256 hex, 6+ characters)")
-        rows = self.con.execute(IMAGE_ID_PREFIX, [text]).fetchall()
+        rows = reads.image_ids_starting(self.con, text)
         if not rows:
             raise OnenetError(f"no photo file or known image id {text!r}")
         if len(rows) > 1:
             raise OnenetError(f"image id prefix {text!r} is ambiguous: give more characters")
-        return rows[0][0]
+        return rows[0]
 
     def photo_vector(self, path: Path) -> tuple[str, np.ndarray]:
         """(image_id, image vector) of a photo file, encoded with the model's own encoder."""
@@ -230,7 +202,7 @@ class Queries:
         return sha256_file(path), vector.cpu().numpy()
 
     def image_vectors(self, image_ids: list[str]) -> np.ndarray:
-        rows = dict(self.con.execute(IMAGE_VECTORS_OF, [image_ids]).fetchall())
+        rows = reads.image_vectors(self.con, image_ids)
         return np.asarray([rows[i] for i in image_ids], dtype=np.float32).reshape(len(image_ids), -1)
 
     def nearest_images(self, vector: np.ndarray, k: int) -> list[Match]:
@@ -239,7 +211,7 @@ class Queries:
         return self.matches(pairs)
 
     def matches(self, pairs: list[tuple[str, float]]) -> list[Match]:
-        details = {i: (p, c) for i, p, c in self.con.execute(IMAGE_DETAILS, [[i for i, _ in pairs]]).fetchall()}
+        details = reads.image_details(self.con, [i for i, _ in pairs])
         return [Match(i, *details.get(i, ("?", None)), score=s) for i, s in pairs]
 
     # --- text -> images --------------------------------------------------------------------------
@@ -307,9 +279,7 @@ class Queries:
         the methods evaluated (`onenet evaluate`), else the caption encoder's validation recall
         decides between joint (when it has one) and inversion+rerank."""
         metric = f"text->image {by}"
-        rows = []
-        if self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evaluations'").fetchone()[0]:
-            rows = self.con.execute(SEARCH_RECALL, [self.version, metric]).fetchall()
+        rows = reads.measured_recall(self.con, self.version, metric)
         available = [(m, v, n) for m, v, n in rows if m in SEARCH_COST and (self.joint_encoder is not None or not m.startswith("joint"))]
         if available:
             method = choose_by_recall(available)
@@ -345,27 +315,12 @@ class Queries:
     # --- SQL -------------------------------------------------------------------------------------
 
     def sql(self, query: str) -> tuple[list[str], list[tuple]]:
-        """Run read-only SQL; returns (column names, rows)."""
-        if not query.strip():
-            raise OnenetError("empty SQL query")
-        try:
-            cursor = self.con.execute(query)
-        except duckdb.Error as e:
-            raise OnenetError(f"SQL error: {e}") from None
-        columns = [d[0] for d in cursor.description or []]
-        return columns, cursor.fetchall()
+        """Run read-only SQL on the warehouse (no other file is reachable); (column names, rows)."""
+        return reads.run_sql(self.con, query)
 
     def export(self, table: str, destination: Path, fmt: str = "parquet") -> int:
         """Write a table or view to a Parquet (or CSV) file; returns the number of rows."""
-        if table not in EXPORTABLE:
-            raise OnenetError(f"unknown table {table!r}: choose one of {', '.join(EXPORTABLE)}")
-        if fmt not in ("parquet", "csv"):
-            raise OnenetError(f"unknown format {fmt!r}: parquet or csv")
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        # COPY takes no parameters: the table is from the list above, the path is quoted.
-        target = str(destination).replace("'", "''")
-        self.con.execute(f"COPY (SELECT * FROM {table}) TO '{target}' (FORMAT {fmt})")
-        return self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return reads.export_table(self.con, table, destination, fmt)
 
     # --- lazily loaded parts -----------------------------------------------------------------------
 
@@ -393,9 +348,8 @@ class Queries:
     def palette(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The collection's colours, for imagine: 16 of 64 sampled photos' pixels, and 4 of their
         borders (what backgrounds look like)."""
-        rows = self.con.execute(PALETTE_PHOTOS).fetchall()
         samples, borders = [], []
-        for (path,) in rows:
+        for path in reads.palette_photos(self.con):
             try:
                 pixels = load_pixels(self.workspace.path(path), 32).float() / 255  # (3, 32, 32)
             except OnenetError:
@@ -436,11 +390,11 @@ class Queries:
 
     @cached_property
     def faiss_ids(self) -> dict[int, str]:
-        return {faiss_id(i): i for (i,) in self.con.execute(IMAGE_IDS).fetchall()}
+        return {faiss_id(i): i for i in reads.image_ids(self.con)}
 
     @cached_property
     def image_vector_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and std of the collection's image vectors (a sample of 10,000)."""
-        sample = np.asarray([v for (v,) in self.con.execute(IMAGE_VECTOR_SAMPLE).fetchall()], dtype=np.float32)
+        sample = reads.image_vector_sample(self.con)
         mean, std = torch.from_numpy(sample.mean(0)), torch.from_numpy(sample.std(0))
         return mean.to(self.device), std.clamp_min(1e-4).to(self.device)

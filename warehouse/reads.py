@@ -1,0 +1,130 @@
+"""Every SQL statement the answers (answers/queries.py) and `onenet sql`/`export` run, behind
+typed functions over a read-only connection (`warehouse.db.connect(ws, read_only=True)`).
+
+The connection touches no file but the warehouse (`READ_ONLY_CONFIG`), so `run_sql` is a safe
+surface for user SQL, and `export_table` writes through Arrow rather than DuckDB's COPY.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from core.errors import OnenetError
+
+EXPORTABLE = (
+    "images", "captions", "model_versions", "word_vectors", "image_vectors", "generated_captions", "rejects",
+    "evaluations", "evaluation_captions", "promotions",
+    "current_word_vectors", "current_image_vectors", "current_captions",
+)
+WORD_VECTOR = "SELECT vec FROM current_word_vectors WHERE word = ?"
+ALL_WORDS = "SELECT word FROM current_word_vectors"
+SIMILAR_WORDS = """
+    SELECT word, array_cosine_similarity(vec, ?::FLOAT[{dim}]) AS similarity
+    FROM current_word_vectors
+    WHERE NOT list_contains(?, word)
+    ORDER BY similarity DESC, word
+    LIMIT ?"""
+IMAGE_IDS = "SELECT image_id FROM current_image_vectors"
+IMAGE_ID_PREFIX = "SELECT image_id FROM current_image_vectors WHERE starts_with(image_id, ?) LIMIT 2"
+IMAGE_VECTORS_OF = """
+    SELECT v.image_id, v.vec FROM current_image_vectors v
+    JOIN (SELECT unnest(?) AS image_id) wanted USING (image_id)"""
+IMAGE_DETAILS = """
+    SELECT i.image_id, i.path, c.caption FROM images i
+    LEFT JOIN current_captions c USING (image_id)
+    WHERE i.image_id IN (SELECT unnest(?))"""
+PALETTE_PHOTOS = "SELECT path FROM images WHERE split = 'train' OR split IS NULL ORDER BY hash(image_id) LIMIT ?"
+HAS_EVALUATIONS = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evaluations'"
+MEASURED_RECALL = """
+    SELECT method, arg_max(value, evaluated_at), arg_max(n, evaluated_at) FROM evaluations
+    WHERE version = ? AND task = 'retrieval' AND metric = ? AND value IS NOT NULL
+    GROUP BY method ORDER BY method"""
+IMAGE_VECTOR_SAMPLE = "SELECT vec FROM current_image_vectors USING SAMPLE reservoir(10000 ROWS) REPEATABLE (0)"
+
+Connection = duckdb.DuckDBPyConnection
+
+
+def word_vector(con: Connection, word: str) -> np.ndarray | None:
+    row = con.execute(WORD_VECTOR, [word]).fetchone()
+    return None if row is None else np.asarray(row[0], dtype=np.float32)
+
+
+def vocabulary(con: Connection) -> list[str]:
+    return [w for (w,) in con.execute(ALL_WORDS).fetchall()]
+
+
+def nearest_words(con: Connection, vector: np.ndarray, exclude: list[str], k: int) -> list[tuple[str, float]]:
+    """The k words of the promoted version most cosine-similar to `vector`, none of `exclude`."""
+    rows = con.execute(SIMILAR_WORDS.format(dim=int(len(vector))), [vector.tolist(), exclude, k]).fetchall()
+    return [(w, float(s)) for w, s in rows]
+
+
+def image_ids(con: Connection) -> list[str]:
+    return [i for (i,) in con.execute(IMAGE_IDS).fetchall()]
+
+
+def image_ids_starting(con: Connection, prefix: str) -> list[str]:
+    """At most two ids starting with `prefix` (two: enough to tell that it is ambiguous)."""
+    return [i for (i,) in con.execute(IMAGE_ID_PREFIX, [prefix]).fetchall()]
+
+
+def image_vectors(con: Connection, ids: list[str]) -> dict[str, list[float]]:
+    return dict(con.execute(IMAGE_VECTORS_OF, [ids]).fetchall())
+
+
+def image_details(con: Connection, ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    """image_id -> (path, the promoted version's caption)."""
+    return {i: (p, c) for i, p, c in con.execute(IMAGE_DETAILS, [ids]).fetchall()}
+
+
+def palette_photos(con: Connection, n: int = 64) -> list[str]:
+    """Paths of `n` collection photos, the same ones every time."""
+    return [p for (p,) in con.execute(PALETTE_PHOTOS, [n]).fetchall()]
+
+
+def measured_recall(con: Connection, version: str, metric: str) -> list[tuple[str, float, int]]:
+    """(method, value, queries) of the latest `onenet evaluate` retrieval `metric` per method."""
+    if not con.execute(HAS_EVALUATIONS).fetchone()[0]:
+        return []
+    return [(m, float(v), int(n)) for m, v, n in con.execute(MEASURED_RECALL, [version, metric]).fetchall()]
+
+
+def image_vector_sample(con: Connection) -> np.ndarray:
+    """(N <= 10,000, dim) image vectors of the promoted version, a fixed sample."""
+    return np.asarray([v for (v,) in con.execute(IMAGE_VECTOR_SAMPLE).fetchall()], dtype=np.float32)
+
+
+def run_sql(con: Connection, query: str) -> tuple[list[str], list[tuple]]:
+    """User SQL on the read-only connection: (column names, rows); errors as one line."""
+    if not query.strip():
+        raise OnenetError("empty SQL query")
+    try:
+        cursor = con.execute(query)
+    except duckdb.PermissionException:
+        raise OnenetError("onenet sql reads the warehouse only: statements that read or write other files are refused "
+                          "(use `onenet export TABLE -o FILE` to write a table out)") from None
+    except duckdb.Error as e:
+        raise OnenetError(f"SQL error: {e}") from None
+    return [d[0] for d in cursor.description or []], cursor.fetchall()
+
+
+def export_table(con: Connection, table: str, destination: Path, fmt: str = "parquet") -> int:
+    """Write a table or view to a Parquet (or CSV) file, batch by batch; returns the row count."""
+    if table not in EXPORTABLE:
+        raise OnenetError(f"unknown table {table!r}: choose one of {', '.join(EXPORTABLE)}")
+    if fmt not in ("parquet", "csv"):
+        raise OnenetError(f"unknown format {fmt!r}: parquet or csv")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    reader = con.sql(f"SELECT * FROM {table}").to_arrow_reader()  # the name is from EXPORTABLE
+    writer = pq.ParquetWriter(destination, reader.schema) if fmt == "parquet" else pa_csv.CSVWriter(destination, reader.schema)
+    rows = 0
+    with writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows

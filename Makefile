@@ -26,11 +26,13 @@ test: $(STAMP)
 
 ## The tests whose results hang on float kernels (model, beam search, imagine, search), again as
 ## a CPU without AVX-512 and one without AVX2 would compute them: PyTorch and oneDNN told to use
-## only AVX2, then only baseline kernels. A result that holds on one CPU only fails here.
-CPU_SENSITIVE := tests/test_models.py tests/test_beam.py tests/test_imagine.py tests/test_search.py
+## only AVX2, then only baseline kernels. A result that holds on one CPU only fails here. The
+## quality figures each test measured are printed side by side at the end.
+CPU_SENSITIVE := tests/test_models.py tests/test_beam.py tests/test_imagine.py tests/test_search.py tests/test_pipeline.py
 test-cpus: $(STAMP)
-	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest $(CPU_SENSITIVE)
-	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest $(CPU_SENSITIVE)
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest $(CPU_SENSITIVE) --junitxml=test-output/cpus-avx2.xml
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest $(CPU_SENSITIVE) --junitxml=test-output/cpus-default.xml
+	$(BIN)/python -m tests.margins test-output/cpus-avx2.xml test-output/cpus-default.xml
 
 ## ruff (pyflakes, import order, bugbear) and the layer contracts of pyproject.toml (import-linter).
 lint: $(STAMP)

@@ -42,6 +42,10 @@ from models.joint import CaptionEncoder
 from warehouse import reads
 from warehouse.db import connect, current_version
 
+# faiss-cpu 1.15 only switches to a BLAS matrix product for batches of 128,000+ queries, so a batch
+# of 100 was scanned one query at a time: 6.7x slower than with the product (BENCHMARKS.md,
+# search rows). 20 is the threshold faiss used for years; results are identical either way.
+FAISS_BLAS_THRESHOLD = 20
 SEARCH_METHODS = ("joint", "inversion")
 SEARCH_COST = ("joint", "joint+rerank", "inversion", "inversion+rerank")  # cheapest first
 
@@ -386,6 +390,7 @@ class Queries:
 
     @cached_property
     def index(self) -> faiss.Index:
+        faiss.cvar.distance_compute_blas_threshold = FAISS_BLAS_THRESHOLD  # a setting of the process, made where it is used
         return faiss.read_index(str(self.workspace.path(self._index_path)))
 
     @cached_property

@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-import tasks.index  # noqa: F401  (sets faiss's BLAS threshold the way onenet runs it)
+from answers.queries import FAISS_BLAS_THRESHOLD
 from bench.common import Row, latencies, ms, p50_p99
 
 DIM, K = 300, 10
@@ -91,7 +91,8 @@ def run_size(n: int, bounds: dict, hnsw: bool, full: bool) -> list[Row]:
     one = latencies(lambda i: numpy_top(x, queries[i : i + 1]), 200)
     add("numpy brute force", one, timed_batch(lambda: numpy_top(x, batch)))
 
-    # faiss flat (exact), as onenet configures it (tasks/index.py) and with faiss-cpu's default
+    # faiss flat (exact), as onenet configures it (answers/queries.py) and with faiss-cpu's default
+    faiss.cvar.distance_compute_blas_threshold = FAISS_BLAS_THRESHOLD
     flat = faiss.IndexFlatIP(DIM)
     flat.add(x)
     one = latencies(lambda i: flat.search(queries[i : i + 1], K), 200)

@@ -16,11 +16,6 @@ from core.vectors import faiss_id, normalise, to_matrix
 from core.workspace import Workspace
 from tasks.cache import Ref, cached_task
 
-# faiss-cpu 1.15 only switches to a BLAS matrix product for batches of 128,000+ queries, so a batch
-# of 100 was scanned one query at a time: 6.7x slower than with the product (BENCHMARKS.md,
-# search rows). 20 is the threshold faiss used for years; results are identical either way.
-faiss.cvar.distance_compute_blas_threshold = 20
-
 
 def build_flat_index(vectors: np.ndarray, image_ids: list[str]) -> faiss.Index:
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))

@@ -24,9 +24,10 @@ def _value(rows, method, metric):
     return next(r["value"] for r in rows if r["method"] == method and r["metric"] == metric)
 
 
-def test_the_decoder_beats_the_nearest_neighbour_baseline_on_held_out_scenes(evaluated):
+def test_the_decoder_beats_the_nearest_neighbour_baseline_on_held_out_scenes(evaluated, record_property):
     rows = evaluated["rows"]
     beam, greedy, baseline = (_value(rows, m, "CIDEr") for m in ("beam3", "greedy", "nn-baseline"))
+    record_property("measured", {"beam": beam, "greedy": greedy, "baseline": baseline})
     # Shapes captions are compositional (colour x shape x place): copying the nearest training
     # scene's caption gets some of it wrong, the decoder composes it.
     assert beam >= 1.15 * baseline, (beam, baseline)
@@ -38,10 +39,11 @@ def test_the_decoder_beats_the_nearest_neighbour_baseline_on_held_out_scenes(eva
         assert _value(rows, "beam3", "METEOR") > 20
 
 
-def test_recall_beats_chance_and_reranking_helps(evaluated):
+def test_recall_beats_chance_and_reranking_helps(evaluated, record_property):
     rows = [r for r in evaluated["rows"] if r["task"] == "retrieval"]
     assert {r["pool"] for r in rows} == {150}
     chance_at_10 = 100 * 10 / 150
+    record_property("measured", {m: _value(rows, m, k) for m, k in (("inversion+rerank", "text->image R@10"), ("inversion", "text->image R@10"), ("likelihood", "image->text R@10"))})
     # Many scenes share a description ("a red circle"), so the exact photo is rarely first;
     # it must still be found far above chance.
     assert _value(rows, "inversion+rerank", "text->image R@10") >= 3 * chance_at_10

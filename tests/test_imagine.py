@@ -46,10 +46,10 @@ def test_imagined_pictures_show_the_asked_colours(imagined, record_property):
     the colour is what the description and this test are about."""
     asked = {"a big blue square": ("blue", None), "a big green star": ("green", None), "a big purple circle on a white background": ("purple", "white")}
     found = {}
-    for text, (colour, background) in asked.items():
+    for text, (colour, _) in asked.items():
         shares = colour_shares(imagined[text]["pixels"].permute(1, 2, 0).numpy())
-        main_object = max(COLOURS, key=lambda c: shares[c])  # noqa: B023 (used at once)
-        main_background = max(BACKGROUNDS, key=lambda c: shares[c])  # noqa: B023
+        main_object = max(COLOURS, key=shares.get)
+        main_background = max(BACKGROUNDS, key=shares.get)
         found[text] = {"asked": colour, "share": round(shares[colour], 3), "main object colour": main_object, "main background": main_background}
     record_property("measured", found)
     for text, (colour, background) in asked.items():

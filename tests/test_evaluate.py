@@ -29,9 +29,11 @@ def test_the_decoder_beats_the_nearest_neighbour_baseline_on_held_out_scenes(eva
     beam, greedy, baseline = (_value(rows, m, "CIDEr") for m in ("beam3", "greedy", "nn-baseline"))
     record_property("measured", {"beam": beam, "greedy": greedy, "baseline": baseline})
     # Shapes captions are compositional (colour x shape x place): copying the nearest training
-    # scene's caption gets some of it wrong, the decoder composes it.
-    assert beam >= 1.15 * baseline, (beam, baseline)
-    assert greedy >= 1.15 * baseline, (greedy, baseline)
+    # scene's caption gets some of it wrong, the decoder composes it. Measured with the model
+    # trained under AVX2 kernels: beam 1.18x, greedy 1.20x the baseline; 150 scenes and a model
+    # whose last bits differ from CPU to CPU move that by a few percent, so the floor is 1.08x.
+    assert beam >= 1.08 * baseline, (beam, baseline)
+    assert greedy >= 1.08 * baseline, (greedy, baseline)
     assert _value(rows, "beam3", "BLEU-4") > 40
     metrics = {r["metric"] for r in rows if r["method"] == "beam3"}
     assert {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"} <= metrics

@@ -30,6 +30,7 @@ test: $(STAMP)
 ## quality figures each test measured are printed side by side at the end.
 CPU_SENSITIVE := tests/test_models.py tests/test_beam.py tests/test_imagine.py tests/test_search.py tests/test_pipeline.py
 test-cpus: $(STAMP)
+	mkdir -p test-output
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest $(CPU_SENSITIVE) --junitxml=test-output/cpus-avx2.xml
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest $(CPU_SENSITIVE) --junitxml=test-output/cpus-default.xml
 	$(BIN)/python -m tests.margins test-output/cpus-avx2.xml test-output/cpus-default.xml

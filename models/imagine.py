@@ -334,9 +334,10 @@ def imagine(encoder: Encoder, model: Captioner, goal: Goal, palette: torch.Tenso
         image = sketch(palette, cfg).detach()
         with torch.no_grad():  # polish is kept per start only where it made the sketch more likely
             searched = layout.picture(palette, cfg).expand_as(image)
-            worse = saved_loss(encoder, model, searched, goal, cfg) < saved_loss(encoder, model, image, goal, cfg)
+            searched_loss, polished_loss = saved_loss(encoder, model, searched, goal, cfg), saved_loss(encoder, model, image, goal, cfg)
+            worse = searched_loss < polished_loss
             image = torch.where(worse[:, None, None, None], searched, image)
-        sketched = image
+        sketched, sketched_loss = image, torch.minimum(searched_loss, polished_loss)
 
         per_scale = [cfg.steps // len(cfg.scales) + (1 if i < cfg.steps % len(cfg.scales) else 0) for i in range(len(cfg.scales))]
         logits = torch.logit(image.clamp(0.01, 0.99))
@@ -360,11 +361,11 @@ def imagine(encoder: Encoder, model: Captioner, goal: Goal, palette: torch.Tenso
         if cfg.steps:
             image = torch.sigmoid(F.interpolate(logits.detach(), size=(cfg.size, cfg.size), mode="bilinear", align_corners=False))
 
-    loss = saved_loss(encoder, model, image, goal, cfg)
+    loss = sketched_loss
     if cfg.steps:  # refinement is kept per start only where it brought the picture closer
-        before = saved_loss(encoder, model, sketched, goal, cfg)
-        worse = before < loss
-        image, loss = torch.where(worse[:, None, None, None], sketched, image), torch.minimum(before, loss)
+        refined_loss = saved_loss(encoder, model, image, goal, cfg)
+        worse = sketched_loss < refined_loss
+        image, loss = torch.where(worse[:, None, None, None], sketched, image), torch.minimum(sketched_loss, refined_loss)
     best = int(loss.argmin())
     with torch.no_grad():
         nll = model.sequence_nll(saved_vectors(encoder, model, image[best : best + 1]), goal.tokens)

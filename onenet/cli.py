@@ -80,21 +80,23 @@ def train(
     max_words: int = typer.Option(20, help="captions are cut at this many words"),
     n_images: int = typer.Option(2000, help="shapes: number of scenes to draw"),
     seed: int = typer.Option(0, help="shapes: which scenes"),
-    encoder: str = typer.Option("efficientnet-lite0", help="efficientnet-lite0 or torchvision:NAME (weights in TORCH_HOME)"),
-    image_size: int = typer.Option(160, help="pixels fed to the CNN"),
-    epochs: int = typer.Option(12),
-    dim: int = typer.Option(300, help="image and word vector width"),
-    hidden: int = typer.Option(300),
-    layers: int = typer.Option(2),
-    rnn: str = typer.Option("gru", help="gru or lstm"),
-    lr: float = typer.Option(3e-3),
-    batch_size: int = typer.Option(64),
-    dropout: float = typer.Option(0.2),
-    label_smoothing: float = typer.Option(0.0, help="share of each target's probability spread over the vocabulary"),
-    select_by: str = typer.Option("loss", help="keep the epoch with the best validation 'loss' or 'cider'"),
-    patience: int = typer.Option(0, help="stop after this many epochs without a better one (0: never)"),
-    joint_epochs: int = typer.Option(15, help="caption encoder (text->image search): training epochs (0: no encoder)"),
-    joint_hidden: int = typer.Option(512, help="caption encoder: GRU width per direction"),
+    encoder: Optional[str] = typer.Option(None, help="efficientnet-lite0, efficientnet-lite2 or torchvision:NAME (weights in TORCH_HOME) [default: efficientnet-lite0]"),
+    image_size: Optional[int] = typer.Option(None, help="pixels fed to the CNN [default: 160 for shapes, 224 for photos]"),
+    epochs: Optional[int] = typer.Option(None, help="decoder epochs [default: 12 for shapes; photos: see PHOTO_DEFAULTS]"),
+    dim: Optional[int] = typer.Option(None, help="image and word vector width [default: 300]"),
+    hidden: Optional[int] = typer.Option(None, help="RNN state width [default: 300]"),
+    layers: Optional[int] = typer.Option(None, help="RNN layers [default: 2]"),
+    rnn: Optional[str] = typer.Option(None, help="gru or lstm [default: gru]"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate [default: 0.003]"),
+    batch_size: Optional[int] = typer.Option(None, help="captions per step"),
+    dropout: Optional[float] = typer.Option(None, help="dropout on the decoder's inputs and outputs"),
+    label_smoothing: Optional[float] = typer.Option(None, help="share of each target's probability spread over the vocabulary [default: 0]"),
+    select_by: Optional[str] = typer.Option(None, help="keep the epoch with the best validation 'loss' or 'cider' [default: loss for shapes, cider for photos]"),
+    patience: Optional[int] = typer.Option(None, help="stop after this many epochs without a better one (0: never)"),
+    scst_epochs: Optional[int] = typer.Option(None, help="self-critical (CIDEr-D) fine-tuning epochs after cross-entropy (0: none) [default: 0 for shapes]"),
+    scst_lr: Optional[float] = typer.Option(None, help="self-critical fine-tuning learning rate"),
+    joint_epochs: Optional[int] = typer.Option(None, help="caption encoder (text->image search): training epochs (0: no encoder) [default: 15]"),
+    joint_hidden: Optional[int] = typer.Option(None, help="caption encoder: GRU width per direction [default: 512]"),
     gate: bool = typer.Option(False, "--gate", help="promote the new version only if it is not worse than the promoted one (what the scheduled retrain does)"),
     tolerance: float = typer.Option(0.02, help="--gate: relative drop a gated metric may show"),
     gate_metric: list[str] = typer.Option([], "--gate-metric", help="--gate: TASK/METHOD/METRIC to compare [default: captions/beam3/CIDEr, captions/beam3/BLEU-4]"),
@@ -104,11 +106,9 @@ def train(
 ) -> None:
     """Run the training flow: source, captions, features, decoder, export, index, warehouse."""
     c = _ctx(ctx)
-    from flows.train import TrainOptions, check_options
+    from flows.train import check_options, options_for
     from flows.train import train as train_flow
-    from models.joint import JointConfig
     from tasks.datasets import FLICKR8K_ARCHIVES
-    from tasks.train import TrainConfig
 
     urls = dict(FLICKR8K_ARCHIVES)
     for url in archive_url:
@@ -117,14 +117,14 @@ def train(
             raise OnenetError(f"--archive-url {url}: the file name must be one of {', '.join(urls)}")
         urls[name] = url
     digests = dict(_key_value("--sha256", item) for item in sha256)
-    decoder = TrainConfig(
-        dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
-        label_smoothing=label_smoothing, select_by=select_by, patience=patience,
-    )
-    options = TrainOptions(
-        source=source, from_path=from_path, images=images, archive_urls=urls, archive_sha256=digests,
-        n_images=n_images, seed=seed, encoder=encoder, image_size=image_size, min_count=min_count,
-        max_words=max_words, decoder=decoder, joint=JointConfig(epochs=joint_epochs, hidden=joint_hidden),
+    options = options_for(
+        source, from_path=from_path, images=images, archive_urls=urls, archive_sha256=digests, n_images=n_images, seed=seed,
+        encoder=encoder, image_size=image_size, min_count=min_count, max_words=max_words,
+        decoder=dict(
+            dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
+            label_smoothing=label_smoothing, select_by=select_by, patience=patience,
+        ),
+        scst=dict(epochs=scst_epochs, lr=scst_lr), joint=dict(epochs=joint_epochs, hidden=joint_hidden),
     )
     check_options(options)  # before Prefect starts: a wrong path is one line, not a failed flow run
     from flows.runners import task_runner
@@ -570,32 +570,36 @@ def tour(ctx: typer.Context) -> None:
     c = _ctx(ctx)
     q = _queries(c)
     console.rule(f"[bold]onenet tour[/] — model {q.version}")
+    from onenet.examples import examples_for
+
+    ex = examples_for(q.vocabulary)
     samples = q.sql(
-        """SELECT i.path, g.caption, c.raw FROM images i JOIN current_captions g USING (image_id)
+        """SELECT i.path, g.caption, c.raw, i.split FROM images i JOIN current_captions g USING (image_id)
            JOIN captions c ON c.image_id = i.image_id AND c.n = 0
-           WHERE i.split = 'test' ORDER BY i.path LIMIT 5"""
+           WHERE i.split IN ('test', 'val') ORDER BY i.split = 'val', i.path LIMIT 5"""
     )[1]
-    table = _table("1. caption this photo (held-out test photos)", "photo", "generated caption", "a human caption")
-    for path, generated, human in samples:
+    held_out = "test" if samples and samples[0][3] == "test" else "validation"
+    table = _table(f"1. caption this photo (held-out {held_out} photos)", "photo", "generated caption", "a human caption")
+    for path, generated, human, _ in samples:
         table.add_row(path.rsplit("/", 1)[-1], generated, human)
     console.print(table)
-    for word in ("red", "circle", "two"):
-        if word in q.vocabulary:
-            console.print(f"2. words like [bold]{word}[/]: " + ", ".join(f"{w} ({s:.2f})" for w, s in q.similar_words(word, 5)))
-    if {"circle", "circles", "square"} <= set(q.vocabulary):
-        answer = q.analogy("circle", "circles", "square", 3)
-        console.print("   analogy circle : circles :: square : ? → " + ", ".join(f"{w} ({s:.2f})" for w, s in answer))
+    for word in ex.words:
+        console.print(f"2. words like [bold]{word}[/]: " + ", ".join(f"{w} ({s:.2f})" for w, s in q.similar_words(word, 5)))
+    for a, b, c_ in ex.analogies:
+        answer = q.analogy(a, b, c_, 3)
+        console.print(f"   analogy {a} : {b} :: {c_} : ? → " + ", ".join(f"{w} ({s:.2f})" for w, s in answer))
     if samples:
         first = str(c.workspace.path(samples[0][0]))
         name = samples[0][0].rsplit("/", 1)[-1]
         console.print(_matches_table(f"3. photos like {name} ({samples[0][1]})", q.similar_images(first, 3)))
-    query = "a red circle"
-    result = q.search(query, 3)
-    console.print(_matches_table(f"4. search: {query!r} (by {result.method}: {q.search_choice()['reason']})", result.matches))
-    if samples and {"red", "blue"} <= set(q.vocabulary):
+    result = q.search(ex.query, 3)
+    console.print(_matches_table(f"4. search: {ex.query!r} (by {result.method}: {q.search_choice()['reason']})", result.matches))
+    minus, plus = ex.swap
+    if samples and minus:
         first = str(c.workspace.path(samples[0][0]))
-        console.print(_matches_table(f"   arithmetic: {samples[0][0].rsplit('/', 1)[-1]} - 'red' + 'blue'", q.similar_images(first, 3, plus=["blue"], minus=["red"])))
-    console.print("More: onenet imagine \"a big blue square\" -o out.png · onenet opposite \"a red circle\" · onenet latent · onenet explore")
+        console.print(_matches_table(f"   arithmetic: {samples[0][0].rsplit('/', 1)[-1]} - {minus!r} + {plus!r}", q.similar_images(first, 3, plus=[plus], minus=[minus])))
+    shown = f'"{ex.query}"'
+    console.print(f"More: onenet imagine {shown} -o out.png · onenet opposite {shown} · onenet latent · onenet explore")
     console.print(f"SQL: onenet sql \"SELECT word, freq FROM current_word_vectors ORDER BY freq DESC LIMIT 5\"  (workspace {c.workspace.root})")
 
 

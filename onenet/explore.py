@@ -4,6 +4,7 @@
     GET /api/search?q=&k=&method=   photos for a description (+ the words ignored)
     GET /api/similar?id=&k=     photos like a collection photo
     GET /api/words?w=&k=        nearest words (or, for an unknown word, known words spelled like it)
+    GET /api/examples           a description and words that fit this workspace (onenet/examples.py)
     GET /api/wordmap.png        t-SNE map of the most frequent words
     GET /photo/<image id>       a collection photo's bytes
 
@@ -66,6 +67,13 @@ class Explorer:
         caption = row[0] if row else None
         return {"image_id": image_id, "url": f"/photo/{image_id}", "caption": caption, "matches": [self._match(m) for m in matches]}
 
+    def examples(self) -> dict:
+        from onenet.examples import examples_for
+
+        with self.lock:
+            ex = examples_for(self.queries.vocabulary)
+        return {"family": ex.family, "query": ex.query, "words": list(ex.words)}
+
     def words(self, word: str, k: int) -> dict:
         with self.lock:
             try:
@@ -123,6 +131,8 @@ def make_handler(explorer: Explorer):
                     return self._json(explorer.similar(args.get("id", ""), k))
                 if url.path == "/api/words":
                     return self._json(explorer.words(args.get("w", ""), k))
+                if url.path == "/api/examples":
+                    return self._json(explorer.examples())
                 if url.path == "/api/wordmap.png":
                     return self._send(HTTPStatus.OK, explorer.word_map(), "image/png")
                 if url.path.startswith("/photo/"):

@@ -145,10 +145,22 @@ def evaluate_captions(model: Captioner, words: list[str], data: SplitData, beam_
     methods["nn-baseline"] = nearest_neighbour_captions(data)
     rows = []
     for name, captions in methods.items():
-        scores = caption_scores(data.raw, dict(zip(data.ids, captions)))
+        scores = caption_scores(data.raw, dict(zip(data.ids, captions))) | diversity(captions, words)
         rows += [{"task": "captions", "method": name, "metric": m, "value": v, "n": len(data.ids)} for m, v in scores.items()]
         log.info("evaluate: %-12s %s", name, "  ".join(f"{m} {v:.1f}" for m, v in scores.items() if v is not None))
     return rows, methods
+
+
+def diversity(captions: list[str], words: list[str]) -> dict[str, float]:
+    """How varied the captions are: distinct captions per 1,000 photos, and the share (%) of the
+    model's vocabulary they use. A model that says "a dog runs through the grass" to every photo
+    can score fair BLEU; these numbers show it."""
+    vocabulary = {w for w in words if not (w.startswith("<") and w.endswith(">"))}
+    used = {w for c in captions for w in c.lower().split()} & vocabulary
+    return {
+        "distinct per 1000": 1000.0 * len(set(captions)) / max(len(captions), 1),
+        "vocabulary used %": 100.0 * len(used) / max(len(vocabulary), 1),
+    }
 
 
 # --- retrieval ---------------------------------------------------------------------------------
@@ -174,6 +186,17 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
         truth = torch.tensor([j for j, _ in pool], device=device)
         units = torch.nn.functional.normalize(vecs, dim=1)
         plain = joint_ranks(joint, tokens, units, truth).cpu().numpy()
+        with torch.no_grad():  # image->text: each photo's best-placed own caption among all of them
+            texts = torch.cat([joint(tokens[s : s + 512]) for s in range(0, len(tokens), 512)])  # (Q, dim)
+            scores = units @ texts.T  # (N, Q)
+            own = truth.unsqueeze(0) == torch.arange(n_images, device=device).unsqueeze(1)  # (N, Q)
+            best_own = scores.masked_fill(~own, float("-inf")).max(1, keepdim=True).values  # (N, 1)
+            asked = own.any(1)
+            image_ranks = (scores > best_own).sum(1)[asked].cpu().numpy()
+        rows += [
+            {"task": "retrieval", "method": "joint", "metric": f"image->text {k}", "value": v, "n": int(asked.sum())}
+            for k, v in recall_at(image_ranks).items()
+        ]
         reranked = rerank_ranks(model, vecs, [t for _, t in pool], truth.cpu().numpy(), plain, o.rerank, lambda q: joint(q) @ units.T)
         for method, ranks in (("joint", plain), ("joint+rerank", reranked)):
             rows += [

@@ -11,8 +11,8 @@ from models.encoder import SameConv2d, load_encoder
 skimage_data = pytest.importorskip("skimage.data")
 
 
-def classify(encoder, photo: np.ndarray) -> list[int]:
-    image = Image.fromarray(photo).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+def classify(encoder, photo: np.ndarray, size: int = 224) -> list[int]:
+    image = Image.fromarray(photo).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
     pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None]
     with torch.inference_mode():
         logits = encoder.net(encoder.normalise(pixels))
@@ -28,6 +28,14 @@ def test_pretrained_weights_recognise_real_photos(encoder):
     # ImageNet classes: 281 tabby, 282 tiger cat, 285 Egyptian cat; 967 espresso.
     assert classify(encoder, skimage_data.chelsea())[0] in {281, 282, 285}
     assert classify(encoder, skimage_data.coffee())[0] == 967
+
+
+def test_lite2_weights_recognise_real_photos():
+    # The bigger encoder (`--encoder efficientnet-lite2`, the photo default) at its native 260 px.
+    lite2 = load_encoder("efficientnet-lite2")
+    assert classify(lite2, skimage_data.chelsea(), 260)[0] in {281, 282, 285}
+    assert classify(lite2, skimage_data.coffee(), 260)[0] == 967
+    assert lite2.feature_dim == 1280 * 5 + 2 * (16 + 24 + 48 + 88)
 
 
 def test_features_have_global_and_grid_parts(encoder):

@@ -1,0 +1,81 @@
+"""Caption levers on Flickr8k dev, one at a time (BENCHMARKS.md, "Flickr8k").
+
+    python -m bench.flickr8k_levers WORKSPACE NAME '{"decoder": {...}, "scst": {...}, "feats": {...}}'
+
+Runs the training flow's own steps (source, captions, features: cached tasks in WORKSPACE, so
+the photos are encoded once per encoder and size), trains the decoder with the given TrainConfig
+fields (and ScstConfig fields, if any), and scores beam-3 captions of the 1,000 dev photos with
+pycocoevalcap (Java PTB tokenizer, five references), plus distinct captions and vocabulary used.
+Appends one JSON line to WORKSPACE/levers.jsonl. Data: ONENET_FLICKR8K or ../shared/data/flickr8k.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from prefect import flow
+
+from core.workspace import Workspace
+from models.beam import beam_search, decode
+from models.captioner import load_model
+from models.metrics import caption_scores
+from tasks.cache import TaskRuns
+from tasks.captions import clean_captions_task
+from tasks.datasets import FLICKR8K_ARCHIVES, flickr8k_source_task
+from tasks.evaluate import diversity
+from tasks.features import collect_features, encode_shard_task, plan_shards, read_features
+from tasks.source import add_ingested_task
+from tasks.train import ScstConfig, TrainConfig, clean_references, finetune_scst, train_decoder
+
+ROOT = Path(__file__).resolve().parents[1]
+FLICKR8K = os.environ.get("ONENET_FLICKR8K", str(ROOT.parent / "shared" / "data" / "flickr8k"))
+
+
+@flow(name="flickr8k-levers-inputs")
+def inputs(workspace: str, encoder: str = "efficientnet-lite0", image_size: int = 224, grid: int = 2, min_count: int = 5):
+    """The captions and features refs, exactly as `onenet train --source flickr8k` makes them."""
+    ws = Workspace.at(workspace)
+    run = TaskRuns(ws.results)
+    manifest = run(flickr8k_source_task, workspace=ws, from_path=FLICKR8K, urls=dict(FLICKR8K_ARCHIVES), sha256={})
+    manifest = run(add_ingested_task, workspace=ws, manifest=manifest)
+    captions = run(clean_captions_task, workspace=ws, manifest=manifest, min_count=min_count, max_words=20)
+    shards = plan_shards(ws, manifest, 1024)
+    rejects = run.map(encode_shard_task, {"photos": shards}, workspace=ws, encoder_name=encoder, image_size=image_size, grid=grid, batch_size=None)
+    features = collect_features(ws, [p for s in shards for p in s], encoder, image_size, grid, [r for s in rejects for r in s])
+    return ws, captions, features
+
+
+def dev_scores(ws: Workspace, captions, features, model_ref, beam: int = 3, alpha: float = 0.7) -> dict:
+    model, checkpoint = load_model(ws.path(model_ref.path), torch.device("cpu"))
+    refs = clean_references(ws, captions, "val")
+    ids = sorted(refs)
+    with torch.no_grad():
+        vecs = model.image_vectors(torch.from_numpy(read_features(ws, features, ids)))
+        texts = [decode(checkpoint["vocab"], c.tokens) for s in range(0, len(ids), 500) for c in beam_search(model, vecs[s : s + 500], beam, alpha=alpha)]
+    return caption_scores(refs, dict(zip(ids, texts))) | diversity(texts, checkpoint["vocab"])
+
+
+def main(workspace: str, name: str, spec: dict) -> dict:
+    logging.getLogger("onenet").setLevel(logging.INFO)
+    ws, captions, features = inputs(workspace, **spec.get("feats", {}))
+    started = time.perf_counter()
+    ref = train_decoder(ws, captions, features, TrainConfig(**spec.get("decoder", {})))
+    result = {"name": name, "spec": spec, "train_s": round(time.perf_counter() - started), "xe": dev_scores(ws, captions, features, ref, **spec.get("eval", {}))}
+    if spec.get("scst"):
+        started = time.perf_counter()
+        tuned = finetune_scst(ws, captions, features, ref, ScstConfig(**spec["scst"]))
+        result |= {"scst_s": round(time.perf_counter() - started), "scst": dev_scores(ws, captions, features, tuned, **spec.get("eval", {}))}
+    with open(Path(workspace) / "levers.jsonl", "a") as f:
+        f.write(json.dumps(result) + "\n")
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})

@@ -1,0 +1,98 @@
+"""Everyday photos end to end: `onenet train --source flickr8k` with its photo defaults, then
+`onenet evaluate` on the official dev split (the "val" split here), the tour and the explorer.
+
+Slow (about 25 minutes on 2 CPU cores) and only where Flickr8k is on the machine: set
+ONENET_FLICKR8K, or keep the data at ../shared/data/flickr8k. The floors are what the photo
+defaults measured on dev (BENCHMARKS.md, "Flickr8k") less a margin for other CPUs' kernels.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FLICKR8K = Path(os.environ.get("ONENET_FLICKR8K", ROOT.parent / "shared" / "data" / "flickr8k"))
+OUTPUT = Path(os.environ.get("ONENET_TEST_OUTPUT", ROOT / "test-output"))
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (FLICKR8K / "Flickr8k_text").is_dir(), reason=f"Flickr8k is not on this machine ({FLICKR8K})"),
+]
+
+# Measured with the photo defaults on dev (beam 3): see BENCHMARKS.md. The issue's targets
+# (BLEU-4 24, METEOR 21, CIDEr 60, text->image R@1 25) are not reached yet.
+FLOORS = {"BLEU-4": 16.0, "METEOR": 16.5, "CIDEr": 35.0}
+NN_MARGIN = {"BLEU-4": 3.0, "METEOR": 1.0, "CIDEr": 5.0}  # above the nearest-neighbour baseline by at least this
+SEARCH_R1_FLOOR = 14.0  # text->image R@1, 1,000 dev photos, all 5,000 captions
+
+
+@pytest.fixture(scope="module")
+def flickr8k(tmp_path_factory):
+    from core.workspace import Workspace
+    from flows.evaluate import evaluate
+    from flows.train import options_for, train
+    from tasks.evaluate import EvalOptions
+
+    ws = Workspace.at(tmp_path_factory.mktemp("flickr8k"))
+    trained = train(workspace=str(ws.root), options=options_for("flickr8k", from_path=str(FLICKR8K)))
+    evaluated = evaluate(workspace=str(ws.root), options=EvalOptions(split="val", text_queries=20, image_queries=20))
+    return {"workspace": ws, "trained": trained, "rows": evaluated["rows"]}
+
+
+def value(rows, task, method, metric):
+    (v,) = [r["value"] for r in rows if (r["task"], r["method"], r["metric"]) == (task, method, metric)]
+    return v
+
+
+def test_captions_on_dev_clear_the_floors_and_the_baseline(flickr8k, record_property):
+    rows = flickr8k["rows"]
+    measured = {m: round(value(rows, "captions", "beam3", m), 1) for m in (*FLOORS, "distinct per 1000", "vocabulary used %")}
+    baseline = {m: round(value(rows, "captions", "nn-baseline", m), 1) for m in FLOORS}
+    record_property("measured", f"beam3 {measured} nn-baseline {baseline}")
+    for metric, floor in FLOORS.items():
+        assert measured[metric] >= floor, (metric, measured, baseline)
+        assert measured[metric] >= baseline[metric] + NN_MARGIN[metric], (metric, measured, baseline)
+    assert measured["distinct per 1000"] >= 500  # not one caption for every photo
+
+
+def test_search_and_words_on_dev(flickr8k, record_property):
+    rows = flickr8k["rows"]
+    r1 = value(rows, "retrieval", "joint+rerank", "text->image R@1")
+    analogies = value(rows, "words", "word-vectors", "analogy top-5")
+    record_property("measured", f"text->image R@1 {r1:.1f} analogies {analogies:.0f}%")
+    assert r1 >= SEARCH_R1_FLOOR
+    assert analogies >= 50
+
+
+def test_tour_and_explorer_show_everyday_examples(flickr8k):
+    from typer.testing import CliRunner
+
+    from onenet.cli import app
+    from onenet.explore import serve
+
+    ws = flickr8k["workspace"]
+    out = CliRunner().invoke(app, ["--workspace", str(ws.root), "tour"], terminal_width=200).output
+    assert "a dog runs on the beach" in out and "words like dog" in out and "circle" not in out, out
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = Path(os.environ.get("ONENET_CHROMIUM", "/usr/bin/chromium"))
+    if not chromium.exists():
+        pytest.skip(f"no Chromium at {chromium}")
+    server = serve(ws, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+            page.wait_for_function("document.querySelectorAll('#results img').length >= 6", timeout=120_000)
+            assert "dog" in page.input_value("#query")
+            OUTPUT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(OUTPUT / "explore-flickr8k.png"))
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,18 @@
+"""`onenet train`'s defaults follow the source: shapes keep theirs, photos get the measured ones."""
+
+from flows.train import PHOTO_DEFAULTS, TrainOptions, options_for
+
+
+def test_shapes_keep_their_defaults_and_photos_get_the_photo_ones():
+    assert options_for("shapes") == TrainOptions()
+    for source in ("flickr8k", "karpathy"):
+        o = options_for(source)
+        assert (o.image_size, o.encoder, o.decoder) == (PHOTO_DEFAULTS["image_size"], PHOTO_DEFAULTS["encoder"], PHOTO_DEFAULTS["decoder"])
+        assert o.image_size != TrainOptions().image_size
+
+
+def test_what_the_user_gives_wins_and_the_rest_stays():
+    o = options_for("flickr8k", image_size=160, encoder=None, decoder={"epochs": 3, "dropout": None}, scst={"epochs": 2}, joint={"hidden": 256})
+    assert o.image_size == 160 and o.encoder == PHOTO_DEFAULTS["encoder"]
+    assert o.decoder.epochs == 3 and o.decoder.dropout == PHOTO_DEFAULTS["decoder"].dropout
+    assert o.scst.epochs == 2 and o.joint.hidden == 256 and o.joint.epochs == TrainOptions().joint.epochs

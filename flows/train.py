@@ -137,6 +137,8 @@ def check_options(o: TrainOptions) -> None:
     """Refuse options that cannot work before any task starts (one clear line, no traceback)."""
     if o.source not in SOURCES:
         raise OnenetError(f"unknown source {o.source!r}: choose one of {', '.join(SOURCES)}")
+    if o.scst.baseline not in ("greedy", "mean"):
+        raise OnenetError(f"--scst-baseline must be 'greedy' or 'mean', not {o.scst.baseline!r}")
     if o.decoder.select_by not in ("loss", "cider"):
         raise OnenetError(f"--select-by must be 'loss' or 'cider', not {o.decoder.select_by!r}")
     if o.source == "karpathy" and not (o.from_path and o.images):

@@ -249,7 +249,6 @@ LITE_ENCODERS = {
     "efficientnet-lite0": (_LITE0_STAGES, _LITE0_TAPS, efficientnet_lite0_weights),
     "efficientnet-lite2": (_LITE2_STAGES, _LITE2_TAPS, efficientnet_lite2_weights),
 }
-NATIVE_SIZE = {"efficientnet-lite0": 224, "efficientnet-lite2": 260}  # the resolution each was trained at
 
 
 def load_encoder(name: str = DEFAULT_ENCODER, grid: int = 2, fold_batchnorm: bool = True) -> Encoder:

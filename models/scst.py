@@ -127,10 +127,9 @@ def scst_step(
     Returns the batch's mean sample reward, greedy reward and the loss.
     """
     model.eval()  # no dropout: the captions sampled are those of the policy being improved
-    with torch.no_grad():
-        vecs = model.image_vectors(features)
-        greedy = words_of(sample(model, vecs, 1, max_len, greedy=True))
-        drawn = sample(model, vecs, samples, max_len)  # (B * samples, T)
+    vecs = model.image_vectors(features)  # (B, dim), with gradients for the update below
+    greedy = words_of(sample(model, vecs.detach(), 1, max_len, greedy=True))
+    drawn = sample(model, vecs.detach(), samples, max_len)  # (B * samples, T)
     repeated = [p for p in photos for _ in range(samples)]
     reward = cider.scores(repeated, words_of(drawn))  # (B * samples,)
     greedy_reward = cider.scores(photos, greedy)
@@ -144,7 +143,7 @@ def scst_step(
         return {"reward": 0.0, "greedy_reward": 0.0, "loss": 0.0}
 
     targets = with_end(drawn)  # (N, T + 1): the sampled words and the <end> that stopped them
-    logits = model(model.image_vectors(features).repeat_interleave(samples, dim=0), drawn)  # (N, T + 1, V)
+    logits = model(vecs.repeat_interleave(samples, dim=0), drawn)  # (N, T + 1, V)
     logp = -F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, reduction="none")  # (N, T + 1)
     mask = targets != PAD_ID
     loss = -(advantage.unsqueeze(1) * logp * mask).sum() / mask.sum()

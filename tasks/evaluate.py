@@ -29,7 +29,6 @@ from models.beam import caption_vectors
 from models.captioner import Captioner, load_model, pad_batch
 from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
-from models.joint import text_to_image_ranks as joint_ranks
 from models.metrics import caption_scores, recall_at
 from tasks.cache import cached_task
 from tasks.features import feature_dir, read_feature_rows, stored_ids
@@ -185,19 +184,20 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
         tokens = pad_batch([t for _, t in pool]).to(device)  # every caption: one encoder call each
         truth = torch.tensor([j for j, _ in pool], device=device)
         units = torch.nn.functional.normalize(vecs, dim=1)
-        plain = joint_ranks(joint, tokens, units, truth).cpu().numpy()
-        with torch.no_grad():  # image->text: each photo's best-placed own caption among all of them
+        with torch.no_grad():  # each caption encoded once; its scores serve both directions and the re-rank
             texts = torch.cat([joint(tokens[s : s + 512]) for s in range(0, len(tokens), 512)])  # (Q, dim)
-            scores = units @ texts.T  # (N, Q)
+            scores = texts @ units.T  # (Q, N)
+            plain = (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy()  # text->image
+            # image->text: each photo's best-placed own caption among all of them
             own = truth.unsqueeze(0) == torch.arange(n_images, device=device).unsqueeze(1)  # (N, Q)
-            best_own = scores.masked_fill(~own, float("-inf")).max(1, keepdim=True).values  # (N, 1)
+            best_own = scores.T.masked_fill(~own, float("-inf")).max(1, keepdim=True).values  # (N, 1)
             asked = own.any(1)
-            image_ranks = (scores > best_own).sum(1)[asked].cpu().numpy()
+            image_ranks = (scores.T > best_own).sum(1)[asked].cpu().numpy()
         rows += [
             {"task": "retrieval", "method": "joint", "metric": f"image->text {k}", "value": v, "n": int(asked.sum())}
             for k, v in recall_at(image_ranks).items()
         ]
-        reranked = rerank_ranks(model, vecs, [t for _, t in pool], truth.cpu().numpy(), plain, o.rerank, lambda q: joint(q) @ units.T)
+        reranked = rerank_ranks(model, vecs, [t for _, t in pool], truth.cpu().numpy(), plain, o.rerank, scores=scores)
         for method, ranks in (("joint", plain), ("joint+rerank", reranked)):
             rows += [
                 {"task": "retrieval", "method": method, "metric": f"text->image {k}", "value": v, "n": len(pool)}

@@ -238,7 +238,7 @@ def finetune_scst(workspace: Workspace, captions: Ref, features: Features, base:
     checkpoint = torch.load(workspace.path(base.path), map_location="cpu", weights_only=True)
     model = Captioner.from_checkpoint(checkpoint).to(device)
     words = checkpoint["vocab"]
-    train_refs = reference_ids(workspace, captions, "train", words)
+    train_refs = reference_ids(workspace, captions, "train")
     val_refs = clean_references(workspace, captions, "val")
     photos = sorted(train_refs)
     val_images = sorted(val_refs)
@@ -286,10 +286,12 @@ def finetune_scst(workspace: Workspace, captions: Ref, features: Features, base:
     return ModelRef(workspace.relative(path), version, version, metrics)
 
 
-def reference_ids(workspace: Workspace, captions: Ref, split: str, words: list[str]) -> dict[str, list[list[int]]]:
+def reference_ids(workspace: Workspace, captions: Ref, split: str) -> dict[str, list[list[int]]]:
     """{image_id: [caption as word ids, ...]} of one split (unknown words as <unk>)."""
-    index = {w: i for i, w in enumerate(words)}
-    return {k: [[index.get(w, UNK_ID) for w in c.split()] for c in v] for k, v in clean_references(workspace, captions, split).items()}
+    refs: dict[str, list[list[int]]] = {}
+    for image_id, tokens in zip(*load_split(workspace, captions, split)[:2]):
+        refs.setdefault(image_id, []).append(tokens)
+    return refs
 
 
 @cached_task(name="scst")

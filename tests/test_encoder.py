@@ -36,6 +36,9 @@ def test_lite2_weights_recognise_real_photos():
     assert classify(lite2, skimage_data.chelsea(), 260)[0] in {281, 282, 285}
     assert classify(lite2, skimage_data.coffee(), 260)[0] == 967
     assert lite2.feature_dim == 1280 * 5 + 2 * (16 + 24 + 48 + 88)
+    # taps are the last block of stages 1-4: the next block starts a wider stage
+    blocks = lite2.net._blocks
+    assert all(blocks[i + 1]._project_conv.out_channels > blocks[i]._project_conv.out_channels for i in lite2.net.taps)
 
 
 def test_features_have_global_and_grid_parts(encoder):

@@ -43,10 +43,9 @@ def test_scst_raises_the_reward_of_what_the_decoder_samples(trained, tmp_path):
     captions = Ref(ws.relative(next(ws.path("parquet").glob("captions-*"))), "captions")
     features = Features(feature_dir(enc["name"], enc["image_size"], enc["grid"]), "features", enc["name"], enc["image_size"], enc["grid"], ())
 
-    words = checkpoint["vocab"]
-    val = reference_ids(ws, captions, "val", words)
+    val = reference_ids(ws, captions, "val")
     photos = sorted(val)[:200]
-    scorer = CiderD({p: val[p] for p in photos}, list(reference_ids(ws, captions, "train", words).values()))
+    scorer = CiderD({p: val[p] for p in photos}, list(reference_ids(ws, captions, "train").values()))
     feats = torch.from_numpy(read_features(ws, features, photos))
 
     def sampled_reward(m) -> float:

@@ -70,12 +70,19 @@ class SearchResult:
 
 def choose_by_recall(measured: list[tuple[str, float, int]]) -> str:
     """(method, recall %, queries) -> the method to use: the best, unless a cheaper one (by
-    SEARCH_COST) is within 1.96 standard errors of it (a difference the sample cannot tell)."""
+    SEARCH_COST) is within 1.96 standard errors of it (a difference the sample cannot tell).
+    The errors are Agresti-Caffo's (two hits and two misses added to each sample): a perfect
+    score on a small sample is not certain, and the plain formula would give it no error."""
     best_method, best, best_n = max(measured, key=lambda m: m[1])
+
+    def share_and_variance(recall: float, n: int) -> tuple[float, float]:
+        p = (recall / 100 * n + 2) / (n + 4)
+        return p, p * (1 - p) / (n + 4)
+
+    p, p_var = share_and_variance(best, best_n)
     for method, value, n in sorted(measured, key=lambda m: SEARCH_COST.index(m[0])):
-        p, q = best / 100, value / 100
-        error = 100 * 1.96 * math.sqrt(p * (1 - p) / max(best_n, 1) + q * (1 - q) / max(n, 1))
-        if best - value <= error:
+        q, q_var = share_and_variance(value, n)
+        if p - q <= 1.96 * math.sqrt(p_var + q_var):
             return method
     return best_method
 
@@ -386,7 +393,7 @@ class Queries:
     @cached_property
     def encoder(self):
         settings = self.checkpoint["encoder"]
-        return load_encoder(settings["name"], settings["grid"]).to(self.device)
+        return load_encoder(settings["name"], settings["grid"], cache_dir=self.workspace.runtime_cache).to(self.device)
 
     @cached_property
     def index(self) -> faiss.Index:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
@@ -82,6 +83,20 @@ def peak_rss_mb() -> float:
             return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def backend(name: str):
+    """Run the block with ONENET_BACKEND=name (the encoder reads it at each call)."""
+    saved = os.environ.get("ONENET_BACKEND")
+    os.environ["ONENET_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("ONENET_BACKEND", None)
+        else:
+            os.environ["ONENET_BACKEND"] = saved
 
 
 def sync_for(device: torch.device) -> Callable[[], None]:

@@ -15,9 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Row, latencies, ms, p50_p99, peak_rss_mb
+from bench.common import Row, backend, latencies, ms, p50_p99, peak_rss_mb
 from core import prefect_env
 from core.workspace import Workspace
+from models.runtime import openvino_available
 
 QUERIES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star")]
 
@@ -121,6 +122,15 @@ def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Ro
     bulk = timed(f"ingest {n_bulk:,}", lambda: ingest(workspace=str(ws.root), folders=[str(root / "bulk")]))
     rows.append(Row("pipeline", f"ingest {n_bulk:,} new photos (decode, CNN, caption, land, index): collection -> 8,000", f"{bulk:.1f} s",
                     f"{n_bulk / bulk:.1f} photos/s"))
+    # issue 17: the same ingest with the encoder on eager PyTorch and on OpenVINO (models/runtime.py)
+    if openvino_available():
+        seconds = {}
+        for seed, name in ((4, "torch"), (5, "openvino")):
+            write_scenes(root / f"new1000-{name}", seed, 1000)
+            with backend(name):
+                seconds[name] = timed(f"ingest 1,000 ({name})", lambda n=name: ingest(workspace=str(ws.root), folders=[str(root / f"new1000-{n}")]))
+        rows.append(Row("pipeline", "ingest 1,000 new photos, encoder on OpenVINO vs eager PyTorch (the rest the same)", f"{seconds['openvino']:.1f} s",
+                        f"{seconds['torch']:.1f} s PyTorch", seconds["torch"] / seconds["openvino"], ">= 2x"))
     write_scenes(root / "new100", 2, 100)
     hundred = timed("ingest 100", lambda: ingest(workspace=str(ws.root), folders=[str(root / "new100")]))
     again = timed("re-ingest 100", lambda: ingest(workspace=str(ws.root), folders=[str(root / "new100")]))

@@ -14,7 +14,7 @@ import torch
 
 from bench.common import peak_rss_mb
 
-SECTIONS = ("features", "decoder", "search-8k", "search-100k", "search-1m", "pipeline")
+SECTIONS = ("features", "decoder", "runtime", "search-8k", "search-100k", "search-1m", "pipeline")
 SEARCH_SIZES = {"search-8k": 8_000, "search-100k": 100_000, "search-1m": 1_000_000}
 
 
@@ -36,6 +36,10 @@ def main() -> None:
         from bench import decoder
 
         rows = decoder.run(bounds, device, args.full)
+    elif args.name == "runtime":
+        from bench import runtime
+
+        rows = runtime.run(bounds, device, args.full)
     elif args.name in SEARCH_SIZES:
         from bench import search
 

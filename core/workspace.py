@@ -54,5 +54,12 @@ class Workspace:
         return self.root / "results"
 
     @property
+    def runtime_cache(self) -> Path:
+        """Converted encoder graphs for the CPU runtime (models/runtime.py), named by content, so
+        workspaces may share one folder (ONENET_RUNTIME_CACHE)."""
+        shared = os.environ.get("ONENET_RUNTIME_CACHE")
+        return Path(shared) if shared else self.root / "cache" / "openvino"
+
+    @property
     def prefect_home(self) -> Path:
         return self.root / "prefect"

@@ -112,9 +112,10 @@ def decode(words: list[str], tokens: list[int]) -> str:
 
 @torch.no_grad()
 def caption_vectors(model: Captioner, words: list[str], image_vecs: torch.Tensor, beam_size: int, batch_size: int = 512):
-    """Captions (text, score) for (N, dim) image vectors, decoded in batches."""
+    """Captions (text, score) for (N, dim) image vectors, decoded in batches, with the length
+    normalisation the model was trained with (CaptionerConfig.length_alpha)."""
     out = []
     for s in range(0, len(image_vecs), batch_size):
-        for c in beam_search(model, image_vecs[s : s + batch_size], beam_size=beam_size):
+        for c in beam_search(model, image_vecs[s : s + batch_size], beam_size=beam_size, alpha=model.cfg.length_alpha):
             out.append((decode(words, c.tokens), c.score))
     return out

@@ -32,6 +32,7 @@ class CaptionerConfig:
     tie_weights: bool = True  # output layer shares the word vectors (needs hidden == dim)
     init_state: bool = True  # the image vector also sets the RNN's initial state
     image_every_step: bool = False  # also feed the image vector beside every word (not only first)
+    length_alpha: float = 0.7  # beam search ranks captions by log-prob / length**alpha (models/beam.py)
 
 
 class Captioner(nn.Module):

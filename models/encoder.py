@@ -9,8 +9,9 @@ torchvision models can be selected as `torchvision:NAME` when their weights are 
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +23,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from core.errors import OnenetError
 from core.photos import decoded_batches
+from models.runtime import PRECISIONS, chosen_backend
+
+log = logging.getLogger("onenet.encoder")
 
 DEFAULT_ENCODER = "efficientnet-lite0"
 
@@ -164,6 +168,9 @@ class Encoder:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     grid: int = 2  # also pool the map into grid x grid cells: keeps coarse "where" information
+    precision: str = "f32"  # "bf16": through OpenVINO only, named "<encoder>+bf16" (other features)
+    cache_dir: Path | None = None  # where models/runtime.py keeps the converted OpenVINO graphs
+    _runtimes: dict = field(default_factory=dict, repr=False)  # input size -> OpenVinoFeatures (None: failed)
 
     @property
     def feature_dim(self) -> int:
@@ -175,13 +182,36 @@ class Encoder:
         std = torch.tensor(self.std, device=pixels.device).view(1, 3, 1, 1) * 255
         return (pixels.float() - mean) / std
 
+    @property
+    def backend(self) -> str:
+        """'openvino' or 'torch': what runs `features` here (models/runtime.py, ONENET_BACKEND)."""
+        return chosen_backend(next(self.net.parameters()).device, self.precision)
+
     @torch.inference_mode()
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) uint8 -> (B, feature_dim).
 
         [head average (C) | head grid-cell averages (C * grid^2) | per tap: average, max]
         """
+        if pixels.device.type == "cpu" and self.backend == "openvino" and (runtime := self.runtime(pixels.shape[-1])):
+            return runtime(pixels)
         return self.pooled_features(self.normalise(pixels).contiguous(memory_format=memory_format(pixels.device)))
+
+    def runtime(self, size: int):
+        """The OpenVINO build of `features` for square inputs of `size` px (made on first use)."""
+        if size not in self._runtimes:
+            from models.runtime import OpenVinoFeatures
+
+            try:
+                self._runtimes[size] = OpenVinoFeatures(self, size, self.cache_dir, self.precision)
+            except OnenetError:
+                raise
+            except Exception as e:  # a graph OpenVINO cannot take: the same features from PyTorch
+                if self.precision != "f32":
+                    raise OnenetError(f"OpenVINO could not build {self.name} at {size} px: {e}") from e
+                log.warning("OpenVINO could not build %s at %d px (%s); using PyTorch", self.name, size, e)
+                self._runtimes[size] = None
+        return self._runtimes[size]
 
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         """`features` of normalised float pixels, differentiable (models/imagine.py optimises x)."""
@@ -251,11 +281,20 @@ LITE_ENCODERS = {
 }
 
 
-def load_encoder(name: str = DEFAULT_ENCODER, grid: int = 2, fold_batchnorm: bool = True) -> Encoder:
-    """Build a frozen encoder by name: 'efficientnet-lite0', 'efficientnet-lite2' or 'torchvision:<model name>'.
+def load_encoder(name: str = DEFAULT_ENCODER, grid: int = 2, fold_batchnorm: bool = True, cache_dir: Path | None = None) -> Encoder:
+    """Build a frozen encoder by name: 'efficientnet-lite0', 'efficientnet-lite2' or 'torchvision:<model name>',
+    optionally with '+bf16' (OpenVINO's bf16 inference on CPU: different features, a different name).
 
     fold_batchnorm=False keeps the network as trained (a plain port): for comparisons only.
+    cache_dir: where the OpenVINO graph is kept between runs (models/runtime.py); None: rebuilt per process.
     """
+    base, plus, precision = name.partition("+")
+    if plus:
+        if precision not in PRECISIONS[1:]:
+            raise OnenetError(f"unknown encoder variant {name!r}: the only one is '<encoder>+bf16'")
+        encoder = load_encoder(base, grid, fold_batchnorm, cache_dir)
+        encoder.name, encoder.precision = name, precision
+        return encoder
     if name in LITE_ENCODERS:
         stages, taps, weights = LITE_ENCODERS[name]
         net = EfficientNetLite(stages, taps)
@@ -268,6 +307,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, grid: int = 2, fold_batchnorm: boo
     encoder.net.eval().requires_grad_(False)
     if fold_batchnorm and hasattr(encoder.net, "fold_batchnorm"):
         encoder.net.fold_batchnorm()
+    encoder.cache_dir = cache_dir
     return encoder
 
 

@@ -80,7 +80,7 @@ def train(
     max_words: int = typer.Option(20, help="captions are cut at this many words"),
     n_images: int = typer.Option(2000, help="shapes: number of scenes to draw"),
     seed: int = typer.Option(0, help="shapes: which scenes"),
-    encoder: Optional[str] = typer.Option(None, help="efficientnet-lite0, efficientnet-lite2 or torchvision:NAME (weights in TORCH_HOME) [default: efficientnet-lite0]"),
+    encoder: Optional[str] = typer.Option(None, help="efficientnet-lite0, efficientnet-lite2 or torchvision:NAME (weights in TORCH_HOME); +bf16 (e.g. efficientnet-lite0+bf16): OpenVINO bf16 on CPU, other features [default: efficientnet-lite0]"),
     image_size: Optional[int] = typer.Option(None, help="pixels fed to the CNN [default: 160 for shapes, 224 for photos]"),
     epochs: Optional[int] = typer.Option(None, help="decoder epochs [default: 12 for shapes; photos: see PHOTO_DEFAULTS]"),
     dim: Optional[int] = typer.Option(None, help="image and word vector width [default: 300]"),
@@ -93,11 +93,13 @@ def train(
     label_smoothing: Optional[float] = typer.Option(None, help="share of each target's probability spread over the vocabulary [default: 0]"),
     select_by: Optional[str] = typer.Option(None, help="keep the epoch with the best validation 'loss' or 'cider' [default: loss for shapes, cider for photos]"),
     patience: Optional[int] = typer.Option(None, help="stop after this many epochs without a better one (0: never)"),
+    length_alpha: Optional[float] = typer.Option(None, help="beam search ranks captions by log-prob / length**alpha, kept with the model [default: 0.7 for shapes, 1.0 for photos]"),
     scst_epochs: Optional[int] = typer.Option(None, help="self-critical (CIDEr-D) fine-tuning epochs after cross-entropy (0: none) [default: 0 for shapes]"),
     scst_lr: Optional[float] = typer.Option(None, help="self-critical fine-tuning learning rate [default: 5e-05]"),
     scst_baseline: Optional[str] = typer.Option(None, help="self-critical baseline: 'greedy' caption's reward (Rennie et al.) or 'mean' of the other samples"),
     joint_epochs: Optional[int] = typer.Option(None, help="caption encoder (text->image search): training epochs (0: no encoder) [default: 15]"),
     joint_hidden: Optional[int] = typer.Option(None, help="caption encoder: GRU width per direction [default: 512]"),
+    joint_loss: Optional[str] = typer.Option(None, help="caption encoder: 'infonce' (all in-batch negatives) or 'max-violation' (VSE++'s hardest negative) [default: infonce for shapes]"),
     gate: bool = typer.Option(False, "--gate", help="promote the new version only if it is not worse than the promoted one (what the scheduled retrain does)"),
     tolerance: float = typer.Option(0.02, help="--gate: relative drop a gated metric may show"),
     gate_metric: list[str] = typer.Option([], "--gate-metric", help="--gate: TASK/METHOD/METRIC to compare [default: captions/beam3/CIDEr, captions/beam3/BLEU-4]"),
@@ -123,9 +125,9 @@ def train(
         encoder=encoder, image_size=image_size, min_count=min_count, max_words=max_words,
         decoder=dict(
             dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
-            label_smoothing=label_smoothing, select_by=select_by, patience=patience,
+            label_smoothing=label_smoothing, select_by=select_by, patience=patience, length_alpha=length_alpha,
         ),
-        scst=dict(epochs=scst_epochs, lr=scst_lr, baseline=scst_baseline), joint=dict(epochs=joint_epochs, hidden=joint_hidden),
+        scst=dict(epochs=scst_epochs, lr=scst_lr, baseline=scst_baseline), joint=dict(epochs=joint_epochs, hidden=joint_hidden, loss=joint_loss),
     )
     check_options(options)  # before Prefect starts: a wrong path is one line, not a failed flow run
     from flows.runners import task_runner
@@ -164,6 +166,7 @@ def evaluate(
     retrieval_images: int = typer.Option(1000, help="photos searched among (the standard protocol: 1,000)"),
     text_queries: int = typer.Option(50, help="text->image queries sampled for the generative search methods (0: every caption)"),
     image_queries: int = typer.Option(50, help="image->text queries (photos) sampled (0: every photo)"),
+    rerank_queries: int = typer.Option(1000, help="text->image queries sampled for the caption encoder + likelihood re-rank (0: every caption)"),
 ) -> None:
     """Measure a model: BLEU/METEOR/ROUGE-L/CIDEr vs the nearest-neighbour baseline, recall@K, word checks."""
     c = _ctx(ctx)
@@ -171,7 +174,7 @@ def evaluate(
     from flows.evaluate import metrics_table
     from tasks.evaluate import EvalOptions
 
-    options = EvalOptions(split=split, beam_size=beam, retrieval_images=retrieval_images, text_queries=text_queries, image_queries=image_queries)
+    options = EvalOptions(split=split, beam_size=beam, retrieval_images=retrieval_images, text_queries=text_queries, image_queries=image_queries, rerank_queries=rerank_queries)
     from warehouse.db import connect, model_version
 
     con = connect(c.workspace, read_only=True)  # an unknown version is one line, not a failed flow run

@@ -73,7 +73,7 @@ def extract_features(
     rejects: list[tuple[str, str]] = []
     if todo:
         device = default_device()
-        encoder = load_encoder(encoder_name, grid).to(device)
+        encoder = load_encoder(encoder_name, grid, cache_dir=workspace.runtime_cache).to(device)
         log.info("features: encoding %d new photos (%d already stored) with %s on %s", len(todo), len(done), encoder_name, device)
         started, seen, ids, vectors = time.perf_counter(), 0, [], []
         for positions, batch_vectors, bad in encoder.encode_files([workspace.path(p) for _, p in todo], image_size, batch_size):

@@ -73,7 +73,7 @@ def train_joint(workspace: Workspace, captions: Ref, vectors: Ref, model_ref: Mo
         by_photo.setdefault(r, []).append(t)
     photo_rows = np.array(sorted(by_photo))
 
-    encoder = CaptionEncoder(captioner.word_vectors.detach().cpu(), cfg.hidden, cfg.temperature).to(device)
+    encoder = CaptionEncoder(captioner.word_vectors.detach().cpu(), cfg.hidden, cfg.temperature, cfg.tune_words).to(device)
     optimiser = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad], lr=cfg.lr)
     steps = max(1, -(-len(photo_rows) // cfg.batch_size))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1)
@@ -87,7 +87,7 @@ def train_joint(workspace: Workspace, captions: Ref, vectors: Ref, model_ref: Mo
             chosen = [by_photo[r][rng.integers(len(by_photo[r]))] for r in batch]
             texts = np.array([hash(tuple(t)) for t in chosen])
             same = torch.from_numpy(texts[:, None] == texts[None, :]).to(device)  # (B, B)
-            loss = encoder.loss(pad_batch(chosen).to(device), train_units[torch.from_numpy(batch).to(device)], same)
+            loss = encoder.loss(pad_batch(chosen).to(device), train_units[torch.from_numpy(batch).to(device)], same, cfg.loss, cfg.margin)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -44,6 +44,7 @@ class TrainConfig:
     tie_weights: bool = True
     init_state: bool = True
     image_every_step: bool = False
+    length_alpha: float = 0.7  # beam search's length normalisation, kept with the model
     epochs: int = 12
     batch_size: int = 64
     lr: float = 3e-3
@@ -97,7 +98,7 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
     model = Captioner(
         CaptionerConfig(
             feats.shape[1], len(words), cfg.dim, cfg.hidden, cfg.layers, cfg.rnn, cfg.dropout, cfg.tie_weights, cfg.init_state,
-            cfg.image_every_step,
+            cfg.image_every_step, cfg.length_alpha,
         )
     ).to(device)
     train_rows = torch.tensor([row[i] for i in sorted(set(train_ids))], device=device)

@@ -13,6 +13,8 @@ import pytest
 _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="onenet-prefect-"))
 os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
 os.environ.pop("PREFECT_API_URL", None)
+# The encoder's converted OpenVINO graph is named by content: the session's workspaces share one.
+os.environ.setdefault("ONENET_RUNTIME_CACHE", str(_PREFECT_HOME / "openvino"))
 
 from core import prefect_env  # noqa: E402
 from core.workspace import Workspace  # noqa: E402

@@ -55,6 +55,19 @@ def test_length_normalisation_prefers_a_longer_caption_that_is_nearly_as_likely(
     assert raw.tokens == [B]
 
 
+def test_captions_use_the_length_normalisation_the_model_was_trained_with():
+    from types import SimpleNamespace
+
+    from models.beam import caption_vectors
+
+    model = MarkovDecoder(first={A: 0.5, B: 0.5}, after={A: {B: 0.8, END_ID: 0.2}, B: {END_ID: 0.5, A: 0.5}})
+    words = ["<pad>", "<end>", "<unk>", "a", "b", "c"]
+    model.cfg = SimpleNamespace(length_alpha=0.7)
+    assert caption_vectors(model, words, torch.zeros(1, 8), beam_size=3)[0][0] == "a b"
+    model.cfg = SimpleNamespace(length_alpha=0.0)
+    assert caption_vectors(model, words, torch.zeros(1, 8), beam_size=3)[0][0] == "b"
+
+
 def test_never_repeats_the_previous_word():
     model = MarkovDecoder(first={A: 1.0}, after={A: {A: 0.9, B: 0.05, END_ID: 0.05}, B: {END_ID: 1.0}})
     (best,) = beam_search(model, torch.zeros(1, 8), beam_size=2)

@@ -7,12 +7,23 @@ def test_shapes_keep_their_defaults_and_photos_get_the_photo_ones():
     assert options_for("shapes") == TrainOptions()
     for source in ("flickr8k", "karpathy"):
         o = options_for(source)
-        assert (o.image_size, o.encoder, o.decoder) == (PHOTO_DEFAULTS["image_size"], PHOTO_DEFAULTS["encoder"], PHOTO_DEFAULTS["decoder"])
+        assert (o.image_size, o.encoder, o.decoder, o.joint) == tuple(PHOTO_DEFAULTS[k] for k in ("image_size", "encoder", "decoder", "joint"))
         assert o.image_size != TrainOptions().image_size
+        assert o.decoder.length_alpha != TrainOptions().decoder.length_alpha and o.joint.loss != TrainOptions().joint.loss
 
 
 def test_what_the_user_gives_wins_and_the_rest_stays():
     o = options_for("flickr8k", image_size=160, encoder=None, decoder={"epochs": 3, "dropout": None}, scst={"epochs": 2}, joint={"hidden": 256})
     assert o.image_size == 160 and o.encoder == PHOTO_DEFAULTS["encoder"]
     assert o.decoder.epochs == 3 and o.decoder.dropout == PHOTO_DEFAULTS["decoder"].dropout
-    assert o.scst.epochs == 2 and o.joint.hidden == 256 and o.joint.epochs == TrainOptions().joint.epochs
+    assert o.scst.epochs == 2 and o.joint.hidden == 256 and o.joint.epochs == PHOTO_DEFAULTS["joint"].epochs
+
+
+def test_a_wrong_caption_encoder_loss_is_one_clear_line():
+    import pytest
+
+    from core.errors import OnenetError
+    from flows.train import check_options
+
+    with pytest.raises(OnenetError, match="--joint-loss"):
+        check_options(options_for("shapes", joint={"loss": "triplet"}))

@@ -60,6 +60,8 @@ def test_choice_by_recall_prefers_the_cheaper_method_within_the_error():
     # a real gap wins for the expensive method
     assert choose_by_recall([("joint", 20.0, 750), ("inversion+rerank", 60.0, 50)]) == "inversion+rerank"
     assert choose_by_recall([("joint", 18.7, 2668), ("joint+rerank", 25.0, 2668), ("inversion", 4.0, 50)]) == "joint+rerank"
+    # a perfect score on a small sample is not certain: 100.0 of 24 does not beat 96.5 of 750
+    assert choose_by_recall([("joint", 96.5, 750), ("inversion+rerank", 100.0, 24)]) == "joint"
 
 
 def test_methods_and_unknown_words(queries):
@@ -104,3 +106,27 @@ def test_opposites_are_far_from_the_description(queries):
     result = queries.opposite("a big red circle", k=5)
     assert not any(_shows(truth, m.image_id, "red", "circle") for m in result["nearest"]), [m.caption for m in result["nearest"]]
     assert result["nll"] > 5  # the decoder finds the description very unlikely there
+
+
+def test_max_violation_loss_is_the_hinge_on_the_hardest_negative():
+    import torch
+
+    from models.joint import CaptionEncoder
+
+    torch.manual_seed(0)
+    encoder = CaptionEncoder(torch.randn(20, 8), hidden=4)
+    tokens = torch.tensor([[3, 4, 5], [6, 7, 0], [8, 9, 10]])
+    photos = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    cosine = encoder(tokens) @ photos.T  # (3, 3)
+    same = torch.zeros(3, 3, dtype=torch.bool)
+
+    def hinge(c: torch.Tensor) -> torch.Tensor:
+        off = c.masked_fill(torch.eye(3, dtype=torch.bool), float("-inf"))
+        return ((0.2 - c.diagonal() + off.max(1).values).clamp_min(0) + (0.2 - c.diagonal() + off.max(0).values).clamp_min(0)).mean()
+
+    assert torch.allclose(encoder.loss(tokens, photos, same, "max-violation", 0.2), hinge(cosine))
+    # a caption identical to another photo's is not that photo's negative
+    same[0, 1] = same[1, 0] = True
+    masked = cosine.clone()
+    masked[0, 1] = masked[1, 0] = float("-inf")
+    assert torch.allclose(encoder.loss(tokens, photos, same, "max-violation", 0.2), hinge(masked))

@@ -1,0 +1,184 @@
+"""A CPU inference runtime for the frozen encoder: OpenVINO, with PyTorch as the fallback.
+
+Eager PyTorch runs EfficientNet-Lite's depthwise convolutions far below the CPU's FLOP bound;
+OpenVINO compiles the whole graph (normalisation, CNN, pooling) for the CPU it finds and runs it
+two to three times as fast (BENCHMARKS.md, "Features through OpenVINO"). The features stay the
+same features: fp32 inference (`INFERENCE_PRECISION_HINT=f32`; OpenVINO would pick bf16 by itself
+on CPUs that have it), within 1e-4 of PyTorch's (tests/test_runtime.py), so the caches, versions
+and test results do not depend on the backend. bf16 is an explicit encoder variant
+("efficientnet-lite0+bf16"): its features are different, and so is its name in every cache key.
+
+Which backend (ONENET_BACKEND): "auto" (default) = OpenVINO on CPU when the package is
+installed, PyTorch otherwise and always on CUDA; "torch"; "openvino" (an error without it).
+imagine differentiates through the CNN and so always runs PyTorch (Encoder.pooled_features).
+
+The converted graph is stored once per encoder, input size and code version under the given
+cache folder (the workspace's cache/openvino/), so only the first run pays the conversion
+(about 5 s); compiling it for this CPU takes a fraction of a second and happens per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.errors import OnenetError
+from core.files import sha256_text
+
+log = logging.getLogger("onenet.runtime")
+
+BACKENDS = ("auto", "torch", "openvino")
+PRECISIONS = ("f32", "bf16")
+RUNTIME_LAYOUT = 1  # bump when the exported graph changes (part of the cache key with the code)
+_converting = threading.Lock()
+CHECK_TOLERANCE = 1e-3  # tests/test_runtime.py holds real photos to 1e-4; this catches a broken build
+
+
+def openvino_available() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+@functools.lru_cache(maxsize=1)
+def openvino_core():
+    """The process's one OpenVINO Core, never released.
+
+    OpenVINO's CPU plugin gives the thread that creates a Core an alternate signal stack (for
+    AMX's big signal frames) and unmaps it when that Core goes, restoring the old one on whatever
+    thread the Core happens to die in. With a Core per encoder, the main thread was left with an
+    unmapped signal stack, and the next signal it handled (Python installs its handlers with
+    SA_ONSTACK) killed the process: SIGSEGV, si_code SI_KERNEL (tests/test_runtime.py)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
+def chosen_backend(device: torch.device, precision: str = "f32") -> str:
+    """'openvino' or 'torch' for an encoder on `device` (see the module docstring)."""
+    wanted = os.environ.get("ONENET_BACKEND", "auto").strip().lower() or "auto"
+    if wanted not in BACKENDS:
+        raise OnenetError(f"ONENET_BACKEND={wanted!r}: use one of {', '.join(BACKENDS)}")
+    if precision != "f32":  # bf16 features exist only through OpenVINO
+        if not openvino_available():
+            raise OnenetError(f"the {precision} encoder needs the openvino package (pip install openvino)")
+        if device.type != "cpu":
+            raise OnenetError(f"the {precision} encoder runs on CPU only (OpenVINO); set ONENET_DEVICE=cpu")
+        return "openvino"
+    if device.type != "cpu" or wanted == "torch":
+        return "torch"
+    if wanted == "openvino" and not openvino_available():
+        raise OnenetError("ONENET_BACKEND=openvino but the openvino package is not installed (pip install openvino)")
+    return "openvino" if openvino_available() else "torch"
+
+
+class _Graph(nn.Module):
+    """What OpenVINO compiles: uint8 pixels -> Encoder.features (normalisation and pooling inside)."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+        self.net = encoder.net  # registered, so conversion sees the weights as parameters
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.encoder.pooled_features(self.encoder.normalise(pixels))
+
+
+class OpenVinoFeatures:
+    """Encoder.features compiled by OpenVINO for one input size: (B, 3, S, S) uint8 -> (B, D) float32.
+
+    Compiled lazily per thread count (torch's at call time: a shard inside models.single_thread
+    gets a one-thread network, as its PyTorch twin would) and used by one caller at a time.
+    """
+
+    def __init__(self, encoder, size: int, cache_dir: Path | None, precision: str = "f32"):
+
+        if precision not in PRECISIONS:
+            raise OnenetError(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
+        self.size, self.precision = size, precision
+        self.core = openvino_core()
+        if precision == "bf16" and "BF16" not in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise OnenetError("this CPU has no bf16 instructions: use the f32 encoder (drop '+bf16')")
+        self.model = self._model(encoder, size, cache_dir)
+        self._compiled: dict[int, object] = {}
+        self._lock = threading.Lock()
+        if precision == "f32":
+            self._check(encoder)
+
+    def _check(self, encoder) -> None:
+        """Compare with PyTorch once, on a fixed picture: a runtime that computes other features
+        on this CPU is refused (Encoder.runtime then falls back to PyTorch). This happens, e.g.,
+        under ONEDNN_MAX_CPU_ISA, which restricts oneDNN but not OpenVINO's own layout choice:
+        the features come out scrambled."""
+        pixels = torch.randint(0, 256, (1, 3, self.size, self.size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            expected = encoder.pooled_features(encoder.normalise(pixels))
+        difference = (self(pixels) - expected).abs().max().item()
+        if not difference <= CHECK_TOLERANCE:
+            raise RuntimeError(f"its features differ from PyTorch's by {difference:.3g} on this CPU")
+
+    def _model(self, encoder, size: int, cache_dir: Path | None):
+        import openvino as ov
+
+        path = cache_dir / f"{encoder.name}-{size}px-g{encoder.grid}-{graph_key(encoder, size)[:16]}.xml" if cache_dir else None
+        with _converting:  # shards start together: one converts, the others read its files
+            if path is not None and path.exists() and path.with_suffix(".bin").exists():
+                return self.core.read_model(path)
+            # features() runs in inference mode, tracing wants plain tensors; the tracer's warnings
+            # are about SAME padding computed in Python, which is right for this one size.
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                model = ov.convert_model(_Graph(encoder).eval(), example_input=torch.zeros(1, 3, size, size, dtype=torch.uint8))
+            model.reshape({0: [-1, 3, size, size]})  # any batch; the size is fixed (SAME padding is traced for it)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                    ov.save_model(model, Path(tmp) / path.name, compress_to_fp16=False)  # graph .xml + weights .bin
+                    os.replace(Path(tmp) / path.with_suffix(".bin").name, path.with_suffix(".bin"))
+                    os.replace(Path(tmp) / path.name, path)  # the graph last: it exists only with its weights
+                log.info("runtime: converted %s at %d px for OpenVINO (%s)", encoder.name, size, path.name)
+                return self.core.read_model(path)  # what later runs read: the first run computes the same numbers
+            return model
+
+    def compiled(self, threads: int):
+        with self._lock:
+            if threads not in self._compiled:
+                config = {
+                    "INFERENCE_PRECISION_HINT": self.precision,
+                    "INFERENCE_NUM_THREADS": threads,
+                    "NUM_STREAMS": 1,  # one request at a time; parallelism is the threads (or shards)
+                    "PERFORMANCE_HINT": "LATENCY",
+                }
+                self._compiled[threads] = self.core.compile_model(self.model, "CPU", config)
+            return self._compiled[threads]
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.shape[-1] != self.size or pixels.shape[-2] != self.size:
+            raise ValueError(f"this runtime was built for {self.size} px, got {tuple(pixels.shape)}")
+        compiled = self.compiled(torch.get_num_threads())
+        request = compiled.create_infer_request()
+        request.infer({0: np.ascontiguousarray(pixels.numpy())})
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+
+def graph_key(encoder, size: int) -> str:
+    """Content key of a converted graph: the encoder's name, weights and pooling, the input size,
+    the code that builds it and the OpenVINO version that converts it."""
+    import hashlib
+
+    import openvino as ov
+
+    weights = hashlib.sha256()
+    for name, tensor in sorted(encoder.net.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    code = [Path(__file__).read_text(), (Path(__file__).parent / "encoder.py").read_text()]
+    return sha256_text(encoder.name, str(encoder.grid), str(size), weights.hexdigest(), *code, ov.__version__, str(RUNTIME_LAYOUT))

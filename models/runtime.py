@@ -100,7 +100,6 @@ class OpenVinoFeatures:
     """
 
     def __init__(self, encoder, size: int, cache_dir: Path | None, precision: str = "f32"):
-
         if precision not in PRECISIONS:
             raise OnenetError(f"unknown precision {precision!r}: use {' or '.join(PRECISIONS)}")
         self.size, self.precision = size, precision

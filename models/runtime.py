@@ -41,6 +41,8 @@ BACKENDS = ("auto", "torch", "openvino")
 PRECISIONS = ("f32", "bf16")
 RUNTIME_LAYOUT = 1  # bump when the exported graph changes (part of the cache key with the code)
 _converting = threading.Lock()
+_compiling = threading.Lock()
+_compiled: dict[tuple[str, str], object] = {}  # (graph key, precision) -> the process's compiled network
 CHECK_TOLERANCE = 1e-3  # tests/test_runtime.py holds real photos to 1e-4; this catches a broken build
 
 
@@ -95,8 +97,10 @@ class _Graph(nn.Module):
 class OpenVinoFeatures:
     """Encoder.features compiled by OpenVINO for one input size: (B, 3, S, S) uint8 -> (B, D) float32.
 
-    Compiled lazily per thread count (torch's at call time: a shard inside models.single_thread
-    gets a one-thread network, as its PyTorch twin would) and used by one caller at a time.
+    One compiled network per graph and process, with one stream (one thread) per core; each photo
+    is its own request and the requests of all callers (threads) share the streams. So one caller
+    uses every core, shards running at once share them instead of queueing on one, and a photo's
+    features never depend on how many threads or shards there were.
     """
 
     def __init__(self, encoder, size: int, cache_dir: Path | None, precision: str = "f32"):
@@ -106,9 +110,8 @@ class OpenVinoFeatures:
         self.core = openvino_core()
         if precision == "bf16" and "BF16" not in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise OnenetError("this CPU has no bf16 instructions: use the f32 encoder (drop '+bf16')")
-        self.model = self._model(encoder, size, cache_dir)
-        self._compiled: dict[int, object] = {}
-        self._lock = threading.Lock()
+        self.model, self.key = self._model(encoder, size, cache_dir)
+        self._local = threading.local()  # each calling thread has its own requests
         if precision == "f32":
             self._check(encoder)
 
@@ -127,10 +130,11 @@ class OpenVinoFeatures:
     def _model(self, encoder, size: int, cache_dir: Path | None):
         import openvino as ov
 
-        path = cache_dir / f"{encoder.name}-{size}px-g{encoder.grid}-{graph_key(encoder, size)[:16]}.xml" if cache_dir else None
+        key = graph_key(encoder, size)
+        path = cache_dir / f"{encoder.name}-{size}px-g{encoder.grid}-{key[:16]}.xml" if cache_dir else None
         with _converting:  # shards start together: one converts, the others read its files
             if path is not None and path.exists() and path.with_suffix(".bin").exists():
-                return self.core.read_model(path)
+                return self.core.read_model(path), key
             # features() runs in inference mode, tracing wants plain tensors; the tracer's warnings
             # are about SAME padding computed in Python, which is right for this one size.
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -144,28 +148,48 @@ class OpenVinoFeatures:
                     os.replace(Path(tmp) / path.with_suffix(".bin").name, path.with_suffix(".bin"))
                     os.replace(Path(tmp) / path.name, path)  # the graph last: it exists only with its weights
                 log.info("runtime: converted %s at %d px for OpenVINO (%s)", encoder.name, size, path.name)
-                return self.core.read_model(path)  # what later runs read: the first run computes the same numbers
-            return model
+                return self.core.read_model(path), key  # what later runs read: the first run computes the same numbers
+            return model, key
 
-    def compiled(self, threads: int):
-        with self._lock:
-            if threads not in self._compiled:
+    def compiled(self):
+        """The process's compiled network for this graph and precision (made on first use)."""
+        with _compiling:
+            name = (self.key, self.precision)
+            if name not in _compiled:
+                streams = cpu_cores()
                 config = {
                     "INFERENCE_PRECISION_HINT": self.precision,
-                    "INFERENCE_NUM_THREADS": threads,
-                    "NUM_STREAMS": 1,  # one request at a time; parallelism is the threads (or shards)
-                    "PERFORMANCE_HINT": "LATENCY",
+                    "PERFORMANCE_HINT": "THROUGHPUT",
+                    "NUM_STREAMS": streams,  # one thread each: a photo's numbers never depend on the thread count
+                    "INFERENCE_NUM_THREADS": streams,
                 }
-                self._compiled[threads] = self.core.compile_model(self.model, "CPU", config)
-            return self._compiled[threads]
+                _compiled[name] = self.core.compile_model(self.model, "CPU", config)
+            return _compiled[name]
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        from openvino import AsyncInferQueue
+
         if pixels.shape[-1] != self.size or pixels.shape[-2] != self.size:
             raise ValueError(f"this runtime was built for {self.size} px, got {tuple(pixels.shape)}")
-        compiled = self.compiled(torch.get_num_threads())
-        request = compiled.create_infer_request()
-        request.infer({0: np.ascontiguousarray(pixels.numpy())})
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+        compiled = self.compiled()
+        if getattr(self._local, "queue", None) is None:
+            self._local.queue = AsyncInferQueue(compiled, cpu_cores())
+        queue = self._local.queue
+        arrays = np.ascontiguousarray(pixels.numpy())
+        out = np.empty((len(arrays), compiled.outputs[0].get_partial_shape()[1].get_length()), np.float32)
+
+        def done(request, i: int) -> None:
+            out[i] = request.get_output_tensor(0).data[0]
+
+        queue.set_callback(done)
+        for i in range(len(arrays)):  # one photo per request, spread over the streams
+            queue.start_async({0: arrays[i : i + 1]}, i)
+        queue.wait_all()
+        return torch.from_numpy(out)
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def graph_key(encoder, size: int) -> str:

@@ -46,7 +46,9 @@ _compiled: dict[tuple[str, str], object] = {}  # (graph key, precision) -> the p
 CHECK_TOLERANCE = 1e-3  # tests/test_runtime.py holds real photos to 1e-4; this catches a broken build
 
 
+@functools.lru_cache(maxsize=1)
 def openvino_available() -> bool:
+    """Whether the package is installed (looked up once: Encoder.features asks on every call)."""
     return importlib.util.find_spec("openvino") is not None
 
 

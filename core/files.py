@@ -44,6 +44,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def write_parquet(table: pa.Table, path: Path) -> Path:
+    """Write atomically. Vectors (float lists) are not dictionary-encoded: they never repeat, and
+    trying cost a feature shard 2x the write time and 3x the read time for a larger file."""
+    dictionary = [f.name for f in table.schema if not (pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type) or pa.types.is_floating(f.type))]
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, use_dictionary=dictionary)
     return path

@@ -69,6 +69,12 @@ class CaptionEncoder(nn.Module):
         pooled = states.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(1).values  # (B, 2H)
         return F.normalize(self.proj(pooled), dim=-1)
 
+    def encode_unpadded(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`forward` for a batch without padding (one query): nothing to pack or mask, so the
+        graph is plain enough for OpenVINO to compile (models/runtime.py, OpenVinoQueries)."""
+        states, _ = self.rnn(F.normalize(self.embed(tokens), dim=-1))
+        return F.normalize(self.proj(states.max(1).values), dim=-1)
+
     def loss(self, tokens: torch.Tensor, image_units: torch.Tensor, same: torch.Tensor | None = None, kind: str = "infonce", margin: float = 0.2) -> torch.Tensor:
         """Symmetric contrastive loss. image_units (B, dim) unit vectors, row i the photo of caption i;
         same (B, B) marks pairs that are not negatives (identical captions of other photos).

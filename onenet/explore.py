@@ -44,7 +44,7 @@ class Explorer:
         from answers.queries import Queries
 
         self.workspace = workspace
-        self.queries = Queries.open(workspace)
+        self.queries = Queries.open(workspace, serving=True)
         self.lock = threading.Lock()
         self._word_map: bytes | None = None
         paths = [p for (p,) in self.queries.sql("SELECT path FROM images")[1]]

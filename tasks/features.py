@@ -9,6 +9,7 @@ Photos that cannot be decoded are returned as rejects (path, reason); the rest g
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -53,8 +54,20 @@ def feature_dir(encoder: str, image_size: int, grid: int) -> str:
 def stored_ids(folder: Path) -> set[str]:
     ids: set[str] = set()
     for shard in sorted(folder.glob("part-*.parquet")):
-        ids.update(pq.read_table(shard, columns=["image_id"]).column(0).to_pylist())
+        ids.update(shard_ids(shard))
     return ids
+
+
+def shard_ids(shard: Path) -> tuple[str, ...]:
+    """The image ids a shard holds, read once per process: a shard is written once, atomically,
+    under a name made of its ids (an ingest asks twice: what is stored, then where its rows are)."""
+    stat = shard.stat()
+    return _shard_ids(str(shard), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shard_ids(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
+    return tuple(pq.read_table(path, columns=["image_id"]).column(0).to_pylist())
 
 
 def extract_features(
@@ -101,16 +114,19 @@ def read_features(workspace: Workspace, features: Features, image_ids: list[str]
 
 
 def read_feature_rows(folder: Path, image_ids: list[str]) -> np.ndarray:
-    """The stored features of `image_ids` from the shards in `folder`, in the order asked."""
+    """The stored features of `image_ids` from the shards in `folder`, in the order asked.
+
+    Only the id column of every shard is read; the features only from shards that hold a wanted
+    id, and only those rows (an ingest of 1,000 photos into 14,000 read every shard: 1.1 s)."""
     by_id: dict[str, np.ndarray] = {}
     wanted = set(image_ids)
     for shard in sorted(folder.glob("part-*.parquet")):
-        table = pq.read_table(shard)
-        ids = table.column("image_id").to_pylist()
-        matrix = to_matrix(table.column("features"))
-        for row, image_id in enumerate(ids):
-            if image_id in wanted:
-                by_id[image_id] = matrix[row]
+        ids = shard_ids(shard)
+        rows = [row for row, image_id in enumerate(ids) if image_id in wanted and image_id not in by_id]
+        if not rows:
+            continue
+        matrix = to_matrix(pq.read_table(shard, columns=["features"]).column(0).take(rows))
+        by_id.update(zip((ids[r] for r in rows), matrix))
     missing = [i for i in image_ids if i not in by_id]
     if missing:
         raise OnenetError(f"{len(missing)} images have no stored features (first: {missing[0]})")

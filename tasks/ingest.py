@@ -238,16 +238,15 @@ def sync_index(workspace: Workspace, con, current: dict) -> tuple[int, int]:
     path = workspace.path(current["index_path"])
     index = faiss.read_index(str(path))
     in_index = set(faiss.vector_to_array(index.id_map).tolist()) if index.ntotal else set()
-    table = db.image_vectors_of_version(con, current["version"])  # {image_id: vector}
-    in_table = {faiss_id(i): i for i in table}
+    in_table = {faiss_id(i): i for i in db.image_ids_with_vectors(con, current["version"])}
     missing = [in_table[f] for f in sorted(set(in_table) - in_index)]
     extra = sorted(in_index - set(in_table))
     if not missing and not extra:
         return 0, 0
     if extra:
         index.remove_ids(np.array(extra, dtype=np.int64))
-    if missing:
-        matrix = normalise(np.stack([table[i] for i in missing]))
+    if missing:  # only the vectors the index lacks are read
+        matrix = normalise(db.image_vectors_of(con, current["version"], missing))
         index.add_with_ids(matrix, np.array([faiss_id(i) for i in missing], dtype=np.int64))
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))

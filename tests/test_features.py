@@ -57,3 +57,23 @@ def test_load_pixels_errors_name_the_file(tmp_path):
     with pytest.raises(OnenetError, match="cannot read photo .*text.jpg"):
         load_pixels(tmp_path / "text.jpg", 64)
 
+
+
+def test_features_are_read_only_from_the_shards_that_hold_them(photos, monkeypatch):
+    import pyarrow.parquet as pq
+
+    ws, pairs = photos
+    good = [(i, p) for i, p in pairs if "broken" not in p]
+    extract_features(ws, good[:2], "efficientnet-lite0", 64)
+    result = extract_features(ws, good, "efficientnet-lite0", 64)  # the third photo: a second shard
+    assert len(list(ws.path(result.path).glob("part-*.parquet"))) == 2
+    ids = [i for i, _ in good]
+    one_by_one = np.concatenate([read_features(ws, result, [i]) for i in ids])
+    np.testing.assert_array_equal(read_features(ws, result, ids[::-1]), one_by_one[::-1])  # the order asked
+    feature_reads = []
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda path, columns=None, **kw: (feature_reads.append(path) if columns != ["image_id"] else None) or real(path, columns=columns, **kw))
+    read_features(ws, result, [ids[2]])
+    assert len(feature_reads) == 1  # one shard's features, not every shard's
+    with pytest.raises(OnenetError, match="no stored features"):
+        read_features(ws, result, ["0" * 64])

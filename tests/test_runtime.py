@@ -119,7 +119,14 @@ import gc, os, signal, sys, threading
 from pathlib import Path
 import torch
 from models.encoder import load_encoder
+from models.runtime import openvino_core
 signal.signal(signal.SIGUSR1, lambda *a: None)  # Python's handlers run on the alternate signal stack
+# Cores asked for, used and dropped in the order of creation: with a Core per call, the second
+# one restored the first one's (unmapped) signal stack and the signal below crashed the process.
+first = openvino_core(); first.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+second = openvino_core(); second.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+del first, second; gc.collect()
+os.kill(os.getpid(), signal.SIGUSR1)
 kept = []
 def use():
     encoder = load_encoder("efficientnet-lite0", cache_dir=Path(sys.argv[1]))
@@ -143,3 +150,44 @@ def test_encoders_that_come_and_go_leave_signal_handling_intact(tmp_path):
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_ENCODERS_COME_AND_GO, str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stderr[-2000:])
+
+
+# --- text queries (the caption encoder) -----------------------------------------------------------
+
+SEARCHES = ["a red circle", "a small blue square", "a green triangle to the left of a yellow star", "purple", "a big circle on a black background"]
+
+
+def test_text_queries_through_openvino_find_the_same_photos(trained, monkeypatch):
+    from answers.queries import Queries
+
+    monkeypatch.setenv("ONENET_BACKEND", "auto")
+    served, plain = Queries.open(trained["workspace"], serving=True), Queries.open(trained["workspace"])
+    try:
+        assert served._query_runtime is not None and plain._query_runtime is None
+        for text in SEARCHES:
+            tokens, _ = plain.query_tokens(text)
+            fast, reference = served.text_vector(tokens), plain.text_vector(tokens)
+            assert fast.shape == reference.shape and np.abs(fast - reference).max() < 1e-5, text
+            ours, theirs = (q.search(text, k=10, method="joint").matches for q in (served, plain))
+            assert [m.image_id for m in ours] == [m.image_id for m in theirs], text
+        graphs = list(trained["workspace"].runtime_cache.glob("caption-encoder-*.xml"))
+        assert len(graphs) == 1  # converted once, named by the encoder's weights
+    finally:
+        served.close()
+        plain.close()
+
+
+def test_text_queries_fall_back_to_pytorch(trained, monkeypatch, caplog):
+    from answers.queries import Queries
+
+    q = Queries.open(trained["workspace"], serving=True)
+    try:
+        monkeypatch.setenv("ONENET_BACKEND", "torch")
+        assert q._query_runtime is None  # the setting is honoured
+        del q.__dict__["_query_runtime"]
+        monkeypatch.setenv("ONENET_BACKEND", "auto")
+        monkeypatch.setattr("models.runtime.CHECK_TOLERANCE", -1.0)  # a CPU where OpenVINO computes other numbers
+        assert q._query_runtime is None and "text queries run on PyTorch" in caplog.text
+        assert q.search("a red circle", k=3, method="joint").matches  # and searches still answer
+    finally:
+        q.close()

@@ -108,3 +108,14 @@ def holding_the_write_lock(ws, seconds: float = 3):
         yield
     finally:
         holder.wait(timeout=30)
+
+
+def test_image_vectors_come_back_in_the_order_asked(queries):
+    ids = [i for (i,) in queries.sql("SELECT image_id FROM current_image_vectors ORDER BY image_id LIMIT 4")[1]][::-1]
+    vectors = db.image_vectors_of(queries.con, queries.version, ids)
+    assert vectors.shape == (4, queries.dim) and vectors.dtype == "float32"
+    for image_id, vector in zip(ids, vectors):
+        (expected,) = queries.sql(f"SELECT vec FROM current_image_vectors WHERE image_id = '{image_id}'")[1][0]
+        assert vector.tolist() == pytest.approx(expected)
+    with pytest.raises(OnenetError, match="no image vector"):
+        db.image_vectors_of(queries.con, queries.version, ids + ["0" * 64])

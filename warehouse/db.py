@@ -244,11 +244,24 @@ def image_ids_with_vectors(con: duckdb.DuckDBPyConnection, version: str) -> set[
     return {i for (i,) in con.execute("SELECT image_id FROM image_vectors WHERE version = ?", [version]).fetchall()}
 
 
-def image_vectors_of_version(con: duckdb.DuckDBPyConnection, version: str) -> dict:
+def image_vectors_of(con: duckdb.DuckDBPyConnection, version: str, image_ids: list[str]):
+    """(len(image_ids), dim) float32: the version's image vectors of `image_ids`, in that order
+    (through Arrow: only the rows asked, no Python list per vector)."""
     import numpy as np
 
-    rows = con.execute("SELECT image_id, vec FROM image_vectors WHERE version = ?", [version]).fetchall()
-    return {i: np.asarray(v, dtype=np.float32) for i, v in rows}
+    con.register("wanted_ids", pa.table({"image_id": image_ids, "pos": pa.array(range(len(image_ids)), pa.int64())}))
+    try:
+        vectors = con.sql(
+            """SELECT v.vec FROM wanted_ids w JOIN image_vectors v ON v.image_id = w.image_id AND v.version = ?
+               ORDER BY w.pos""",
+            params=[version],
+        ).to_arrow_table().column("vec").combine_chunks()
+    finally:
+        con.unregister("wanted_ids")
+    if len(vectors) != len(image_ids):
+        raise OnenetError(f"{len(image_ids) - len(vectors)} of the photos asked have no image vector in model {version}")
+    values = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return values.reshape(len(image_ids), -1) if image_ids else np.zeros((0, 0), np.float32)
 
 
 def land_photos(

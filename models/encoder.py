@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -195,7 +196,8 @@ class Encoder:
         """
         if pixels.device.type == "cpu" and self.backend == "openvino" and (runtime := self.runtime(pixels.shape[-1])):
             return runtime(pixels)
-        return self.pooled_features(self.normalise(pixels).contiguous(memory_format=memory_format(pixels.device)))
+        with full_fp32(pixels.device):
+            return self.pooled_features(self.normalise(pixels).contiguous(memory_format=memory_format(pixels.device)))
 
     def runtime(self, size: int):
         """The OpenVINO build of `features` for square inputs of `size` px (made on first use)."""
@@ -249,6 +251,23 @@ class Encoder:
         device = torch.device(device)
         self.net.to(device, memory_format=memory_format(device))
         return self
+
+
+@contextmanager
+def full_fp32(device: torch.device) -> Iterator[None]:
+    """cuDNN convolutions in full fp32. PyTorch lets them use TF32 on GPUs by default, which moved
+    the features by up to 4e-2 from the CPU's (an H200: 4e-5 without it). Features are cached by
+    encoder, not device, so a GPU must store what a CPU would; the CNN still runs 17,000 photos/s
+    there (28,000 with TF32) against a decode-bound pipeline of hundreds (BENCHMARKS.md)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
 
 
 def memory_format(device: torch.device) -> torch.memory_format:

@@ -143,12 +143,13 @@ def scst_step(
         return {"reward": 0.0, "greedy_reward": 0.0, "loss": 0.0}
 
     targets = with_end(drawn)  # (N, T + 1): the sampled words and the <end> that stopped them
-    logits = model(vecs.repeat_interleave(samples, dim=0), drawn)  # (N, T + 1, V)
-    logp = -F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, reduction="none")  # (N, T + 1)
-    mask = targets != PAD_ID
-    loss = -(advantage.unsqueeze(1) * logp * mask).sum() / mask.sum()
-    optimiser.zero_grad(set_to_none=True)
-    loss.backward()
+    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's RNN has no backward in eval mode (CUDA)
+        logits = model(vecs.repeat_interleave(samples, dim=0), drawn)  # (N, T + 1, V)
+        logp = -F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, reduction="none")  # (N, T + 1)
+        mask = targets != PAD_ID
+        loss = -(advantage.unsqueeze(1) * logp * mask).sum() / mask.sum()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
     optimiser.step()
     return {"reward": float(reward.mean()), "greedy_reward": float(greedy_reward.mean()), "loss": loss.item()}

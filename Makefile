@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all test-cpus lint bench bench-full server browser clean
+.PHONY: install demo test test-all test-cpus lint bench bench-scale bench-full server browser clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -48,6 +48,11 @@ test-all: $(STAMP)
 ## (under 10 minutes on 2 cores); the table also lands in BENCHMARKS.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## onenet at 100,000 photos (1,000,000: make bench-scale ARGS=--full): ingest, search, SQL and memory
+## at that size against the same at 8,000, in one run (bench/scale.py).
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench --only scale $(ARGS)
 
 ## Longer: HNSW at 1M vectors and RSICD's real photos (../shared/data/rsicd) when present.
 bench-full: $(STAMP)

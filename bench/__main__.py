@@ -24,7 +24,7 @@ import torch
 from rich.console import Console
 
 from bench.common import probe
-from bench.section import SECTIONS
+from bench.section import DEFAULT_SECTIONS, SECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_SECTIONS = ("features", "decoder")  # the others run on the CPU whatever the device
@@ -38,12 +38,13 @@ def fmt_ratio(ratio: float | None, goal: str, against: str = "") -> str:
 
 
 def verdict(ratio: float | None, goal: str) -> str:
-    """'>= 10x' / '>= 50%' goals: met or not (other goal texts are notes)."""
-    m = re.match(r">=\s*([\d.]+)\s*(x|%)", goal)
+    """'>= 10x' / '>= 50%' / '<= 2x' goals: met or not (other goal texts are notes)."""
+    m = re.match(r"(>=|<=)\s*([\d.]+)\s*(x|%)$", goal)
     if ratio is None or not m:
         return goal
-    target = float(m.group(1)) / (100 if m.group(2) == "%" else 1)
-    return f"{goal} {'met' if ratio >= target else 'NOT met'}"
+    target = float(m.group(2)) / (100 if m.group(3) == "%" else 1)
+    met = ratio >= target if m.group(1) == ">=" else ratio <= target
+    return f"{goal} {'met' if met else 'NOT met'}"
 
 
 def run_section(name: str, bounds: dict, device: str, full: bool) -> dict:
@@ -127,7 +128,7 @@ def main() -> None:
 
     prefect_env.configure(Workspace.at())  # the artifact goes to ./onenet-data's Prefect (its server if running)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
-    names = [n for n in args.only.split(",") if n] or list(SECTIONS)
+    names = [n for n in args.only.split(",") if n] or list(DEFAULT_SECTIONS)
     unknown = set(names) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}")
@@ -147,7 +148,7 @@ def main() -> None:
     body = markdown(results, bounds, args, wall)
     print(body)  # the same Markdown that goes to BENCHMARKS.md: readable in a terminal too
     if not args.no_write:
-        kind = f"{'full' if args.full else 'quick'}-{device.type}" + ("" if args.only == "" else "-partial")
+        kind = f"{'full' if args.full else 'quick'}-{device.type}" + ("" if args.only == "" else "-partial" if args.only != "scale" else "-scale")
         title = f"`make bench` — {'full' if args.full else 'quick'} mode, {device.type.upper()}" + (f" ({args.only})" if args.only else "")
         write(Path(args.file), kind, title, body)
         console.print(f"written to {args.file}")

@@ -14,7 +14,8 @@ import torch
 
 from bench.common import peak_rss_mb
 
-SECTIONS = ("features", "decoder", "runtime", "search-8k", "search-100k", "search-1m", "pipeline")
+SECTIONS = ("features", "decoder", "runtime", "search-8k", "search-100k", "search-1m", "pipeline", "scale")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # `scale` is its own command: make bench-scale
 SEARCH_SIZES = {"search-8k": 8_000, "search-100k": 100_000, "search-1m": 1_000_000}
 
 
@@ -44,6 +45,10 @@ def main() -> None:
         from bench import search
 
         rows = search.run(bounds, SEARCH_SIZES[args.name], args.full)
+    elif args.name == "scale":
+        from bench import scale
+
+        rows, memory = scale.run(bounds, args.full)
     else:
         from bench import pipeline
 

@@ -277,8 +277,8 @@ def memory_format(device: torch.device) -> torch.memory_format:
 
 # OpenVINO runs each photo as its own request, so its batch is only how many decoded photos are
 # handed over at once; every hand-over waits for the last request, leaving a stream idle. With 8
-# per hand-over 1,000 shapes photos at 160 px ran at 220 photos/s decode included, with 64 at 271
-# (the CNN alone: 327). The numbers do not depend on it.
+# per hand-over 1,000 shapes photos at 160 px ran at 241-259 photos/s decode included, with 64 at
+# 288-309 (the CNN alone: 327). The numbers do not depend on it.
 OPENVINO_BATCH = 64
 
 

@@ -152,24 +152,31 @@ class OpenVinoFeatures:
             return _compiled[name]
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        from openvino import AsyncInferQueue
-
         if pixels.shape[-1] != self.size or pixels.shape[-2] != self.size:
             raise ValueError(f"this runtime was built for {self.size} px, got {tuple(pixels.shape)}")
         compiled = self.compiled()
-        if getattr(self._local, "queue", None) is None:
-            self._local.queue = AsyncInferQueue(compiled, cpu_cores())
-        queue = self._local.queue
+        if getattr(self._local, "requests", None) is None:  # two per stream: a stream never waits for this thread
+            self._local.requests = [compiled.create_infer_request() for _ in range(2 * cpu_cores())]
+        requests = self._local.requests
         arrays = np.ascontiguousarray(pixels.numpy())
         out = np.empty((len(arrays), compiled.outputs[0].get_partial_shape()[1].get_length()), np.float32)
+        photo_of: list[int | None] = [None] * len(requests)  # what each request is working on
 
-        def done(request, i: int) -> None:
-            out[i] = request.get_output_tensor(0).data[0]
+        def collect(k: int) -> None:
+            requests[k].wait()
+            out[photo_of[k]] = requests[k].get_output_tensor(0).data[0]
 
-        queue.set_callback(done)
-        for i in range(len(arrays)):  # one photo per request, spread over the streams
-            queue.start_async({0: arrays[i : i + 1]}, i)
-        queue.wait_all()
+        # One photo per request, the requests taken in turn; results are copied out by this thread
+        # (no Python callback on OpenVINO's threads: measured ~10% faster with decoding alongside).
+        for i in range(len(arrays)):
+            k = i % len(requests)
+            if photo_of[k] is not None:
+                collect(k)
+            requests[k].start_async({0: arrays[i : i + 1]})
+            photo_of[k] = i
+        for k in range(len(requests)):
+            if photo_of[k] is not None:
+                collect(k)
         return torch.from_numpy(out)
 
 

@@ -26,6 +26,8 @@ def test_goals_are_judged_from_the_ratio():
     assert verdict(9.9, ">= 10x") == ">= 10x NOT met"
     assert verdict(0.23, ">= 50%") == ">= 50% NOT met"
     assert verdict(None, ">= 10x") == ">= 10x"
+    assert verdict(1.4, "<= 2x") == "<= 2x met" and verdict(2.6, "<= 2x") == "<= 2x NOT met"  # a cost that may grow this much
+    assert verdict(3.0, "p50 <= 10 ms met") == "p50 <= 10 ms met"  # judged by the section itself
     assert fmt_ratio(0.234, ">= 50%") == "23%" and fmt_ratio(16.46, ">= 10x") == "16.5x"
 
 

@@ -34,6 +34,7 @@ from core.workspace import Workspace
 from models.beam import caption_vectors
 from models.captioner import load_model
 from tasks.features import extract_features, read_features
+from tasks.index import build_image_index, fits, index_ids, index_kind
 from warehouse import db
 
 log = logging.getLogger("onenet.ingest")
@@ -233,22 +234,30 @@ def _size(path: str) -> tuple[int | None, int | None]:
 def sync_index(workspace: Workspace, con, current: dict) -> tuple[int, int]:
     """Make the version's faiss index hold exactly the table's image vectors: append, remove.
 
-    Also repairs an index left behind by a run killed between landing and index writing.
+    Also repairs an index left behind by a run killed between landing and index writing. When the
+    collection has outgrown its kind of index (tasks/index.py: exact up to EXACT_UP_TO photos,
+    IVF beyond, more lists as it grows) the index is rebuilt from the table; the kind in use is
+    recorded with the version (model_versions.index_kind).
     """
     path = workspace.path(current["index_path"])
     index = faiss.read_index(str(path))
-    in_index = set(faiss.vector_to_array(index.id_map).tolist()) if index.ntotal else set()
+    in_index = index_ids(index)
     in_table = {faiss_id(i): i for i in db.image_ids_with_vectors(con, current["version"])}
     missing = [in_table[f] for f in sorted(set(in_table) - in_index)]
     extra = sorted(in_index - set(in_table))
-    if not missing and not extra:
+    if not missing and not extra and current.get("index_kind") == index_kind(index):
         return 0, 0
     if extra:
         index.remove_ids(np.array(extra, dtype=np.int64))
     if missing:  # only the vectors the index lacks are read
         matrix = normalise(db.image_vectors_of(con, current["version"], missing))
         index.add_with_ids(matrix, np.array([faiss_id(i) for i in missing], dtype=np.int64))
+    if not fits(index):
+        every = sorted(in_table.values())
+        log.info("index: %d photos outgrew '%s'; rebuilding", index.ntotal, index_kind(index))
+        index = build_image_index(db.image_vectors_of(con, current["version"], every), every)
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
         crash_point("index")
+    db.set_index_kind(con, current["version"], index_kind(index))
     return len(missing), len(extra)

@@ -9,12 +9,14 @@ An unchanged re-run is a cache hit.
 
 from __future__ import annotations
 
+import faiss
 import pyarrow.parquet as pq
 
 from core.errors import retry_if_transient
 from core.workspace import Workspace
 from tasks.cache import Ref, cached_task
 from tasks.features import Features
+from tasks.index import index_kind
 from tasks.joint import JointRef
 from tasks.train import ModelRef
 from warehouse.db import connect, current_version, land_version, publish_snapshot
@@ -37,6 +39,7 @@ def land(
         "checkpoint": model.path,
         "index_path": index.path,
         "joint_checkpoint": joint.path if joint else None,
+        "index_kind": index_kind(faiss.read_index(str(workspace.path(index.path)))),
     }
     con = connect(workspace)
     try:

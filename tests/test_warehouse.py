@@ -119,3 +119,21 @@ def test_image_vectors_come_back_in_the_order_asked(queries):
         assert vector.tolist() == pytest.approx(expected)
     with pytest.raises(OnenetError, match="no image vector"):
         db.image_vectors_of(queries.con, queries.version, ids + ["0" * 64])
+
+
+def test_a_warehouse_with_older_macros_gets_todays_when_a_writer_opens_it(trained, tmp_path):
+    from conftest import copy_of_trained
+
+    ws = copy_of_trained(trained, tmp_path)
+    con = db.connect(ws)
+    con.execute("DELETE FROM warehouse_info")  # as made before the macros were versioned ...
+    con.execute("CREATE OR REPLACE MACRO similar_images(id, k := 10) AS TABLE SELECT 'old' AS image_id")  # ... with another macro
+    con.close()
+    con = db.connect(ws)
+    try:
+        image_id = con.execute("SELECT image_id FROM current_image_vectors ORDER BY image_id LIMIT 1").fetchone()[0]
+        rows = con.execute(f"SELECT image_id, similarity FROM similar_images('{image_id}', 3)").fetchall()
+        assert len(rows) == 3 and all(i != "old" for i, _ in rows) and rows[0][1] >= rows[-1][1]
+        assert con.execute("SELECT value FROM warehouse_info WHERE key = 'macros'").fetchone()[0] == db.MACROS_VERSION
+    finally:
+        con.close()

@@ -23,7 +23,7 @@ from core.workspace import Workspace
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
 VECTOR_TABLES = ("word_vectors", "image_vectors", "generated_captions")
-VERSION_FIELDS = ("version", "checkpoint", "index_path", "dim", "metrics", "joint_checkpoint")
+VERSION_FIELDS = ("version", "checkpoint", "index_path", "dim", "metrics", "joint_checkpoint", "index_kind")
 # Readers touch no file but the warehouse: no COPY ... TO, read_csv('/etc/passwd'), ATTACH or
 # INSTALL, and no SET to turn that back on. Every read-only connection has the same settings
 # (DuckDB refuses two connections to one file with different ones within a process).
@@ -55,6 +55,11 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
             time.sleep(0.2)
     if not read_only:
         con.execute(SCHEMA)
+        stored = con.execute("SELECT value FROM warehouse_info WHERE key = 'macros'").fetchone()
+        if (stored is None or stored[0] != MACROS_VERSION) and con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'current_image_vectors'"
+        ).fetchone()[0]:
+            define_macros(con)  # a warehouse made by older code gets today's macros (once)
     return con
 
 
@@ -111,9 +116,9 @@ def land_version(
         con.execute("INSERT OR REPLACE INTO captions SELECT image_id, n, raw, clean FROM staged_captions")
         con.execute(
             """INSERT OR REPLACE INTO model_versions
-               (version, flow_run_id, encoder, dim, config, metrics, checkpoint, index_path, promoted, joint_checkpoint)
-               VALUES ($version, $flow_run_id, $encoder, $dim, $config, $metrics, $checkpoint, $index_path, false, $joint_checkpoint)""",
-            {"joint_checkpoint": None, **version_row, "config": json.dumps(version_row["config"]), "metrics": json.dumps(version_row["metrics"])},
+               (version, flow_run_id, encoder, dim, config, metrics, checkpoint, index_path, promoted, joint_checkpoint, index_kind)
+               VALUES ($version, $flow_run_id, $encoder, $dim, $config, $metrics, $checkpoint, $index_path, false, $joint_checkpoint, $index_kind)""",
+            {"joint_checkpoint": None, "index_kind": None, **version_row, "config": json.dumps(version_row["config"]), "metrics": json.dumps(version_row["metrics"])},
         )
         for table, data in exported.items():
             con.execute(f"DELETE FROM {table} WHERE version = ?", [version])
@@ -152,9 +157,15 @@ def promote(con: duckdb.DuckDBPyConnection, version: str) -> None:
         f"""CREATE OR REPLACE VIEW current_captions AS
             SELECT image_id, caption, score, method FROM generated_captions WHERE version = '{quoted}'"""
     )
+    define_macros(con)
+
+
+def define_macros(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(MACROS)
+    con.execute("INSERT OR REPLACE INTO warehouse_info VALUES ('macros', ?)", [MACROS_VERSION])
 
 
+MACROS_VERSION = "2"  # bump when MACROS change: writers redefine them in older warehouses
 # The uses as SQL table macros over the current_* views, e.g.
 #   SELECT * FROM similar_words('red', 5);   SELECT * FROM similar_images('3fa2...', 5);
 MACROS = """
@@ -176,13 +187,15 @@ CREATE OR REPLACE MACRO analogy(a, b, c, k := 5) AS TABLE
     WHERE o.word NOT IN (lower(a), lower(b), lower(c))
     ORDER BY similarity DESC, o.word LIMIT k;
 CREATE OR REPLACE MACRO similar_images(id, k := 10) AS TABLE
-    SELECT o.image_id, i.path, g.caption, array_cosine_similarity(o.vec, q.vec) AS similarity
-    FROM current_image_vectors o
-    JOIN current_image_vectors q ON q.image_id = id
-    JOIN images i ON i.image_id = o.image_id
-    LEFT JOIN current_captions g ON g.image_id = o.image_id
-    WHERE o.image_id <> q.image_id
-    ORDER BY similarity DESC LIMIT k;
+    WITH nearest AS (  -- the k nearest first, then their details (not every photo's)
+        SELECT o.image_id, array_cosine_similarity(o.vec, q.vec) AS similarity
+        FROM current_image_vectors o JOIN current_image_vectors q ON q.image_id = id
+        WHERE o.image_id <> q.image_id
+        ORDER BY similarity DESC LIMIT k)
+    SELECT n.image_id, i.path, g.caption, n.similarity
+    FROM nearest n JOIN images i ON i.image_id = n.image_id
+    LEFT JOIN current_captions g ON g.image_id = n.image_id
+    ORDER BY n.similarity DESC;
 """
 
 
@@ -238,6 +251,11 @@ def _version_rows(con: duckdb.DuckDBPyConnection, where: str, parameters: list |
     cursor = con.execute(f"SELECT * FROM model_versions WHERE {where}", parameters or [])
     columns = [d[0] for d in cursor.description]
     return [{**dict.fromkeys(VERSION_FIELDS), **dict(zip(columns, row))} for row in cursor.fetchall()]
+
+
+def set_index_kind(con: duckdb.DuckDBPyConnection, version: str, kind: str) -> None:
+    """Record which kind of faiss index serves `version` (tasks/index.py chooses it by size)."""
+    con.execute("UPDATE model_versions SET index_kind = ? WHERE version = ?", [kind, version])
 
 
 def image_ids_with_vectors(con: duckdb.DuckDBPyConnection, version: str) -> set[str]:

@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS model_versions (
 );
 -- warehouses made before the caption encoder existed
 ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS joint_checkpoint VARCHAR;
+-- which faiss index serves the version (exact 'flat', or 'ivf-flat lists=L nprobe=P' for large collections)
+ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS index_kind VARCHAR;
 
 CREATE TABLE IF NOT EXISTS word_vectors (
     version VARCHAR NOT NULL,
@@ -96,4 +98,10 @@ CREATE TABLE IF NOT EXISTS promotions (
     tolerance   DOUBLE,               -- gate: relative drop allowed per gated metric
     comparison  JSON,                 -- gate: [{metric, incumbent, candidate, floor, passed}]
     flow_run_id VARCHAR
+);
+
+-- facts about the warehouse itself, e.g. which version of the SQL macros it holds
+CREATE TABLE IF NOT EXISTS warehouse_info (
+    key   VARCHAR PRIMARY KEY,
+    value VARCHAR
 );

@@ -1,0 +1,116 @@
+"""The image index by collection size: exact while small, IVF beyond, recall held, pruned photos gone."""
+
+from __future__ import annotations
+
+import hashlib
+
+import faiss
+import numpy as np
+from conftest import copy_of_trained
+
+from core.vectors import faiss_id, normalise
+from tasks import shapes
+from tasks.index import EXACT_UP_TO, build_image_index, fits, index_ids, index_kind
+
+
+def collection(n: int, dim: int = 64, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Clustered vectors (photos come in kinds) and image ids shaped like onenet's."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors, [hashlib.sha256(f"photo-{seed}-{i}".encode()).hexdigest() for i in range(n)]
+
+
+def recall_at_10(index: faiss.Index, vectors: np.ndarray, ids: list[str], queries: np.ndarray) -> float:
+    every = np.array([faiss_id(i) for i in ids])
+    truth = every[faiss.knn(normalise(queries), normalise(vectors), 10, metric=faiss.METRIC_INNER_PRODUCT)[1]]
+    found = index.search(normalise(queries), 10)[1]
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)]))
+
+
+def test_small_collections_are_searched_exactly():
+    vectors, ids = collection(1000)
+    index = build_image_index(vectors, ids)
+    assert index_kind(index) == "flat" and fits(index) and index.ntotal == 1000
+    assert index_ids(index) == {faiss_id(i) for i in ids}
+
+
+def test_large_collections_get_an_ivf_index_that_finds_what_exact_search_finds(monkeypatch, tmp_path):
+    monkeypatch.setattr("tasks.index.EXACT_UP_TO", 2000)
+    vectors, ids = collection(8000)
+    index = build_image_index(vectors, ids)
+    kind = index_kind(index)
+    assert kind.startswith("ivf-flat") and fits(index), kind
+    queries = vectors[:150] + 0.3 * np.random.default_rng(1).standard_normal((150, vectors.shape[1])).astype(np.float32)  # photos never seen
+    assert recall_at_10(index, vectors, ids, queries) >= 0.95
+    assert faiss.try_extract_index_ivf(index).nprobe < faiss.try_extract_index_ivf(index).nlist  # not an exact scan in disguise
+    faiss.write_index(index, str(tmp_path / "images.faiss"))
+    again = faiss.read_index(str(tmp_path / "images.faiss"))
+    assert index_kind(again) == kind  # nprobe is kept with the file
+    assert index_ids(again) == {faiss_id(i) for i in ids}
+
+    # removed photos are never returned, even for a query that is exactly one of them
+    gone = np.array([faiss_id(i) for i in ids[:50]], dtype=np.int64)
+    again.remove_ids(gone)
+    found = again.search(normalise(vectors[:50]), 10)[1]
+    assert not set(found.ravel()) & set(gone.tolist()) and again.ntotal == 7950
+    assert not index_ids(again) & set(gone.tolist())
+
+
+def test_an_index_that_the_collection_outgrew_no_longer_fits(monkeypatch):
+    vectors, ids = collection(3000)
+    flat = build_image_index(vectors, ids)
+    monkeypatch.setattr("tasks.index.EXACT_UP_TO", 2000)
+    assert not fits(flat)  # flat beyond the threshold
+    ivf = build_image_index(vectors, ids)
+    assert fits(ivf)
+    more, more_ids = collection(4 * 3000, seed=1)
+    ivf.add_with_ids(normalise(more), np.array([faiss_id(i) for i in more_ids], dtype=np.int64))
+    assert not fits(ivf)  # four times the photos it was built for: more lists wanted
+    assert EXACT_UP_TO == 50_000  # the shipped threshold (bench-scale: 23 ms exact at 100,000)
+
+
+def test_ingest_switches_the_index_by_size_and_records_it(trained, tmp_path, monkeypatch):
+    from answers.queries import Queries
+    from tasks.ingest import ingest
+    from warehouse import db
+
+    ws = copy_of_trained(trained, tmp_path)
+    con = db.connect(ws, read_only=True)
+    before = db.current_version(con)
+    con.close()
+    assert before["index_kind"] == "flat"
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for i in range(40):
+        shapes.scene(77, i).image.save(folder / f"{i}.png")
+    monkeypatch.setattr("tasks.index.EXACT_UP_TO", 1000)  # the trained collection (1,500) is now "large"
+    ingest(ws, [str(folder)])
+    con = db.connect(ws, read_only=True)
+    after = db.current_version(con)
+    total = con.execute("SELECT count(*) FROM image_vectors WHERE version = ?", [after["version"]]).fetchone()[0]
+    con.close()
+    assert after["index_kind"].startswith("ivf-flat"), after["index_kind"]
+    q = Queries.open(ws)
+    try:
+        assert q.index.ntotal == total and index_kind(q.index) == after["index_kind"]
+        new_id = q.sql("SELECT image_id FROM images WHERE source = 'folder' ORDER BY image_id LIMIT 1")[1][0][0]
+        assert q.similar_images(new_id, 5)  # the new photos are searchable
+        # and a pruned photo leaves the IVF index too
+        (path,) = q.sql(f"SELECT path FROM images WHERE image_id = '{new_id}'")[1][0]
+    finally:
+        q.close()
+    import os
+
+    os.remove(path)
+    ingest(ws, [str(folder)], prune=True)
+    q = Queries.open(ws)
+    try:
+        assert faiss_id(new_id) not in index_ids(q.index) and q.index.ntotal == total - 1
+    finally:
+        q.close()
+
+
+def test_an_empty_index_has_no_ids():
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(8))
+    assert index_ids(index) == set() and index_kind(index) == "flat"

@@ -24,7 +24,7 @@ def warehouse_status(ws: Workspace) -> dict:
 
     con = connect(ws, read_only=True)
     try:
-        existing = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        existing = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name FROM duckdb_views()").fetchall()}
         tables = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES if t in existing}
         current = current_version(con)
         if current:

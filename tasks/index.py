@@ -67,16 +67,15 @@ def index_kind(index: faiss.Index) -> str:
     return f"ivf-flat lists={ivf.nlist} nprobe={ivf.nprobe}" if ivf is not None else "flat"
 
 
-def index_ids(index: faiss.Index) -> set[int]:
-    """The faiss ids an index holds (flat: its id map; IVF: every inverted list's ids)."""
+def index_ids(index: faiss.Index) -> np.ndarray:
+    """The faiss ids an index holds, int64 (flat: its id map; IVF: every inverted list's ids)."""
     if index.ntotal == 0:
-        return set()
+        return np.zeros(0, np.int64)
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is None:
-        return set(faiss.vector_to_array(index.id_map).tolist())
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
     lists = ivf.invlists
-    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(ivf.nlist) if lists.list_size(i)]
-    return set(np.concatenate(parts).tolist())
+    return np.concatenate([faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(ivf.nlist) if lists.list_size(i)])
 
 
 def fits(index: faiss.Index) -> bool:

@@ -112,7 +112,7 @@ def read_captions_file(path: Path, scan: Scan) -> list[tuple[str, int, str, str]
 def ingest(workspace: Workspace, folders: list[str], captions_file: str | None = None, prune: bool = False, batch_size: int | None = None) -> dict:
     """Add the new photos of `folders` to the promoted model version. Returns counts."""
     scan = scan_folders(folders)
-    current, have = _promoted_and_ids(workspace)
+    current, have = _promoted_and_known(workspace, [i for i, _ in scan.photos])
     new = [(i, p) for i, p in scan.photos if i not in have]
     log.info("ingest: %d image files, %d distinct, %d new, %d unreadable", scan.files, len(scan.photos), len(new), len(scan.rejects))
     human = read_captions_file(Path(captions_file), scan) if captions_file else []
@@ -138,12 +138,12 @@ def catch_up_ingested(workspace: Workspace, batch_size: int | None = None) -> di
     Photos are ingested into the version promoted at the time; after a promotion or a rollback
     the new current version may not have seen some of them. Their files are read again (a
     photo whose file is gone is recorded as rejected, and pruned by `ingest --prune`)."""
-    current, have = _promoted_and_ids(workspace)
     con = db.connect(workspace, read_only=True)
     try:
         rows = con.execute("SELECT image_id, path FROM images WHERE source = 'folder' ORDER BY path").fetchall()
     finally:
         con.close()
+    current, have = _promoted_and_known(workspace, [i for i, _ in rows])
     missing = [(i, p) for i, p in rows if i not in have]
     if not missing:
         return {"added": 0, "rejected": 0, "version": current["version"]}
@@ -152,13 +152,14 @@ def catch_up_ingested(workspace: Workspace, batch_size: int | None = None) -> di
     return {"added": counts["added"], "rejected": counts["rejected"], "version": current["version"]}
 
 
-def _promoted_and_ids(workspace: Workspace) -> tuple[dict, set[str]]:
+def _promoted_and_known(workspace: Workspace, image_ids: list[str]) -> tuple[dict, set[str]]:
+    """The promoted version, and which of `image_ids` already have its image vectors."""
     con = db.connect(workspace)
     try:
         current = db.current_version(con)
         if current is None:
             raise OnenetError("no trained model yet: run `onenet train` first")
-        return current, db.image_ids_with_vectors(con, current["version"])
+        return current, db.image_ids_with_vectors(con, current["version"], among=image_ids)
     finally:
         con.close()
 
@@ -241,19 +242,19 @@ def sync_index(workspace: Workspace, con, current: dict) -> tuple[int, int]:
     """
     path = workspace.path(current["index_path"])
     index = faiss.read_index(str(path))
-    in_index = index_ids(index)
-    in_table = {faiss_id(i): i for i in db.image_ids_with_vectors(con, current["version"])}
-    missing = [in_table[f] for f in sorted(set(in_table) - in_index)]
-    extra = sorted(in_index - set(in_table))
-    if not missing and not extra and current.get("index_kind") == index_kind(index):
+    # Both sides as sorted int64 arrays (at 1,000,000 photos Python sets of ids took ~2 s)
+    in_index, in_table = index_ids(index), db.faiss_ids_with_vectors(con, current["version"])
+    missing_ids, extra = np.setdiff1d(in_table, in_index, assume_unique=True), np.setdiff1d(in_index, in_table, assume_unique=True)
+    if not len(missing_ids) and not len(extra) and current.get("index_kind") == index_kind(index):
         return 0, 0
-    if extra:
-        index.remove_ids(np.array(extra, dtype=np.int64))
+    if len(extra):
+        index.remove_ids(extra)
+    missing = db.image_ids_of_faiss_ids(con, current["version"], missing_ids) if len(missing_ids) else []
     if missing:  # only the vectors the index lacks are read
         matrix = normalise(db.image_vectors_of(con, current["version"], missing))
         index.add_with_ids(matrix, np.array([faiss_id(i) for i in missing], dtype=np.int64))
     if not fits(index):
-        every = sorted(in_table.values())
+        every = sorted(db.image_ids_with_vectors(con, current["version"]))
         log.info("index: %d photos outgrew '%s'; rebuilding", index.ntotal, index_kind(index))
         index = build_image_index(db.image_vectors_of(con, current["version"], every), every)
     with atomic_path(path) as tmp:

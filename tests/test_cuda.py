@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from models.beam import beam_search
-from models.captioner import PAD_ID, Captioner, CaptionerConfig, pad_batch, with_end
+from models.captioner import Captioner, CaptionerConfig, pad_batch
 from models.joint import CaptionEncoder
 from models.scst import CiderD, scst_step
 
@@ -43,18 +43,10 @@ def test_features_on_cuda_are_the_cpu_features(monkeypatch, record_property):
 
 
 def tiny_captioner(device: torch.device) -> Captioner:
-    torch.manual_seed(0)
-    model = Captioner(CaptionerConfig(feature_dim=8, vocab_size=9, dim=16, hidden=16, dropout=0.0)).to(device)
-    features = torch.cat([torch.randn(16, 8) * 0.1 + 1, torch.randn(16, 8) * 0.1 - 1]).to(device)
-    tokens = pad_batch([[3, 4, 7]] * 16 + [[5, 6]] * 16).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(100):
-        logits = model(model.image_vectors(features), tokens)
-        loss = F.cross_entropy(logits.transpose(1, 2), with_end(tokens), ignore_index=PAD_ID)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return model
+    """test_models' tiny captioner, with a third word the SCST reward below can learn to drop."""
+    from test_models import tiny_trained_captioner
+
+    return tiny_trained_captioner(device, ([3, 4, 7], [5, 6]), steps=100)[0].train().requires_grad_(True)
 
 
 def test_beam_search_writes_the_same_captions_on_cuda_and_cpu():

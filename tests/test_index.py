@@ -32,7 +32,7 @@ def test_small_collections_are_searched_exactly():
     vectors, ids = collection(1000)
     index = build_image_index(vectors, ids)
     assert index_kind(index) == "flat" and fits(index) and index.ntotal == 1000
-    assert index_ids(index) == {faiss_id(i) for i in ids}
+    assert set(index_ids(index).tolist()) == {faiss_id(i) for i in ids}
 
 
 def test_large_collections_get_an_ivf_index_that_finds_what_exact_search_finds(monkeypatch, tmp_path):
@@ -47,14 +47,14 @@ def test_large_collections_get_an_ivf_index_that_finds_what_exact_search_finds(m
     faiss.write_index(index, str(tmp_path / "images.faiss"))
     again = faiss.read_index(str(tmp_path / "images.faiss"))
     assert index_kind(again) == kind  # nprobe is kept with the file
-    assert index_ids(again) == {faiss_id(i) for i in ids}
+    assert set(index_ids(again).tolist()) == {faiss_id(i) for i in ids}
 
     # removed photos are never returned, even for a query that is exactly one of them
     gone = np.array([faiss_id(i) for i in ids[:50]], dtype=np.int64)
     again.remove_ids(gone)
     found = again.search(normalise(vectors[:50]), 10)[1]
     assert not set(found.ravel()) & set(gone.tolist()) and again.ntotal == 7950
-    assert not index_ids(again) & set(gone.tolist())
+    assert not set(index_ids(again).tolist()) & set(gone.tolist())
 
 
 def test_an_index_that_the_collection_outgrew_no_longer_fits(monkeypatch):
@@ -106,11 +106,11 @@ def test_ingest_switches_the_index_by_size_and_records_it(trained, tmp_path, mon
     ingest(ws, [str(folder)], prune=True)
     q = Queries.open(ws)
     try:
-        assert faiss_id(new_id) not in index_ids(q.index) and q.index.ntotal == total - 1
+        assert faiss_id(new_id) not in set(index_ids(q.index).tolist()) and q.index.ntotal == total - 1
     finally:
         q.close()
 
 
 def test_an_empty_index_has_no_ids():
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(8))
-    assert index_ids(index) == set() and index_kind(index) == "flat"
+    assert len(index_ids(index)) == 0 and index_kind(index) == "flat"

@@ -11,14 +11,17 @@ from models.inversion import InversionConfig, invert
 DEVICE = default_device()
 
 
-def tiny_trained_captioner() -> tuple[Captioner, torch.Tensor, torch.Tensor]:
+def tiny_trained_captioner(
+    device: torch.device = DEVICE, captions: tuple[list[int], list[int]] = ([3, 4], [5, 6]), steps: int = 150
+) -> tuple[Captioner, torch.Tensor, torch.Tensor]:
     """Two kinds of 'photo' (features around +1 or -1) captioned 'a b' and 'c d' (ids 3..6)."""
     torch.manual_seed(0)
-    model = Captioner(CaptionerConfig(feature_dim=8, vocab_size=7, dim=16, hidden=16, dropout=0.0)).to(DEVICE)
-    features = torch.cat([torch.randn(16, 8) * 0.1 + 1, torch.randn(16, 8) * 0.1 - 1]).to(DEVICE)  # (32, 8)
-    tokens = pad_batch([[3, 4]] * 16 + [[5, 6]] * 16).to(DEVICE)  # (32, 2)
+    vocab = max(max(c) for c in captions) + 1
+    model = Captioner(CaptionerConfig(feature_dim=8, vocab_size=vocab, dim=16, hidden=16, dropout=0.0)).to(device)
+    features = torch.cat([torch.randn(16, 8) * 0.1 + 1, torch.randn(16, 8) * 0.1 - 1]).to(device)  # (32, 8)
+    tokens = pad_batch([captions[0]] * 16 + [captions[1]] * 16).to(device)  # (32, T)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
+    for _ in range(steps):
         logits = model(model.image_vectors(features), tokens)
         loss = F.cross_entropy(logits.transpose(1, 2), with_end(tokens), ignore_index=PAD_ID)
         optimiser.zero_grad()

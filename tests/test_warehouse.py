@@ -137,3 +137,43 @@ def test_a_warehouse_with_older_macros_gets_todays_when_a_writer_opens_it(traine
         assert con.execute("SELECT value FROM warehouse_info WHERE key = 'macros'").fetchone()[0] == db.MACROS_VERSION
     finally:
         con.close()
+
+
+def test_a_warehouse_from_before_fixed_width_vectors_is_migrated_on_open(tmp_path):
+    """tests/data/warehouse-32eb3a8.duckdb.gz was made by the code of commit 32eb3a8 (vectors as
+    FLOAT[] lists; tests/data/make_warehouse_32eb3a8.py): versions of widths 8 and 4."""
+    import gzip
+    from pathlib import Path
+
+    from core.workspace import Workspace
+
+    ws = Workspace.at(tmp_path)
+    old = Path(__file__).parent / "data" / "warehouse-32eb3a8.duckdb.gz"
+    ws.warehouse.write_bytes(gzip.decompress(old.read_bytes()))
+    before = {}
+    import duckdb
+
+    raw = duckdb.connect(str(ws.warehouse), read_only=True)
+    for kind in ("word", "image"):
+        before[kind] = sorted(raw.execute(f"SELECT version, {'word' if kind == 'word' else 'image_id'}, vec FROM {kind}_vectors").fetchall())
+    raw.close()
+    assert len(before["image"]) == 13 and len(before["word"]) == 10
+
+    con = db.connect(ws)  # the first writer migrates
+    try:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert {"image_vectors_d8", "image_vectors_d4", "word_vectors_d8", "word_vectors_d4"} <= tables
+        assert not {"image_vectors", "word_vectors"} & tables  # now views over the width tables
+        assert con.execute("SELECT DISTINCT typeof(vec) FROM image_vectors_d8").fetchall() == [("FLOAT[8]",)]
+        assert con.execute("SELECT DISTINCT typeof(vec) FROM current_image_vectors").fetchall() == [("FLOAT[8]",)]  # no cast
+        for kind in ("word", "image"):  # every value kept, in the old views' shape (lists)
+            after = sorted(con.execute(f"SELECT version, {'word' if kind == 'word' else 'image_id'}, vec FROM {kind}_vectors").fetchall())
+            assert after == before[kind]
+        image_id = con.execute("SELECT image_id FROM current_image_vectors ORDER BY image_id LIMIT 1").fetchone()[0]
+        assert len(con.execute(f"SELECT * FROM similar_images('{image_id}', 3)").fetchall()) == 3
+        assert db.image_vectors_of(con, "v-four", [image_id]).shape == (1, 4)
+    finally:
+        con.close()
+    con = db.connect(ws)  # a second open changes nothing
+    assert con.execute("SELECT count(*) FROM image_vectors").fetchone()[0] == 13
+    con.close()

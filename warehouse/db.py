@@ -22,7 +22,9 @@ from core.files import atomic_path
 from core.workspace import Workspace
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
-VECTOR_TABLES = ("word_vectors", "image_vectors", "generated_captions")
+VECTOR_TABLES = ("word_vectors", "image_vectors", "generated_captions")  # what an export lands
+# Vectors live in one table per width, as fixed-size arrays: kind -> the columns before `vec`.
+VECTOR_KINDS = {"word": "word VARCHAR NOT NULL, freq INTEGER", "image": "image_id VARCHAR NOT NULL"}
 VERSION_FIELDS = ("version", "checkpoint", "index_path", "dim", "metrics", "joint_checkpoint", "index_kind")
 # Readers touch no file but the warehouse: no COPY ... TO, read_csv('/etc/passwd'), ATTACH or
 # INSTALL, and no SET to turn that back on. Every read-only connection has the same settings
@@ -55,6 +57,7 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
             time.sleep(0.2)
     if not read_only:
         con.execute(SCHEMA)
+        migrate_vectors_to_arrays(con)
         stored = con.execute("SELECT value FROM warehouse_info WHERE key = 'macros'").fetchone()
         if (stored is None or stored[0] != MACROS_VERSION) and con.execute(
             "SELECT count(*) FROM duckdb_views() WHERE view_name = 'current_image_vectors'"
@@ -120,11 +123,14 @@ def land_version(
                VALUES ($version, $flow_run_id, $encoder, $dim, $config, $metrics, $checkpoint, $index_path, false, $joint_checkpoint, $index_kind)""",
             {"joint_checkpoint": None, "index_kind": None, **version_row, "config": json.dumps(version_row["config"]), "metrics": json.dumps(version_row["metrics"])},
         )
-        for table, data in exported.items():
+        dim = int(version_row["dim"])
+        ensure_vector_tables(con, dim)
+        for name, data in exported.items():
+            table = vector_table(name.removesuffix("_vectors"), dim) if name.endswith("_vectors") else name
             con.execute(f"DELETE FROM {table} WHERE version = ?", [version])
-            con.register(f"staged_{table}", data)
+            con.register(f"staged_{name}", data)
             columns = ", ".join(data.column_names)
-            con.execute(f"INSERT INTO {table} (version, {columns}) SELECT ?, {columns} FROM staged_{table}", [version])
+            con.execute(f"INSERT INTO {table} (version, {columns}) SELECT ?, {columns} FROM staged_{name}", [version])
         _record_rejects(con, rejects)
         incumbent = current_version(con)
         promote_it = promote_it or incumbent is None
@@ -134,6 +140,76 @@ def land_version(
                 record_decision(con, version, None, "first", "the first model version: nothing to compare with")
         crash_point("landing")
     return promote_it
+
+
+def vector_table(kind: str, dim: int) -> str:
+    """Where the `kind` ('word' or 'image') vectors of width `dim` are stored: e.g. image_vectors_d300."""
+    if kind not in VECTOR_KINDS:
+        raise ValueError(f"unknown vector kind {kind!r}")
+    return f"{kind}_vectors_d{int(dim)}"
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+
+
+def ensure_vector_tables(con: duckdb.DuckDBPyConnection, dim: int) -> None:
+    """The width-`dim` tables (made when the first version of that width lands), and the
+    word_vectors / image_vectors views over every width."""
+    existing = _tables(con)
+    made = False
+    for kind, columns in VECTOR_KINDS.items():
+        table = vector_table(kind, dim)
+        if table not in existing:
+            con.execute(f"CREATE TABLE {table} (version VARCHAR NOT NULL, {columns}, vec FLOAT[{int(dim)}] NOT NULL)")
+            if kind == "image":  # a photo's vector by id (similar photos, a search's results)
+                con.execute(f"CREATE INDEX {table}_by_image ON {table} (image_id)")
+            made = True
+    if made:
+        _union_views(con)
+
+
+def _union_views(con: duckdb.DuckDBPyConnection) -> None:
+    """word_vectors and image_vectors: every width's rows, vectors as FLOAT[] lists (SQL written
+    before fixed-width storage keeps working; per-version queries use current_* or the tables)."""
+    tables = _tables(con)
+    for kind, columns in VECTOR_KINDS.items():
+        names = ", ".join(c.split()[0] for c in columns.split(", "))
+        parts = [f"SELECT version, {names}, vec::FLOAT[] AS vec FROM {t}" for t in sorted(tables) if t.startswith(f"{kind}_vectors_d")]
+        empty = f"SELECT NULL::VARCHAR AS version, {', '.join(f'NULL::{c.split()[1]} AS {c.split()[0]}' for c in columns.split(', '))}, NULL::FLOAT[] AS vec WHERE false"
+        con.execute(f"CREATE OR REPLACE VIEW {kind}_vectors AS {' UNION ALL '.join(parts) or empty}")
+
+
+def migrate_vectors_to_arrays(con: duckdb.DuckDBPyConnection) -> None:
+    """A warehouse made before fixed-width storage (vectors as FLOAT[] in one word_vectors and one
+    image_vectors table) is rewritten once, in one transaction, into per-width array tables."""
+    old = _tables(con) & {"word_vectors", "image_vectors"}
+    if not old:
+        if "word_vectors" not in {v for (v,) in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}:
+            _union_views(con)  # a new warehouse: the (empty) views
+        return
+    with transaction(con):
+        widths = con.execute("SELECT version, dim FROM model_versions").fetchall()
+        for dim in sorted({int(d) for _, d in widths}):
+            for kind, columns in VECTOR_KINDS.items():
+                table = vector_table(kind, dim)
+                if table not in _tables(con):
+                    con.execute(f"CREATE TABLE {table} (version VARCHAR NOT NULL, {columns}, vec FLOAT[{dim}] NOT NULL)")
+                    if kind == "image":
+                        con.execute(f"CREATE INDEX {table}_by_image ON {table} (image_id)")
+                names = ", ".join(c.split()[0] for c in columns.split(", "))
+                con.execute(
+                    f"""INSERT INTO {table} SELECT version, {names}, vec::FLOAT[{dim}] FROM {kind}_vectors
+                        WHERE version IN (SELECT version FROM model_versions WHERE dim = ?)""",
+                    [dim],
+                )
+        for name in sorted(old):
+            con.execute(f"DROP INDEX IF EXISTS {name}_by_image")
+            con.execute(f"DROP TABLE {name}")
+        _union_views(con)
+        promoted = con.execute("SELECT version FROM model_versions WHERE promoted").fetchone()
+        if promoted:
+            promote(con, promoted[0])  # the current_* views, now on the array tables
 
 
 def promote(con: duckdb.DuckDBPyConnection, version: str) -> None:
@@ -147,11 +223,11 @@ def promote(con: duckdb.DuckDBPyConnection, version: str) -> None:
     quoted = version.replace("'", "''")
     con.execute(
         f"""CREATE OR REPLACE VIEW current_word_vectors AS
-            SELECT word, freq, vec::FLOAT[{dim}] AS vec FROM word_vectors WHERE version = '{quoted}'"""
+            SELECT word, freq, vec FROM {vector_table("word", dim)} WHERE version = '{quoted}'"""
     )
     con.execute(
         f"""CREATE OR REPLACE VIEW current_image_vectors AS
-            SELECT image_id, vec::FLOAT[{dim}] AS vec FROM image_vectors WHERE version = '{quoted}'"""
+            SELECT image_id, vec FROM {vector_table("image", dim)} WHERE version = '{quoted}'"""
     )
     con.execute(
         f"""CREATE OR REPLACE VIEW current_captions AS
@@ -258,8 +334,49 @@ def set_index_kind(con: duckdb.DuckDBPyConnection, version: str, kind: str) -> N
     con.execute("UPDATE model_versions SET index_kind = ? WHERE version = ?", [kind, version])
 
 
-def image_ids_with_vectors(con: duckdb.DuckDBPyConnection, version: str) -> set[str]:
-    return {i for (i,) in con.execute("SELECT image_id FROM image_vectors WHERE version = ?", [version]).fetchall()}
+def image_table(con: duckdb.DuckDBPyConnection, version: str) -> str:
+    """The table holding `version`'s image vectors (one per width)."""
+    rows = con.execute("SELECT dim FROM model_versions WHERE version = ?", [version]).fetchall()
+    if not rows:
+        raise OnenetError(f"unknown model version {version!r}")
+    return vector_table("image", rows[0][0])
+
+
+def faiss_ids_with_vectors(con: duckdb.DuckDBPyConnection, version: str):
+    """The version's photos as faiss ids (core.vectors.faiss_id computed in SQL), int64 array."""
+    import numpy as np
+
+    rows = con.sql(
+        f"SELECT ('0x' || left(image_id, 15))::BIGINT AS id FROM {image_table(con, version)} WHERE version = ?", params=[version]
+    ).fetchnumpy()["id"]
+    return np.asarray(rows, dtype=np.int64)
+
+
+def image_ids_of_faiss_ids(con: duckdb.DuckDBPyConnection, version: str, faiss_ids) -> list[str]:
+    """The version's image ids whose faiss id is one of `faiss_ids` (sorted)."""
+    con.register("wanted_faiss_ids", pa.table({"id": pa.array(faiss_ids, pa.int64())}))
+    try:
+        return [i for (i,) in con.execute(
+            f"""SELECT image_id FROM {image_table(con, version)} WHERE version = ?
+               AND ('0x' || left(image_id, 15))::BIGINT IN (SELECT id FROM wanted_faiss_ids) ORDER BY image_id""",
+            [version],
+        ).fetchall()]
+    finally:
+        con.unregister("wanted_faiss_ids")
+
+
+def image_ids_with_vectors(con: duckdb.DuckDBPyConnection, version: str, among: list[str] | None = None) -> set[str]:
+    """The version's photos (only those `among` the ids given: an ingest asks about what it
+    scanned, not about the whole collection)."""
+    if among is None:
+        return {i for (i,) in con.execute(f"SELECT image_id FROM {image_table(con, version)} WHERE version = ?", [version]).fetchall()}
+    con.register("asked_ids", pa.table({"image_id": pa.array(among, pa.string())}))
+    try:
+        return {i for (i,) in con.execute(
+            f"SELECT v.image_id FROM asked_ids a JOIN {image_table(con, version)} v ON v.image_id = a.image_id AND v.version = ?", [version]
+        ).fetchall()}
+    finally:
+        con.unregister("asked_ids")
 
 
 def image_vectors_of(con: duckdb.DuckDBPyConnection, version: str, image_ids: list[str]):
@@ -270,7 +387,7 @@ def image_vectors_of(con: duckdb.DuckDBPyConnection, version: str, image_ids: li
     con.register("wanted_ids", pa.table({"image_id": image_ids, "pos": pa.array(range(len(image_ids)), pa.int64())}))
     try:
         vectors = con.sql(
-            """SELECT v.vec FROM wanted_ids w JOIN image_vectors v ON v.image_id = w.image_id AND v.version = ?
+            f"""SELECT v.vec FROM wanted_ids w JOIN {image_table(con, version)} v ON v.image_id = w.image_id AND v.version = ?
                ORDER BY w.pos""",
             params=[version],
         ).to_arrow_table().column("vec").combine_chunks()
@@ -304,10 +421,11 @@ def land_photos(
                    SELECT image_id, path, width, height, 'folder', NULL FROM staged_photos
                    ON CONFLICT (image_id) DO UPDATE SET path = excluded.path"""
             )
-            con.execute("DELETE FROM image_vectors WHERE version = ? AND list_contains(?, image_id)", [version, ids])
+            table = image_table(con, version)
+            con.execute(f"DELETE FROM {table} WHERE version = ? AND list_contains(?, image_id)", [version, ids])
             con.execute("DELETE FROM generated_captions WHERE version = ? AND list_contains(?, image_id)", [version, ids])
             con.register("staged_vectors", pa.table({"image_id": ids, "vec": to_column(vectors)}))
-            con.execute("INSERT INTO image_vectors SELECT ?, image_id, vec FROM staged_vectors", [version])
+            con.execute(f"INSERT INTO {table} SELECT ?, image_id, vec FROM staged_vectors", [version])
             con.register(
                 "staged_generated",
                 pa.table({"image_id": ids, "caption": [c for c, _ in captions], "score": [s for _, s in captions]}),
@@ -336,7 +454,8 @@ def prune_missing_photos(con: duckdb.DuckDBPyConnection) -> list[str]:
     gone = [i for i, p in rows if not Path(p).exists()]
     if gone:
         with transaction(con):
-            for table in ("image_vectors", "generated_captions", "captions", "images"):
+            image_tables = sorted(t for t in _tables(con) if t.startswith("image_vectors_d"))
+            for table in (*image_tables, "generated_captions", "captions", "images"):
                 con.execute(f"DELETE FROM {table} WHERE list_contains(?, image_id)", [gone])
     return gone
 

@@ -156,17 +156,19 @@ def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
 def ensure_vector_tables(con: duckdb.DuckDBPyConnection, dim: int) -> None:
     """The width-`dim` tables (made when the first version of that width lands), and the
     word_vectors / image_vectors views over every width."""
-    existing = _tables(con)
-    made = False
-    for kind, columns in VECTOR_KINDS.items():
-        table = vector_table(kind, dim)
-        if table not in existing:
-            con.execute(f"CREATE TABLE {table} (version VARCHAR NOT NULL, {columns}, vec FLOAT[{int(dim)}] NOT NULL)")
-            if kind == "image":  # a photo's vector by id (similar photos, a search's results)
-                con.execute(f"CREATE INDEX {table}_by_image ON {table} (image_id)")
-            made = True
-    if made:
+    if any([_create_vector_table(con, kind, dim) for kind in VECTOR_KINDS]):
         _union_views(con)
+
+
+def _create_vector_table(con: duckdb.DuckDBPyConnection, kind: str, dim: int) -> bool:
+    """Make the width-`dim` table of `kind` vectors unless it exists; whether it was made."""
+    table = vector_table(kind, dim)
+    if table in _tables(con):
+        return False
+    con.execute(f"CREATE TABLE {table} (version VARCHAR NOT NULL, {VECTOR_KINDS[kind]}, vec FLOAT[{int(dim)}] NOT NULL)")
+    if kind == "image":  # a photo's vector by id (similar photos, a search's results)
+        con.execute(f"CREATE INDEX {table}_by_image ON {table} (image_id)")
+    return True
 
 
 def _union_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -192,14 +194,10 @@ def migrate_vectors_to_arrays(con: duckdb.DuckDBPyConnection) -> None:
         widths = con.execute("SELECT version, dim FROM model_versions").fetchall()
         for dim in sorted({int(d) for _, d in widths}):
             for kind, columns in VECTOR_KINDS.items():
-                table = vector_table(kind, dim)
-                if table not in _tables(con):
-                    con.execute(f"CREATE TABLE {table} (version VARCHAR NOT NULL, {columns}, vec FLOAT[{dim}] NOT NULL)")
-                    if kind == "image":
-                        con.execute(f"CREATE INDEX {table}_by_image ON {table} (image_id)")
+                _create_vector_table(con, kind, dim)
                 names = ", ".join(c.split()[0] for c in columns.split(", "))
                 con.execute(
-                    f"""INSERT INTO {table} SELECT version, {names}, vec::FLOAT[{dim}] FROM {kind}_vectors
+                    f"""INSERT INTO {vector_table(kind, dim)} SELECT version, {names}, vec::FLOAT[{dim}] FROM {kind}_vectors
                         WHERE version IN (SELECT version FROM model_versions WHERE dim = ?)""",
                     [dim],
                 )

@@ -61,12 +61,18 @@ def run_section(name: str, bounds: dict, device: str, full: bool) -> dict:
         return {**json.loads(out.read_text()), "seconds": seconds}
 
 
+def make_command(args) -> str:
+    if args.only == "scale":
+        return "make bench-scale" + (" ARGS=--full" if args.full else "")
+    return "make bench-full" if args.full else "make bench"
+
+
 def markdown(results: dict, bounds: dict, args, wall: float) -> str:
     date = dt.date.today().isoformat()
     mode = "full" if args.full else "quick"
     lines = [
-        f"Run {date} · {bounds['machine']} · `{'make bench' if not args.full else 'make bench-full'}` "
-        f"(`python -m bench{' --full' if args.full else ''}{' --device ' + args.device if args.device != 'auto' else ''}`, {mode} mode) · "
+        f"Run {date} · {bounds['machine']} · `{make_command(args)}` "
+        f"(`python -m bench{' --only ' + args.only if args.only else ''}{' --full' if args.full else ''}{' --device ' + args.device if args.device != 'auto' else ''}`, {mode} mode) · "
         f"wall {wall / 60:.1f} min",
         "",
         f"Bounds measured in this run: CPU matmul (2048², fp32) {bounds['cpu_flops'] / 1e9:.0f} GFLOP/s, "
@@ -149,7 +155,7 @@ def main() -> None:
     print(body)  # the same Markdown that goes to BENCHMARKS.md: readable in a terminal too
     if not args.no_write:
         kind = f"{'full' if args.full else 'quick'}-{device.type}" + ("" if args.only == "" else "-partial" if args.only != "scale" else "-scale")
-        title = f"`make bench` — {'full' if args.full else 'quick'} mode, {device.type.upper()}" + (f" ({args.only})" if args.only else "")
+        title = f"`{make_command(args).split(' ARGS')[0]}` — {'full' if args.full else 'quick'} mode, {device.type.upper()}" + (f" ({args.only})" if args.only else "")
         write(Path(args.file), kind, title, body)
         console.print(f"written to {args.file}")
         publish(title, body, console)

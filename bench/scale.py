@@ -31,6 +31,7 @@ from bench.pipeline import write_scenes
 from core import prefect_env
 from core.vectors import faiss_id, normalise, to_matrix
 from core.workspace import Workspace
+from tasks.index import recall
 
 SMALL = 8_000
 CHUNK = 50_000  # synthetic photos landed per transaction
@@ -121,7 +122,7 @@ def recall_at_10(q) -> float:
     queries = normalise(np.concatenate([np.stack([q.text_vector(q.query_tokens(t)[0]) for t in QUERIES]), vectors[sample]]))
     _, truth = exact.search(queries, 10)
     _, found = q.index.search(queries, 10)
-    return float(np.mean([len(set(every[a]) & set(b)) / 10 for a, b in zip(truth, found)]))
+    return recall(found, every[truth])
 
 
 def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Row], dict]:

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from answers.queries import FAISS_BLAS_THRESHOLD
 from bench.common import Row, latencies, ms, p50_p99
+from tasks.index import recall
 
 DIM, K = 300, 10
 
@@ -41,10 +42,6 @@ def numpy_top(x: np.ndarray, q: np.ndarray) -> np.ndarray:
     top = np.argpartition(-scores, K, axis=1)[:, :K]
     order = np.take_along_axis(scores, top, 1).argsort(axis=1)[:, ::-1]
     return np.take_along_axis(top, order, 1)
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)]))
 
 
 def duckdb_table(x: np.ndarray, fixed: bool) -> duckdb.DuckDBPyConnection:

@@ -46,6 +46,12 @@ def build_image_index(vectors: np.ndarray, image_ids: list[str], seed: int = 0) 
     return index
 
 
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """The share of each row of `truth` (the exact top k ids) that `found` holds, averaged; order
+    within a row does not matter."""
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+
+
 def choose_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, rng: np.random.Generator, queries: int = 200) -> int:
     """The smallest power-of-two nprobe whose top 10 holds IVF_RECALL of the exact top 10, for
     photos of the collection as queries (each also finds itself: the measure is of the other 9)."""
@@ -54,8 +60,7 @@ def choose_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, rng:
     nprobe = 1
     while nprobe < index.nlist:
         index.nprobe = nprobe
-        found = index.search(vectors[chosen], 10)[1]
-        if np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)]) >= IVF_RECALL:
+        if recall(index.search(vectors[chosen], 10)[1], truth) >= IVF_RECALL:
             break
         nprobe *= 2
     return min(nprobe, index.nlist)

@@ -6,7 +6,8 @@ import numpy as np
 
 from answers.queries import FAISS_BLAS_THRESHOLD
 from bench.__main__ import fmt_ratio, verdict, write
-from bench.search import numpy_top, recall, vectors
+from bench.search import numpy_top, vectors
+from tasks.index import recall
 
 
 def test_batched_faiss_search_equals_brute_force():

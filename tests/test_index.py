@@ -10,7 +10,7 @@ from conftest import copy_of_trained
 
 from core.vectors import faiss_id, normalise
 from tasks import shapes
-from tasks.index import EXACT_UP_TO, build_image_index, fits, index_ids, index_kind
+from tasks.index import EXACT_UP_TO, build_image_index, fits, index_ids, index_kind, recall
 
 
 def collection(n: int, dim: int = 64, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -24,8 +24,7 @@ def collection(n: int, dim: int = 64, seed: int = 0) -> tuple[np.ndarray, list[s
 def recall_at_10(index: faiss.Index, vectors: np.ndarray, ids: list[str], queries: np.ndarray) -> float:
     every = np.array([faiss_id(i) for i in ids])
     truth = every[faiss.knn(normalise(queries), normalise(vectors), 10, metric=faiss.METRIC_INNER_PRODUCT)[1]]
-    found = index.search(normalise(queries), 10)[1]
-    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)]))
+    return recall(index.search(normalise(queries), 10)[1], truth)
 
 
 def test_small_collections_are_searched_exactly():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -177,3 +178,14 @@ def test_a_warehouse_from_before_fixed_width_vectors_is_migrated_on_open(tmp_pat
     con = db.connect(ws)  # a second open changes nothing
     assert con.execute("SELECT count(*) FROM image_vectors").fetchone()[0] == 13
     con.close()
+
+
+def test_faiss_ids_computed_in_sql_are_core_faiss_ids():
+    import duckdb
+
+    from core.vectors import faiss_id
+
+    ids = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(50)]
+    con = duckdb.connect()
+    computed = [v for (v,) in con.execute(f"SELECT {db.FAISS_ID} FROM (SELECT unnest(?) AS image_id)", [ids]).fetchall()]
+    assert computed == [faiss_id(i) for i in ids]

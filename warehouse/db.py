@@ -23,8 +23,9 @@ from core.workspace import Workspace
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
 VECTOR_TABLES = ("word_vectors", "image_vectors", "generated_captions")  # what an export lands
-# Vectors live in one table per width, as fixed-size arrays: kind -> the columns before `vec`.
-VECTOR_KINDS = {"word": "word VARCHAR NOT NULL, freq INTEGER", "image": "image_id VARCHAR NOT NULL"}
+# Vectors live in one table per width, as fixed-size arrays: kind -> {column: type} before `vec`.
+VECTOR_KINDS = {"word": {"word": "VARCHAR NOT NULL", "freq": "INTEGER"}, "image": {"image_id": "VARCHAR NOT NULL"}}
+FAISS_ID = "('0x' || left(image_id, 15))::BIGINT"  # core.vectors.faiss_id, in SQL
 VERSION_FIELDS = ("version", "checkpoint", "index_path", "dim", "metrics", "joint_checkpoint", "index_kind")
 # Readers touch no file but the warehouse: no COPY ... TO, read_csv('/etc/passwd'), ATTACH or
 # INSTALL, and no SET to turn that back on. Every read-only connection has the same settings
@@ -165,7 +166,8 @@ def _create_vector_table(con: duckdb.DuckDBPyConnection, kind: str, dim: int) ->
     table = vector_table(kind, dim)
     if table in _tables(con):
         return False
-    con.execute(f"CREATE TABLE {table} (version VARCHAR NOT NULL, {VECTOR_KINDS[kind]}, vec FLOAT[{int(dim)}] NOT NULL)")
+    columns = ", ".join(f"{name} {sql_type}" for name, sql_type in VECTOR_KINDS[kind].items())
+    con.execute(f"CREATE TABLE {table} (version VARCHAR NOT NULL, {columns}, vec FLOAT[{int(dim)}] NOT NULL)")
     if kind == "image":  # a photo's vector by id (similar photos, a search's results)
         con.execute(f"CREATE INDEX {table}_by_image ON {table} (image_id)")
     return True
@@ -176,9 +178,9 @@ def _union_views(con: duckdb.DuckDBPyConnection) -> None:
     before fixed-width storage keeps working; per-version queries use current_* or the tables)."""
     tables = _tables(con)
     for kind, columns in VECTOR_KINDS.items():
-        names = ", ".join(c.split()[0] for c in columns.split(", "))
-        parts = [f"SELECT version, {names}, vec::FLOAT[] AS vec FROM {t}" for t in sorted(tables) if t.startswith(f"{kind}_vectors_d")]
-        empty = f"SELECT NULL::VARCHAR AS version, {', '.join(f'NULL::{c.split()[1]} AS {c.split()[0]}' for c in columns.split(', '))}, NULL::FLOAT[] AS vec WHERE false"
+        parts = [f"SELECT version, {', '.join(columns)}, vec::FLOAT[] AS vec FROM {t}" for t in sorted(tables) if t.startswith(f"{kind}_vectors_d")]
+        nulls = ", ".join(f"NULL::{sql_type.split()[0]} AS {name}" for name, sql_type in columns.items())
+        empty = f"SELECT NULL::VARCHAR AS version, {nulls}, NULL::FLOAT[] AS vec WHERE false"  # no width landed yet
         con.execute(f"CREATE OR REPLACE VIEW {kind}_vectors AS {' UNION ALL '.join(parts) or empty}")
 
 
@@ -195,9 +197,8 @@ def migrate_vectors_to_arrays(con: duckdb.DuckDBPyConnection) -> None:
         for dim in sorted({int(d) for _, d in widths}):
             for kind, columns in VECTOR_KINDS.items():
                 _create_vector_table(con, kind, dim)
-                names = ", ".join(c.split()[0] for c in columns.split(", "))
                 con.execute(
-                    f"""INSERT INTO {vector_table(kind, dim)} SELECT version, {names}, vec::FLOAT[{dim}] FROM {kind}_vectors
+                    f"""INSERT INTO {vector_table(kind, dim)} SELECT version, {', '.join(columns)}, vec::FLOAT[{dim}] FROM {kind}_vectors
                         WHERE version IN (SELECT version FROM model_versions WHERE dim = ?)""",
                     [dim],
                 )
@@ -341,11 +342,11 @@ def image_table(con: duckdb.DuckDBPyConnection, version: str) -> str:
 
 
 def faiss_ids_with_vectors(con: duckdb.DuckDBPyConnection, version: str):
-    """The version's photos as faiss ids (core.vectors.faiss_id computed in SQL), int64 array."""
+    """The version's photos as faiss ids (FAISS_ID), int64 array."""
     import numpy as np
 
     rows = con.sql(
-        f"SELECT ('0x' || left(image_id, 15))::BIGINT AS id FROM {image_table(con, version)} WHERE version = ?", params=[version]
+        f"SELECT {FAISS_ID} AS id FROM {image_table(con, version)} WHERE version = ?", params=[version]
     ).fetchnumpy()["id"]
     return np.asarray(rows, dtype=np.int64)
 
@@ -356,7 +357,7 @@ def image_ids_of_faiss_ids(con: duckdb.DuckDBPyConnection, version: str, faiss_i
     try:
         return [i for (i,) in con.execute(
             f"""SELECT image_id FROM {image_table(con, version)} WHERE version = ?
-               AND ('0x' || left(image_id, 15))::BIGINT IN (SELECT id FROM wanted_faiss_ids) ORDER BY image_id""",
+               AND {FAISS_ID} IN (SELECT id FROM wanted_faiss_ids) ORDER BY image_id""",
             [version],
         ).fetchall()]
     finally:

@@ -1,29 +1,50 @@
 """Ingest photo folders into the promoted model version: new photos only, no retraining.
 
+    scan-folders -> ingest-shard x N (encode + caption; mapped like training's shards) -> land-photos
+
+The shards run on the flow's task runner: threads of this process (local), or the workers of a
+Dask cluster (`onenet ingest --runner dask`, flows/runners.py), with the same results either way.
 The scheduled deployment (prefect.yaml, hourly) runs this over the configured folders.
 """
 
 from __future__ import annotations
 
+import os
+
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.workspace import Workspace
 from tasks.artifacts import photo_grid
-from tasks.ingest import ingest as ingest_photos
+from tasks.cache import TaskRuns
+from tasks.ingest import INGEST_SHARD_SIZE, ingest_shard, land, plan, scan_folders, summary
 
-# Not cached: what is new depends on the disk and the warehouse, and the work is incremental
-# by content hash already (known photos cost one sha256). A long hang reading a network mount
-# is cut off; a busy warehouse (another writer) is retried.
-ingest_photos_task = task(ingest_photos, name="ingest-photos", timeout_seconds=6 * 3600)
+# Not cached by Prefect: what is new depends on the disk and the warehouse, and the work is
+# incremental by content hash already (known photos cost one sha256; a shard's part file, once
+# written, is reused by a re-run). A shard whose Dask worker died is run again by Dask on another
+# worker (tests/test_dask.py). No task timeouts: Prefect cannot interrupt a thread blocked in I/O.
+scan_task = task(scan_folders, name="scan-folders")
+shard_task = task(ingest_shard, name="ingest-shard")
+land_task = task(land, name="land-photos")
 
 
-@flow(name="onenet-ingest")
-def ingest(workspace: str, folders: list[str], captions_file: str | None = None, prune: bool = False) -> dict:
+@flow(name="onenet-ingest", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))  # shards: one per core
+def ingest(
+    workspace: str, folders: list[str], captions_file: str | None = None, prune: bool = False, shard_size: int = INGEST_SHARD_SIZE
+) -> dict:
     ws = Workspace.at(workspace)
-    counts = ingest_photos_task(ws, folders, captions_file, prune)
-    summary = {k: v for k, v in counts.items() if k != "rejects"}
-    create_table_artifact(key="ingest-summary", table=[summary], description=f"onenet ingest of {', '.join(folders)}: photos seen, added, rejected")
+    run = TaskRuns(ws.results)
+    scan = scan_task(folders)
+    todo = plan(ws, scan, captions_file, shard_size)
+    parts = run.map(
+        shard_task, {"photos": [list(s) for s in todo.shards]}, workspace=ws, version=todo.current["version"],
+        checkpoint=todo.current["checkpoint"], batch_size=None,
+    )
+    counts = summary(scan, todo, land_task(ws, todo, parts, prune))
+    counts["tasks"] = run.states
+    summary_row = {k: v for k, v in counts.items() if k not in ("rejects", "tasks")}
+    create_table_artifact(key="ingest-summary", table=[summary_row], description=f"onenet ingest of {', '.join(folders)}: photos seen, added, rejected")
     if counts["rejects"]:
         create_table_artifact(key="ingest-rejects", table=counts["rejects"], description="files that could not be read as photos (nothing else was lost)")
     if counts["new"]:

@@ -143,6 +143,8 @@ def check_options(o: TrainOptions) -> None:
         raise OnenetError(f"--scst-baseline must be 'greedy' or 'mean', not {o.scst.baseline!r}")
     if o.joint.loss not in JOINT_LOSSES:
         raise OnenetError(f"--joint-loss must be {' or '.join(map(repr, JOINT_LOSSES))}, not {o.joint.loss!r}")
+    if o.shard_size < 1:
+        raise OnenetError("--shard-size must be at least 1")
     if o.decoder.select_by not in ("loss", "cider"):
         raise OnenetError(f"--select-by must be 'loss' or 'cider', not {o.decoder.select_by!r}")
     if o.source == "karpathy" and not (o.from_path and o.images):

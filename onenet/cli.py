@@ -103,6 +103,7 @@ def train(
     gate: bool = typer.Option(False, "--gate", help="promote the new version only if it is not worse than the promoted one (what the scheduled retrain does)"),
     tolerance: float = typer.Option(0.02, help="--gate: relative drop a gated metric may show"),
     gate_metric: list[str] = typer.Option([], "--gate-metric", help="--gate: TASK/METHOD/METRIC to compare [default: captions/beam3/CIDEr, captions/beam3/BLEU-4]"),
+    shard_size: int = typer.Option(1024, help="photos per mapped task (feature and caption shards): the unit that runners spread"),
     runner: str = typer.Option("local", help="where mapped tasks (feature and caption shards) run: local or dask"),
     dask_address: Optional[str] = typer.Option(None, help="--runner dask: scheduler of an existing cluster (tcp://HOST:PORT); default a local cluster"),
     dask_workers: int = typer.Option(2, help="--runner dask: workers of the local cluster"),
@@ -122,7 +123,7 @@ def train(
     digests = dict(_key_value("--sha256", item) for item in sha256)
     options = options_for(
         source, from_path=from_path, images=images, archive_urls=urls, archive_sha256=digests, n_images=n_images, seed=seed,
-        encoder=encoder, image_size=image_size, min_count=min_count, max_words=max_words,
+        encoder=encoder, image_size=image_size, min_count=min_count, max_words=max_words, shard_size=shard_size,
         decoder=dict(
             dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
             label_smoothing=label_smoothing, select_by=select_by, patience=patience, length_alpha=length_alpha,
@@ -349,15 +350,25 @@ def ingest(
     folders: list[str] = typer.Argument(..., help="photo folders (walked recursively)"),
     captions: Optional[str] = typer.Option(None, "--captions", help="CSV/TSV of file,caption: human captions for the next retraining"),
     prune: bool = typer.Option(False, "--prune", help="forget ingested photos whose files are gone"),
+    shard_size: int = typer.Option(512, help="new photos per mapped task (encode + caption): the unit that runners spread"),
+    runner: str = typer.Option("local", help="where the shards run: local (threads) or dask"),
+    dask_address: Optional[str] = typer.Option(None, help="--runner dask: scheduler of an existing cluster (tcp://HOST:PORT); default a local cluster"),
+    dask_workers: int = typer.Option(2, help="--runner dask: workers of the local cluster"),
 ) -> None:
     """Add new photos to the current model version: vectors, captions, index (no retraining)."""
     c = _ctx(ctx)
     from flows.ingest import ingest as ingest_flow
+    from flows.runners import task_runner
 
-    counts = ingest_flow(workspace=str(c.workspace.root), folders=folders, captions_file=captions, prune=prune)
+    if shard_size < 1:
+        raise OnenetError("--shard-size must be at least 1")
+    chosen = task_runner(runner, dask_address, dask_workers)
+    counts = ingest_flow.with_options(task_runner=chosen)(
+        workspace=str(c.workspace.root), folders=folders, captions_file=captions, prune=prune, shard_size=shard_size
+    )
     table = _table(f"ingested into model {counts['version']}", "count", "value")
     for key, value in counts.items():
-        if key not in ("version", "rejects"):
+        if key not in ("version", "rejects", "tasks"):
             table.add_row(key, str(value))
     _emit(c, counts, table)
     if counts["rejects"] and not c.json:

@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from core.errors import OnenetError
 from core.files import sha256_text
 
 FIRST_PARTY = ("core", "models", "warehouse", "tasks", "answers", "flows", "onenet")
@@ -148,9 +149,25 @@ class TaskRuns:
         for future in futures:
             future.wait()
         states = [future.state for future in futures]
+        lost = [f for f, state in zip(futures, states) if not state.is_final()]
+        if lost:  # a run whose worker died for good (on Dask) is left unfinished, not failed
+            raise OnenetError(
+                f"{len(lost)} of {len(futures)} {task.name} runs never finished ({_why(lost[0])}). "
+                "Run the same command again: the shards already written are kept and the rest is done."
+            )
         counts: dict[str, int] = {}
         for state in states:
             counts[state.name] = counts.get(state.name, 0) + 1
         self.states[task.name] = next(iter(counts)) if len(counts) == 1 else ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
         self.mapped[task.name] = len(states)
         return [state.result() for state in states]
+
+
+def _why(future: Any) -> str:
+    """What the runner says happened to an unfinished run (Dask: KilledWorker, and which worker)."""
+    try:
+        future.result(timeout=5)
+    except Exception as e:  # noqa: BLE001 - any reason is worth showing
+        first = str(e).split(". ")[0].rstrip(".")  # KilledWorker: which task, how many workers died
+        return f"{type(e).__name__}: {first or 'no detail'}"
+    return "no reason given"

@@ -82,7 +82,7 @@ def clean_state(trained, folder, tmp_path_factory) -> dict:
     return snapshot(ws)
 
 
-@pytest.mark.parametrize("point", ["features", "landing", "index"])
+@pytest.mark.parametrize("point", ["features", "ingest-shard", "landing", "index"])
 def test_killed_ingest_is_completed_exactly_by_the_next_run(trained, folder, clean_state, point, tmp_path):
     ws = Workspace.at(tmp_path / "ws")
     shutil.copytree(trained["workspace"].root, ws.root)
@@ -91,6 +91,7 @@ def test_killed_ingest_is_completed_exactly_by_the_next_run(trained, folder, cle
     rerun = run(["-c", INGEST, str(ws.root), str(folder)], None, tmp_path / "ph")
     assert rerun.returncode == 0, rerun.stdout[-2000:]
     assert snapshot(ws) == clean_state
+    assert not list(ws.root.glob("ingest/*/part-*.parquet"))  # the shards' parts, landed, are gone
 
 
 def test_killed_training_landing_is_completed_exactly_by_the_next_run(trained, tmp_path):

@@ -1,7 +1,17 @@
-"""Scale-out: the training flow's mapped tasks (feature shards, caption shards) on a 2-worker Dask
-cluster on loopback give the same results as the in-process runner."""
+"""Scale-out: the flows' mapped tasks (training's feature and caption shards, ingest's shards) on Dask
+give the same results as the in-process runner, bit for bit: on a cluster the flow starts on
+loopback, and on a real one started from the command line (`dask scheduler`, two `dask worker`s,
+each in its own directory and environment), with a worker killed in the middle of a shard."""
 
 from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,12 +21,18 @@ from core.errors import OnenetError
 from core.vectors import to_matrix
 from core.workspace import Workspace
 from flows.runners import task_runner
+from tasks import shapes
+from warehouse import db
 
 IMAGES = 360
+NEW_PHOTOS = 48  # ingested after training: six shards of 8
+INGEST_SHARD = 8
+TRAIN_ARGS = ["--n-images", str(IMAGES), "--seed", "3", "--epochs", "2", "--joint-epochs", "2", "--shard-size", "100"]
 
 
 def small():
-    """Four shards each way (features and captions), so two workers really share the work."""
+    """Four shards each way (features and captions), so two workers really share the work
+    (the same options as TRAIN_ARGS on the command line)."""
     from flows.train import TrainOptions
     from models.joint import JointConfig
     from tasks.train import TrainConfig
@@ -32,32 +48,87 @@ def features_by_id(ws: Workspace) -> dict[str, np.ndarray]:
     return out
 
 
-def test_dask_runner_matches_the_in_process_runner(tmp_path):
+def generated(ws: Workspace, version: str) -> dict:
+    table = pq.read_table(ws.path(f"exports/{version}/generated_captions.parquet"))
+    return {k: table.column(k).to_pylist() for k in ("image_id", "caption", "score")}
+
+
+def ingested(ws: Workspace) -> dict:
+    """What an ingest landed for the promoted version: photos, exact vectors and captions, the index."""
+    import faiss
+
+    con = db.connect(ws, read_only=True)
+    try:
+        current = db.current_version(con)
+        rows = con.execute(
+            """SELECT i.image_id, i.path, v.vec, g.caption, g.score FROM images i
+               JOIN image_vectors v ON v.image_id = i.image_id AND v.version = $version
+               JOIN generated_captions g ON g.image_id = i.image_id AND g.version = $version
+               WHERE i.source = 'folder' ORDER BY i.image_id""",
+            {"version": current["version"]},
+        ).fetchall()
+        vectors = con.execute("SELECT count(*) FROM image_vectors WHERE version = ?", [current["version"]]).fetchone()[0]
+    finally:
+        con.close()
+    index = faiss.read_index(str(ws.path(current["index_path"])))
+    assert index.ntotal == vectors, "index and table disagree"
+    assert not list(ws.root.glob("ingest/*/part-*.parquet")), "landed parts were left behind"
+    return {"version": current["version"], "rows": rows}
+
+
+def ingest_flow(ws: Workspace, folder: Path, runner) -> dict:
+    from flows.ingest import ingest
+
+    return ingest.with_options(task_runner=runner)(workspace=str(ws.root), folders=[str(folder)], shard_size=INGEST_SHARD)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("new-photos")
+    for i in range(NEW_PHOTOS):
+        shapes.scene(77, i).image.save(folder / f"new {i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory, photos) -> dict:
+    """Train, then ingest, with the in-process runner: what every other runner must reproduce."""
     from flows.train import train
 
-    local_ws, dask_ws = Workspace.at(tmp_path / "local"), Workspace.at(tmp_path / "dask")
-    local = train.with_options(task_runner=task_runner("local"))(workspace=str(local_ws.root), options=small())
+    ws = Workspace.at(tmp_path_factory.mktemp("local") / "ws")
+    result = train.with_options(task_runner=task_runner("local"))(workspace=str(ws.root), options=small())
+    features, captions = features_by_id(ws), generated(ws, result["version"])
+    counts = ingest_flow(ws, photos, task_runner("local"))
+    assert counts["new"] == NEW_PHOTOS and counts["tasks"]["ingest-shard"] == "Completed"
+    return {"ws": ws, "train": result, "features": features, "captions": captions, "ingested": ingested(ws)}
+
+
+def test_dask_runner_matches_the_in_process_runner(local, photos, tmp_path):
+    from flows.train import train
+
+    dask_ws = Workspace.at(tmp_path / "dask")
     spread = train.with_options(task_runner=task_runner("dask", workers=2))(workspace=str(dask_ws.root), options=small())
 
-    assert spread["tasks"]["encode-shard"] == local["tasks"]["encode-shard"] == spread["tasks"]["caption-shard"] == "Completed"
+    assert spread["tasks"]["encode-shard"] == local["train"]["tasks"]["encode-shard"] == spread["tasks"]["caption-shard"] == "Completed"
     assert len(list(dask_ws.root.glob("features/*/part-*.parquet"))) == 4  # four shards each way
     assert len(list(dask_ws.root.glob("exports/*/captions/part-*.parquet"))) == 4
-    assert spread["version"] == local["version"]
+    assert spread["version"] == local["train"]["version"]
 
     # Bit for bit: every shard runs on one torch thread wherever it runs (models.single_thread);
     # oneDNN's sums depend on the thread count, so without that the last bits differ and a
     # retrained model's beam search can flip a caption.
-    a, b = features_by_id(local_ws), features_by_id(dask_ws)
+    a, b = local["features"], features_by_id(dask_ws)
     assert sorted(a) == sorted(b) and len(a) == IMAGES
     ids = sorted(a)
     assert np.array_equal(np.stack([a[i] for i in ids]), np.stack([b[i] for i in ids]))
-    version = local["version"]
-    captions = [pq.read_table(ws.path(f"exports/{version}/generated_captions.parquet")) for ws in (local_ws, dask_ws)]
-    assert captions[0].column("image_id").to_pylist() == captions[1].column("image_id").to_pylist()
-    assert captions[0].column("caption").to_pylist() == captions[1].column("caption").to_pylist()
-    assert captions[0].column("score").to_pylist() == captions[1].column("score").to_pylist()
+    assert generated(dask_ws, spread["version"]) == local["captions"]
     speed = "tokens_per_s"
-    assert {k: v for k, v in spread["metrics"].items() if k != speed} == {k: v for k, v in local["metrics"].items() if k != speed}
+    assert {k: v for k, v in spread["metrics"].items() if k != speed} == {k: v for k, v in local["train"]["metrics"].items() if k != speed}
+
+    # Ingest spreads the same way: six shards of new photos over the workers, the same vectors and captions.
+    counts = ingest_flow(dask_ws, photos, task_runner("dask", workers=2))
+    assert counts["new"] == NEW_PHOTOS and counts["tasks"]["ingest-shard"] == "Completed"
+    assert ingested(dask_ws) == local["ingested"]
 
     # An existing cluster, reached by its address (--dask-address): a re-run there is all cache hits.
     from distributed import LocalCluster
@@ -68,11 +139,141 @@ def test_dask_runner_matches_the_in_process_runner(tmp_path):
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         again = train.with_options(task_runner=task_runner("dask", address=cluster.scheduler_address))(workspace=str(dask_ws.root), options=small())
     assert again["tasks"]["encode-shard"] == again["tasks"]["caption-shard"] == "Cached"
-    assert again["version"] == local["version"]
+    assert again["version"] == local["train"]["version"]
 
 
 def _api_env(url: str | None) -> dict:
     return {"PREFECT_API_URL": url} if url else {}
+
+
+# --- a cluster started from the command line, as on separate hosts --------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict:
+    """A shell of its own: none of this test session's Prefect or onenet settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ONENET_"))}
+    return {**env, **extra}
+
+
+class Processes:
+    """Long-running commands (server, scheduler, workers), each in its own session, all stopped at the end."""
+
+    def __init__(self, logs: Path):
+        self.logs, self.running = logs, {}
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, args: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+        cwd.mkdir(parents=True, exist_ok=True)
+        out = open(self.logs / f"{name}.log", "w")  # a file, not a pipe: nobody reads these while they run
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.running[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text()
+
+    def wait_for(self, name: str, text: str, timeout: float = 120) -> None:
+        self.wait_until(name, lambda: text in self.log(name), timeout)
+
+    def wait_until(self, name: str, ready, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert self.running[name].poll() is None, f"{name} exited:\n{self.log(name)[-3000:]}"
+            assert time.monotonic() < deadline, f"{name} not ready within {timeout} s:\n{self.log(name)[-3000:]}"
+            time.sleep(0.3)
+
+    def stop(self, *names: str) -> None:
+        """Stop these (all when none is named) as `kill` would, and wait for them."""
+        procs = [self.running[n] for n in names] if names else list(self.running.values())
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def healthy(api_url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def onenet(ws: Workspace, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "onenet.cli", "-w", str(ws.root), *args], env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_a_cluster_started_from_the_command_line_survives_killed_workers(local, photos, tmp_path):
+    """`onenet server`, `dask scheduler` and `dask worker`s started as a user would on separate
+    hosts sharing the workspace's filesystem; `onenet train` and `onenet ingest` run on them and
+    land what the local runner lands. Workers die mid-shard (SIGKILL, like a host losing power):
+    when no worker survives, the ingest fails with one clear line; the next run, with a worker
+    dying after writing its shard, completes, and the tables are exactly the local runner's."""
+    dask = str(Path(sys.executable).with_name("dask"))
+    ws = Workspace.at(tmp_path / "shared" / "ws")
+    procs = Processes(tmp_path / "logs")
+    port, scheduler_port = free_port(), free_port()
+    address = f"tcp://127.0.0.1:{scheduler_port}"
+    api_url = f"http://127.0.0.1:{port}/api"
+
+    def worker(name: str, *options: str, **env: str) -> subprocess.Popen:
+        home = tmp_path / f"host-{name}"  # each "host": its own directory, Prefect home and runtime cache
+        args = [dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", name, "--local-directory", str(home / "dask"), *options]
+        proc = procs.start(f"worker-{name}", args, home, clean_env(PREFECT_HOME=str(home / "prefect"), PREFECT_API_URL=api_url, ONENET_RUNTIME_CACHE=str(home / "openvino"), **env))
+        procs.wait_for(f"worker-{name}", "Registered to", timeout=120)
+        return proc
+
+    ingest_args = ["--json", "ingest", str(photos), "--shard-size", str(INGEST_SHARD), "--runner", "dask", "--dask-address", address]
+    try:
+        procs.start("server", [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "server", "--port", str(port)], tmp_path / "head", clean_env())
+        procs.start("scheduler", [dask, "scheduler", "--host", "127.0.0.1", "--port", str(scheduler_port), "--no-dashboard"], tmp_path / "head", clean_env())
+        procs.wait_until("server", lambda: healthy(api_url), timeout=120)
+        worker("a"), worker("b")
+
+        trained = onenet(ws, "--json", "train", *TRAIN_ARGS, "--runner", "dask", "--dask-address", address, env=clean_env())
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        assert json.loads(trained.stdout)["version"] == local["train"]["version"]
+        assert generated(ws, local["train"]["version"]) == local["captions"]
+        assert "encode-shard" in procs.log("worker-a") + procs.log("worker-b")  # the shards ran there, not in the CLI
+
+        # A shard that kills every worker that takes it (its nanny restarts it, it dies again):
+        # after three deaths Dask gives up on the shard, and the run fails in one line.
+        procs.stop("worker-a", "worker-b")
+        worker("d", ONENET_CRASH_AT="ingest-shard-start")
+        failed = onenet(ws, *ingest_args, env=clean_env())
+        last = failed.stderr.strip().splitlines()[-1]  # the CLI's line, after Prefect's log of the failed flow run
+        assert failed.returncode == 1 and last.startswith("error: ") and "KilledWorker" in last, failed.stderr[-3000:]
+        assert "Run the same command again" in last
+        procs.stop("worker-d")
+
+        # Run again, on a worker that dies once in every shard after encoding it (its nanny
+        # restarts it; the shard, run again, finds its features stored) and one that dies for good
+        # after writing its first shard's part, before reporting it (the part is reused elsewhere).
+        worker("e", ONENET_CRASH_AT="features")
+        doomed = worker("c", "--no-nanny", ONENET_CRASH_AT="ingest-shard")
+        again = onenet(ws, *ingest_args, env=clean_env())
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert doomed.wait(60) == -signal.SIGKILL, procs.log("worker-c")[-3000:]
+        assert procs.log("worker-e").count("Worker process") >= 2, procs.log("worker-e")[-3000:]  # restarted after dying
+        assert json.loads(again.stdout)["new"] == NEW_PHOTOS
+        assert ingested(ws) == local["ingested"]  # nothing lost, nothing twice, the same numbers
+    finally:
+        procs.stop()
 
 
 def test_runner_options_are_checked():

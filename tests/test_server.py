@@ -113,7 +113,10 @@ def test_flow_run_tasks_and_artifacts_are_on_the_server(served):
     run = ingest_run(base)
     assert run["state_type"] == "COMPLETED" and run["total_run_time"] > 0
     tasks = api(base, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
-    assert [(t["task_key"].startswith("ingest"), t["state_type"]) for t in tasks] == [(True, "COMPLETED")]
+    # scan -> one shard (two new photos) -> land, each a task run of its own
+    assert sorted((t["name"].rsplit("-", 1)[0], t["state_type"]) for t in tasks) == [
+        ("ingest-shard", "COMPLETED"), ("land-photos", "COMPLETED"), ("scan-folders", "COMPLETED"),
+    ]
     artifacts = artifacts_of(base, run["id"])
     assert {"ingest-summary", "ingest-rejects", "ingest-samples"} <= set(artifacts)
     summary = artifacts["ingest-summary"]["data"]

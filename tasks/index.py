@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from core.files import atomic_path, sha256_text
+from core.served_index import parts
 from core.vectors import faiss_id, normalise, to_matrix
 from core.workspace import Workspace
 from tasks.cache import Ref, cached_task
@@ -23,6 +24,10 @@ from tasks.cache import Ref, cached_task
 # over the 10 ms goal, and grows with the collection.
 EXACT_UP_TO = 50_000
 IVF_RECALL = 0.97  # nprobe: the fewest lists that find this share of the exact top 10 (goal 0.95)
+# Photos ingested since the base index was written are searched exactly beside it (core/served_index.py)
+# until there are this many; then they are merged into the base. 10,000 x 300 floats is a 12 MB
+# scan per query (~1 ms); at 1,000,000 photos a merge rewrites the base (~1 s) once per 10,000 photos.
+DELTA_UP_TO = 10_000
 
 
 def build_image_index(vectors: np.ndarray, image_ids: list[str], seed: int = 0) -> faiss.Index:
@@ -67,13 +72,17 @@ def choose_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, rng:
 
 
 def index_kind(index: faiss.Index) -> str:
-    """What an index is, as recorded with the version: 'flat' or 'ivf-flat lists=L nprobe=P'."""
-    ivf = faiss.try_extract_index_ivf(index)
+    """What an index is, as recorded with the version: 'flat' or 'ivf-flat lists=L nprobe=P' (of
+    the base, for a served base + delta)."""
+    ivf = faiss.try_extract_index_ivf(parts(index)[0])
     return f"ivf-flat lists={ivf.nlist} nprobe={ivf.nprobe}" if ivf is not None else "flat"
 
 
 def index_ids(index: faiss.Index) -> np.ndarray:
-    """The faiss ids an index holds, int64 (flat: its id map; IVF: every inverted list's ids)."""
+    """The faiss ids an index holds, int64 (flat: its id map; IVF: every inverted list's ids;
+    base + delta: both's)."""
+    if len(parts(index)) > 1:
+        return np.concatenate([index_ids(part) for part in parts(index)])
     if index.ntotal == 0:
         return np.zeros(0, np.int64)
     ivf = faiss.try_extract_index_ivf(index)
@@ -83,13 +92,15 @@ def index_ids(index: faiss.Index) -> np.ndarray:
     return np.concatenate([faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(ivf.nlist) if lists.list_size(i)])
 
 
-def fits(index: faiss.Index) -> bool:
-    """Whether `index` still suits its collection's size: flat up to EXACT_UP_TO; IVF above it
-    until the collection outgrows its lists fourfold (then it is rebuilt with more)."""
+def fits(index: faiss.Index, total: int | None = None) -> bool:
+    """Whether `index` suits a collection of `total` photos (default: what it holds): flat up to
+    EXACT_UP_TO; IVF above it until the collection outgrows its lists fourfold (then it is
+    rebuilt with more)."""
+    total = index.ntotal if total is None else total
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is None:
-        return index.ntotal <= EXACT_UP_TO
-    return index.ntotal > EXACT_UP_TO and ivf.nlist >= math.sqrt(index.ntotal)
+        return total <= EXACT_UP_TO
+    return total > EXACT_UP_TO and ivf.nlist >= math.sqrt(total)
 
 
 def build_index(workspace: Workspace, export: Ref) -> Ref:

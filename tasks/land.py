@@ -39,7 +39,7 @@ def land(
         "checkpoint": model.path,
         "index_path": index.path,
         "joint_checkpoint": joint.path if joint else None,
-        "index_kind": index_kind(faiss.read_index(str(workspace.path(index.path)))),
+        "index_kind": index_kind(faiss.read_index(str(workspace.path(index.path)), faiss.IO_FLAG_MMAP_IFC)),
     }
     con = connect(workspace)
     try:

@@ -11,12 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import faiss
 import pytest
 
+from core.served_index import read_served
 from core.vectors import faiss_id
 from core.workspace import Workspace
 from tasks import shapes
+from tasks.index import index_ids
 from warehouse import db
 
 INGEST = "import sys; from core.workspace import Workspace; from tasks.ingest import ingest; ingest(Workspace.at(sys.argv[1]), [sys.argv[2]])"
@@ -60,8 +61,8 @@ def snapshot(ws: Workspace) -> dict:
         }
     finally:
         con.close()
-    index = faiss.read_index(str(ws.path(current["index_path"])))
-    state["index"] = sorted(faiss.vector_to_array(index.id_map).tolist())
+    index = read_served(ws.path(current["index_path"]))  # base + delta, as queries read it
+    state["index"] = sorted(index_ids(index).tolist())
     assert state["index"] == sorted(faiss_id(i) for (i,) in state["vectors"]), "index and table disagree"
     return state
 

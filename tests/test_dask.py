@@ -55,7 +55,7 @@ def generated(ws: Workspace, version: str) -> dict:
 
 def ingested(ws: Workspace) -> dict:
     """What an ingest landed for the promoted version: photos, exact vectors and captions, the index."""
-    import faiss
+    from core.served_index import read_served
 
     con = db.connect(ws, read_only=True)
     try:
@@ -70,7 +70,7 @@ def ingested(ws: Workspace) -> dict:
         vectors = con.execute("SELECT count(*) FROM image_vectors WHERE version = ?", [current["version"]]).fetchone()[0]
     finally:
         con.close()
-    index = faiss.read_index(str(ws.path(current["index_path"])))
+    index = read_served(ws.path(current["index_path"]))
     assert index.ntotal == vectors, "index and table disagree"
     assert not list(ws.root.glob("ingest/*/part-*.parquet")), "landed parts were left behind"
     return {"version": current["version"], "rows": rows}

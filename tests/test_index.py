@@ -113,3 +113,60 @@ def test_ingest_switches_the_index_by_size_and_records_it(trained, tmp_path, mon
 def test_an_empty_index_has_no_ids():
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(8))
     assert len(index_ids(index)) == 0 and index_kind(index) == "flat"
+
+
+def test_ingest_writes_a_delta_not_the_base_and_merges_it_later(trained, tmp_path, monkeypatch):
+    """New photos go into the delta file (the base, the size of the collection, stays as it was);
+    searches see both; past DELTA_UP_TO, or when a photo leaves the base, the delta is merged."""
+    from answers.queries import Queries
+    from core.served_index import delta_path
+    from tasks.ingest import ingest
+    from warehouse import db
+
+    ws = copy_of_trained(trained, tmp_path)
+    con = db.connect(ws, read_only=True)
+    base = ws.path(db.current_version(con)["index_path"])
+    con.close()
+    trained_ids = set(index_ids(faiss.read_index(str(base))).tolist())
+    before = base.read_bytes()
+
+    def folder(name: str, seed: int, n: int):
+        path = tmp_path / name
+        path.mkdir()
+        for i in range(n):
+            shapes.scene(seed, i).image.save(path / f"{i}.png")
+        return path
+
+    def served():
+        q = Queries.open(ws)
+        try:
+            ids = set(index_ids(q.index).tolist())
+            total = q.sql("SELECT count(*) FROM current_image_vectors")[1][0][0]
+            new_id = q.sql("SELECT image_id FROM images WHERE source = 'folder' ORDER BY image_id LIMIT 1")[1][0][0]
+            found = [m.image_id for m in q.nearest_images(q.image_vectors([new_id])[0], 3)]
+        finally:
+            q.close()
+        assert len(ids) == total and q.index.ntotal == total  # every photo once
+        assert found[0] == new_id  # an ingested photo finds itself first, through base + delta
+        return ids
+
+    first = folder("first", 91, 12)
+    ingest(ws, [str(first)])
+    delta = faiss.read_index(str(delta_path(base)))
+    assert base.read_bytes() == before and delta.ntotal == 12  # the base untouched
+    assert served() - trained_ids == set(index_ids(delta).tolist())
+
+    monkeypatch.setattr("tasks.ingest.DELTA_UP_TO", 20)
+    ingest(ws, [str(folder("second", 92, 10))])  # 22 in the delta: past 20, merged
+    assert not delta_path(base).exists()
+    merged = set(index_ids(faiss.read_index(str(base))).tolist())
+    assert len(merged) == len(trained_ids) + 22 and served() == merged
+
+    ingest(ws, [str(folder("third", 93, 3))])  # a delta again
+    assert faiss.read_index(str(delta_path(base))).ntotal == 3
+    gone = sorted(first.iterdir())[0]  # a photo of the base leaves: the base is rewritten, the delta merged
+    gone_id = hashlib.sha256(gone.read_bytes()).hexdigest()
+    gone.unlink()
+    ingest(ws, [str(first)], prune=True)
+    assert not delta_path(base).exists()
+    assert faiss_id(gone_id) not in served() and len(served()) == len(trained_ids) + 24

@@ -38,10 +38,8 @@ def counts(ws: Workspace) -> dict:
         }
     finally:
         con.close()
-    import faiss
-
     q = Queries.open(ws)
-    rows["index"] = faiss.read_index(str(ws.path(q._index_path))).ntotal
+    rows["index"] = q.index.ntotal  # base + delta, as searched
     q.close()
     return rows
 

@@ -31,11 +31,12 @@ land_task = task(land, name="land-photos")
 
 @flow(name="onenet-ingest", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))  # shards: one per core
 def ingest(
-    workspace: str, folders: list[str], captions_file: str | None = None, prune: bool = False, shard_size: int = INGEST_SHARD_SIZE
+    workspace: str, folders: list[str], captions_file: str | None = None, prune: bool = False, shard_size: int = INGEST_SHARD_SIZE,
+    exclude: list[str] | None = None, include_hidden: bool = False,
 ) -> dict:
     ws = Workspace.at(workspace)
     run = TaskRuns(ws.results)
-    scan = scan_task(folders)
+    scan = scan_task(folders, exclude or [], include_hidden)
     todo = plan(ws, scan, captions_file, shard_size)
     parts = run.map(
         shard_task, {"photos": [list(s) for s in todo.shards]}, workspace=ws, version=todo.current["version"],
@@ -43,7 +44,8 @@ def ingest(
     )
     counts = summary(scan, todo, land_task(ws, todo, parts, prune))
     counts["tasks"] = run.states
-    summary_row = {k: v for k, v in counts.items() if k not in ("rejects", "tasks")}
+    summary_row = {k: v for k, v in counts.items() if k not in ("rejects", "tasks", "skipped_files")}
+    summary_row["skipped"] = ", ".join(f"{reason} {n}" for reason, n in counts["skipped"].items()) or "none"
     create_table_artifact(key="ingest-summary", table=[summary_row], description=f"onenet ingest of {', '.join(folders)}: photos seen, added, rejected")
     if counts["rejects"]:
         create_table_artifact(key="ingest-rejects", table=counts["rejects"], description="files that could not be read as photos (nothing else was lost)")

@@ -350,6 +350,9 @@ def ingest(
     folders: list[str] = typer.Argument(..., help="photo folders (walked recursively)"),
     captions: Optional[str] = typer.Option(None, "--captions", help="CSV/TSV of file,caption: human captions for the next retraining"),
     prune: bool = typer.Option(False, "--prune", help="forget ingested photos whose files are gone"),
+    exclude: list[str] = typer.Option([], "--exclude", help="pass over files and folders whose name or path under FOLDER matches this glob (repeatable)"),
+    include_hidden: bool = typer.Option(False, "--include-hidden", help="also walk hidden files and folders (.name) and system folders (@eaDir, $RECYCLE.BIN, ...)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="list every file and folder passed over, with the reason"),
     shard_size: int = typer.Option(512, help="new photos per mapped task (encode + caption): the unit that runners spread"),
     runner: str = typer.Option("local", help="where the shards run: local (threads) or dask"),
     dask_address: Optional[str] = typer.Option(None, help="--runner dask: scheduler of an existing cluster (tcp://HOST:PORT); default a local cluster"),
@@ -364,13 +367,19 @@ def ingest(
         raise OnenetError("--shard-size must be at least 1")
     chosen = task_runner(runner, dask_address, dask_workers)
     counts = ingest_flow.with_options(task_runner=chosen)(
-        workspace=str(c.workspace.root), folders=folders, captions_file=captions, prune=prune, shard_size=shard_size
+        workspace=str(c.workspace.root), folders=folders, captions_file=captions, prune=prune, shard_size=shard_size,
+        exclude=exclude, include_hidden=include_hidden,
     )
     table = _table(f"ingested into model {counts['version']}", "count", "value")
     for key, value in counts.items():
-        if key not in ("version", "rejects", "tasks"):
+        if key == "skipped":
+            table.add_row("skipped", ", ".join(f"{reason} {n}" for reason, n in value.items()) or "0")
+        elif key not in ("version", "rejects", "tasks", "skipped_files"):
             table.add_row(key, str(value))
     _emit(c, counts, table)
+    if verbose and not c.json:
+        for r in counts["skipped_files"]:
+            errors.print(f"[dim]passed over:[/] {escape(r['path'])}: {r['reason']}", highlight=False)
     if counts["rejects"] and not c.json:
         for r in counts["rejects"][:10]:
             errors.print(f"[yellow]rejected:[/] {escape(r['path'])}: {escape(r['reason'])}", highlight=False)

@@ -14,6 +14,7 @@ any point is completed exactly by the next one.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import logging
 import os
@@ -45,6 +46,12 @@ from warehouse import db
 log = logging.getLogger("onenet.ingest")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Folders that hold no photos of the user's, only what a system keeps beside them: a NAS's
+# thumbnails (Synology @eaDir), Windows' and macOS's volume bookkeeping, trash.
+SYSTEM_FOLDERS = {"@eaDir", "#recycle", "System Volume Information", "$RECYCLE.BIN", "lost+found"}
+# Why a file or folder was passed over (not rejected: nothing was wrong with it). A folder passed
+# over counts once, its contents are not walked.
+SKIPPED = ("hidden", "AppleDouble", "system folder", "excluded", "other file type")
 
 
 @dataclass(frozen=True)
@@ -52,14 +59,38 @@ class Scan:
     photos: tuple[tuple[str, str], ...]  # (image_id, absolute path): one path per distinct content
     rejects: tuple[tuple[str, str], ...] = field(default=())  # (path, reason)
     files: int = 0  # image-named files seen, duplicates included
+    skipped: tuple[tuple[str, str], ...] = field(default=())  # (path, one of SKIPPED): passed over, not read
 
 
-def scan_folders(folders: list[str]) -> Scan:
-    """Hash every image-named file under `folders` (recursively, following symlinks once)."""
+def skip_reason(name: str, relative: str, is_dir: bool, exclude: tuple[str, ...] = (), include_hidden: bool = False) -> str | None:
+    """Why the walk passes over `name` (at `relative`, a posix path under the walked folder), or None.
+
+    AppleDouble `._*` files (what macOS writes beside each file on a non-Mac drive) are metadata,
+    never photos, whatever the options; hidden names and system folders are walked with
+    `include_hidden`; `exclude` globs match the name or the relative path."""
+    if not is_dir and name.startswith("._"):
+        return "AppleDouble"
+    if any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(relative, g) for g in exclude):
+        return "excluded"
+    if not include_hidden and name.startswith("."):
+        return "hidden"
+    if not include_hidden and is_dir and name in SYSTEM_FOLDERS:
+        return "system folder"
+    if not is_dir and Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+        return "other file type"
+    return None
+
+
+def scan_folders(folders: list[str], exclude: list[str] | tuple[str, ...] = (), include_hidden: bool = False) -> Scan:
+    """Hash every photo file under `folders` (recursively, following symlinks once), passing over
+    (and counting) hidden files and folders, AppleDouble twins, system folders, `exclude` globs
+    and files of other types."""
     photos: dict[str, str] = {}
     rejects: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
     seen_dirs: set[str] = set()
     files = 0
+    exclude = tuple(exclude)
     for folder in folders:
         root = Path(folder).expanduser().absolute()
         if not root.is_dir():
@@ -70,10 +101,18 @@ def scan_folders(folders: list[str]) -> Scan:
                 dirnames[:] = []
                 continue
             seen_dirs.add(real)
-            dirnames.sort()
+            here = Path(dirpath)
+            walk = []
+            for name in sorted(dirnames):
+                if reason := skip_reason(name, (here / name).relative_to(root).as_posix(), True, exclude, include_hidden):
+                    skipped.append((str(here / name), reason))
+                else:
+                    walk.append(name)
+            dirnames[:] = walk
             for name in sorted(filenames):
-                path = Path(dirpath) / name
-                if path.suffix.lower() not in IMAGE_SUFFIXES:
+                path = here / name
+                if reason := skip_reason(name, path.relative_to(root).as_posix(), False, exclude, include_hidden):
+                    skipped.append((str(path), reason))
                     continue
                 files += 1
                 try:
@@ -84,7 +123,7 @@ def scan_folders(folders: list[str]) -> Scan:
                     rejects.append((str(path), "permission denied"))
                 except OSError as e:
                     rejects.append((str(path), f"cannot read: {e.strerror or e}"))
-    return Scan(tuple(sorted(photos.items(), key=lambda p: p[1])), tuple(rejects), files)
+    return Scan(tuple(sorted(photos.items(), key=lambda p: p[1])), tuple(rejects), files, tuple(skipped))
 
 
 def read_captions_file(path: Path, scan: Scan) -> list[tuple[str, int, str, str]]:
@@ -159,11 +198,12 @@ def plan(workspace: Workspace, scan: Scan, captions_file: str | None = None, sha
 
 def ingest(
     workspace: Workspace, folders: list[str], captions_file: str | None = None, prune: bool = False,
-    batch_size: int | None = None, shard_size: int = INGEST_SHARD_SIZE,
+    batch_size: int | None = None, shard_size: int = INGEST_SHARD_SIZE, exclude: list[str] | tuple[str, ...] = (),
+    include_hidden: bool = False,
 ) -> dict:
     """Add the new photos of `folders` to the promoted model version, shards in threads of this
     process. Returns counts. (flows/ingest.py runs the same steps as Prefect tasks, on any runner.)"""
-    scan = scan_folders(folders)
+    scan = scan_folders(folders, exclude, include_hidden)
     p = plan(workspace, scan, captions_file, shard_size)
     counts = land(workspace, p, in_threads(workspace, p, batch_size), prune)
     return summary(scan, p, counts)
@@ -181,8 +221,10 @@ def summary(scan: Scan, plan: Plan, counts: dict) -> dict:
         "pruned": counts["pruned"],
         "index_added": counts["index_added"],
         "index_removed": counts["index_removed"],
+        "skipped": {reason: n for reason in SKIPPED if (n := sum(r == reason for _, r in scan.skipped))},
         "version": plan.current["version"],
         "rejects": [{"path": p, "reason": r} for p, r in list(scan.rejects) + counts["rejects"]],
+        "skipped_files": [{"path": p, "reason": r} for p, r in scan.skipped],
     }
 
 

@@ -196,3 +196,34 @@ def test_human_captions_of_ingested_photos_join_the_next_retraining(ws):
         q.close()
     again = train(workspace=str(ws.root), options=options)
     assert set(again["tasks"].values()) == {"Cached"}
+
+
+def test_hidden_system_and_excluded_files_are_passed_over_and_counted(ws, tmp_path):
+    """A library copied from a Mac or a NAS: AppleDouble twins, hidden files and folders, system
+    folders, other file types and --exclude globs are passed over, each counted by reason, none
+    rejected; --include-hidden walks hidden ones."""
+    root = tmp_path / "library"
+    for folder in ("2024", "2024/drafts", ".hidden folder", "@eaDir", "$RECYCLE.BIN"):
+        (root / folder).mkdir(parents=True)
+    (root / "2024" / "beach.png").write_bytes(scene_png(31, 0))
+    (root / "2024" / "._beach.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+    (root / "2024" / ".DS_Store").write_bytes(b"Bud1")
+    (root / "2024" / ".secret.png").write_bytes(scene_png(31, 1))
+    (root / "2024" / "notes.txt").write_text("not a photo")
+    (root / "2024" / "drafts" / "draft.png").write_bytes(scene_png(31, 2))
+    (root / ".hidden folder" / "inside.png").write_bytes(scene_png(31, 3))
+    (root / "@eaDir" / "beach.png.thumb.png").write_bytes(scene_png(31, 4))
+    (root / "$RECYCLE.BIN" / "deleted.png").write_bytes(scene_png(31, 5))
+    rejects_before = counts(ws)["rejects"]
+
+    result = ingest(ws, [str(root)], exclude=["drafts"])
+    assert result["new"] == 1 and result["files"] == 1 and result["rejected"] == 0
+    assert result["skipped"] == {"hidden": 3, "AppleDouble": 1, "system folder": 2, "excluded": 1, "other file type": 1}
+    passed = {os.path.relpath(r["path"], root): r["reason"] for r in result["skipped_files"]}
+    assert passed["2024/._beach.png"] == "AppleDouble" and passed[".hidden folder"] == "hidden" and passed["@eaDir"] == "system folder"
+    assert passed["2024/drafts"] == "excluded" and passed["2024/notes.txt"] == "other file type"
+    assert counts(ws)["rejects"] == rejects_before  # nothing passed over is a reject
+
+    again = ingest(ws, [str(root)], include_hidden=True)  # hidden and system folders walked; AppleDouble never
+    assert again["new"] == 5 and again["rejected"] == 0  # .secret, inside, the thumbnail, deleted, draft
+    assert again["skipped"] == {"AppleDouble": 1, "other file type": 2}  # .DS_Store is no photo either

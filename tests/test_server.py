@@ -184,7 +184,7 @@ def test_onenet_serve_runs_a_deployment_on_demand(served, tmp_path):
     )
     try:
         deadline = time.monotonic() + 120
-        served_parameters = {"workspace": str(ws.root), "folders": [str(inbox)]}
+        served_parameters = {"workspace": str(ws.root), "folders": [str(inbox)], "exclude": [], "include_hidden": False}
         while not (found := api(base, "/deployments/filter", {"deployments": {"name": {"any_": ["hourly-ingest"]}}})) or found[0]["parameters"] != served_parameters:
             assert serving.poll() is None, serving.stdout.read()
             assert time.monotonic() < deadline, "onenet serve did not register the deployment"

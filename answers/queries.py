@@ -50,6 +50,7 @@ from warehouse.db import connect, current_version
 # search rows). 20 is the threshold faiss used for years; results are identical either way.
 FAISS_BLAS_THRESHOLD = 20
 SEARCH_METHODS = ("joint", "inversion")
+SEARCH_COST = ("joint", "joint+rerank", "inversion", "inversion+rerank")  # cheapest first
 
 
 @contextmanager
@@ -63,7 +64,6 @@ def one_faiss_thread() -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(threads)
-SEARCH_COST = ("joint", "joint+rerank", "inversion", "inversion+rerank")  # cheapest first
 
 
 @dataclass

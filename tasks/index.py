@@ -81,8 +81,8 @@ def index_kind(index: faiss.Index) -> str:
 def index_ids(index: faiss.Index) -> np.ndarray:
     """The faiss ids an index holds, int64 (flat: its id map; IVF: every inverted list's ids;
     base + delta: both's)."""
-    if len(parts(index)) > 1:
-        return np.concatenate([index_ids(part) for part in parts(index)])
+    if len(several := parts(index)) > 1:
+        return np.concatenate([index_ids(part) for part in several])
     if index.ntotal == 0:
         return np.zeros(0, np.int64)
     ivf = faiss.try_extract_index_ivf(index)

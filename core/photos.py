@@ -1,6 +1,7 @@
 """Decoding photos for the CNN: robust to bad files, and overlapped with the CNN's compute.
 
-`load_pixels` turns any photo Pillow can read into a (3, size, size) uint8 tensor, or raises
+`load_pixels` turns any photo onenet reads (core/photo_files.py: Pillow's formats, HEIC, AVIF,
+camera RAW) into a (3, size, size) uint8 tensor, or raises
 OnenetError saying why it cannot (the caller records the photo as rejected and goes on).
 `decoded_batches` decodes upcoming batches while the caller runs the CNN on the current one:
 on threads for small jobs and few cores, in DataLoader worker processes for big jobs on many.
@@ -20,6 +21,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import OnenetError
+from core.photo_files import PHOTO_SUFFIXES, format_name, open_photo
 
 log = logging.getLogger("onenet.photos")
 
@@ -44,7 +46,7 @@ def decode(path: Path, size: int) -> np.ndarray:
     try:
         if path.stat().st_size == 0:
             raise OnenetError(f"cannot read photo {path}: empty file (0 bytes)")
-        with Image.open(path) as im:  # reads the header only
+        with open_photo(path, min_side=size) as im:  # reads the header only (RAW: renders)
             if im.width * im.height > MAX_PIXELS:
                 raise OnenetError(
                     f"cannot read photo {path}: too many pixels ({im.width} x {im.height}), possibly a decompression bomb"
@@ -58,9 +60,15 @@ def decode(path: Path, size: int) -> np.ndarray:
     except PermissionError:
         raise OnenetError(f"cannot read photo {path}: permission denied") from None
     except UnidentifiedImageError:
-        raise OnenetError(f"cannot read photo {path}: not an image file, or a format Pillow cannot decode") from None
-    except (OSError, ValueError, SyntaxError) as e:
+        raise OnenetError(f"cannot read photo {path}: {_unreadable(path)}") from None
+    except (OSError, ValueError, SyntaxError, RuntimeError) as e:  # RuntimeError: libheif's decoding errors
         raise OnenetError(f"cannot read photo {path}: {e}") from None
+
+
+def _unreadable(path: Path) -> str:
+    if path.suffix.lower() in PHOTO_SUFFIXES:
+        return f"not a readable {format_name(path)} file (damaged, truncated, or not what its name says)"
+    return "not an image file, or a format onenet cannot decode"
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

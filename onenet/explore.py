@@ -6,7 +6,7 @@
     GET /api/words?w=&k=        nearest words (or, for an unknown word, known words spelled like it)
     GET /api/examples           a description and words that fit this workspace (onenet/examples.py)
     GET /api/wordmap.png        t-SNE map of the most frequent words
-    GET /photo/<image id>       a collection photo's bytes
+    GET /photo/<image id>       a collection photo's bytes (HEIC, RAW, TIFF: as a JPEG)
 
 Photos are addressed by image id only, never by path: the id is looked up in the warehouse, and
 the file is served only if its real path (symlinks resolved) lies inside the workspace or in a
@@ -29,12 +29,25 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from core.errors import OnenetError
+from core.photo_files import BROWSER_SUFFIXES, PHOTO_SUFFIXES, open_photo
 from core.workspace import Workspace
 
 log = logging.getLogger("onenet.explore")
 PAGE = Path(__file__).parent / "static" / "explore.html"
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
-PHOTO_TYPES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def as_jpeg(path: Path, longest: int = 1600) -> bytes:
+    """A photo a browser cannot show (HEIC, camera RAW, TIFF) as a JPEG, upright, at most
+    `longest` pixels on its long side."""
+    from PIL import ImageOps
+
+    with open_photo(path, min_side=512) as im:
+        image = ImageOps.exif_transpose(im).convert("RGB")
+    image.thumbnail((longest, longest))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=88)
+    return buffer.getvalue()
 
 
 class Explorer:
@@ -106,7 +119,7 @@ class Explorer:
             raise FileNotFoundError(image_id)
         real = Path(os.path.realpath(self.workspace.path(rows[0][0])))
         inside = any(real.parent == root or root in real.parents for root in self.roots)
-        if not inside or real.suffix.lower() not in PHOTO_TYPES or not real.is_file():
+        if not inside or real.suffix.lower() not in PHOTO_SUFFIXES or not real.is_file():
             raise PermissionError(f"{image_id}: {real} is not a photo inside the workspace or a registered photo folder")
         return real
 
@@ -137,7 +150,9 @@ def make_handler(explorer: Explorer):
                     return self._send(HTTPStatus.OK, explorer.word_map(), "image/png")
                 if url.path.startswith("/photo/"):
                     path = explorer.photo(url.path[len("/photo/"):])
-                    return self._send(HTTPStatus.OK, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+                    if path.suffix.lower() in BROWSER_SUFFIXES:
+                        return self._send(HTTPStatus.OK, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+                    return self._send(HTTPStatus.OK, as_jpeg(path), "image/jpeg")  # HEIC, RAW, TIFF: no browser shows them all
                 return self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)
             except FileNotFoundError:
                 return self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)

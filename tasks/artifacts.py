@@ -11,8 +11,9 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
+from core.photo_files import open_photo
 from core.workspace import Workspace
 
 
@@ -24,8 +25,8 @@ def data_uri(image: Image.Image) -> str:
 
 def thumbnail(path: Path, size: int = 96) -> Image.Image | None:
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with open_photo(path, min_side=size) as im:  # HEIC and camera RAW too
+            im = ImageOps.exif_transpose(im).convert("RGB")
             im.thumbnail((size, size))
             return im
     except Exception:  # a sample picture is nice to have; a missing file is not worth failing for

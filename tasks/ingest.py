@@ -27,11 +27,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 
 from core.errors import OnenetError
 from core.faults import crash_point
 from core.files import atomic_path, sha256_file, sha256_text, write_parquet
+from core.photo_files import JPEG_SUFFIXES, METADATA_COLUMNS, METADATA_SCHEMA, PHOTO_SUFFIXES, is_raw, metadata_table
 from core.served_index import delta_path, read_delta
 from core.text import clean
 from core.vectors import faiss_id, normalise, to_column, to_matrix
@@ -45,13 +45,13 @@ from warehouse import db
 
 log = logging.getLogger("onenet.ingest")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # Folders that hold no photos of the user's, only what a system keeps beside them: a NAS's
 # thumbnails (Synology @eaDir), Windows' and macOS's volume bookkeeping, trash.
 SYSTEM_FOLDERS = {"@eaDir", "#recycle", "System Volume Information", "$RECYCLE.BIN", "lost+found"}
 # Why a file or folder was passed over (not rejected: nothing was wrong with it). A folder passed
 # over counts once, its contents are not walked.
-SKIPPED = ("hidden", "AppleDouble", "system folder", "excluded", "other file type")
+# "RAW beside its JPEG": a camera set to RAW+JPEG writes both of one shot; the JPEG is taken.
+SKIPPED = ("hidden", "AppleDouble", "system folder", "excluded", "other file type", "RAW beside its JPEG")
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,21 @@ def skip_reason(name: str, relative: str, is_dir: bool, exclude: tuple[str, ...]
         return "hidden"
     if not include_hidden and is_dir and name in SYSTEM_FOLDERS:
         return "system folder"
-    if not is_dir and Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+    if not is_dir and Path(name).suffix.lower() not in PHOTO_SUFFIXES:
         return "other file type"
     return None
 
 
+def raw_with_jpeg(names: list[str]) -> set[str]:
+    """The RAW files among `names` (one folder's) that have a JPEG of the same stem beside them."""
+    jpeg_stems = {Path(n).stem.lower() for n in names if Path(n).suffix.lower() in JPEG_SUFFIXES}
+    return {n for n in names if is_raw(n) and Path(n).stem.lower() in jpeg_stems}
+
+
 def scan_folders(folders: list[str], exclude: list[str] | tuple[str, ...] = (), include_hidden: bool = False) -> Scan:
     """Hash every photo file under `folders` (recursively, following symlinks once), passing over
-    (and counting) hidden files and folders, AppleDouble twins, system folders, `exclude` globs
-    and files of other types."""
+    (and counting) hidden files and folders, AppleDouble twins, system folders, `exclude` globs,
+    files of other types, and RAW files whose JPEG lies beside them."""
     photos: dict[str, str] = {}
     rejects: list[tuple[str, str]] = []
     skipped: list[tuple[str, str]] = []
@@ -109,9 +115,11 @@ def scan_folders(folders: list[str], exclude: list[str] | tuple[str, ...] = (), 
                 else:
                     walk.append(name)
             dirnames[:] = walk
+            twins = raw_with_jpeg(filenames)
             for name in sorted(filenames):
                 path = here / name
-                if reason := skip_reason(name, path.relative_to(root).as_posix(), False, exclude, include_hidden):
+                reason = skip_reason(name, path.relative_to(root).as_posix(), False, exclude, include_hidden)
+                if reason := reason or ("RAW beside its JPEG" if name in twins else None):
                     skipped.append((str(path), reason))
                     continue
                 files += 1
@@ -175,7 +183,7 @@ class Part:
     """One ingest shard's output: a Parquet file of its photos' vectors and captions, and the
     photos of the shard that could not be read."""
 
-    path: str  # workspace-relative: image_id | path | width | height | vec | caption | score
+    path: str  # workspace-relative: image_id | path | METADATA_COLUMNS (width, height, taken_at, ...) | vec | caption | score
     rejects: tuple[tuple[str, str], ...] = ()
 
 
@@ -296,13 +304,12 @@ def ingest_shard(
                 image_vecs = model.image_vectors(torch.from_numpy(read_features(workspace, features, ids)).to(device))
             captions = caption_vectors(model, saved["vocab"], image_vecs, beam_size=3)
             vectors = image_vecs.cpu().numpy()
-    sizes = [_size(p) for _, p in accepted]
+    described = metadata_table([p for _, p in accepted])  # width, height, taken_at, camera, GPS, orientation
     table = pa.table(
         {
             "image_id": pa.array(ids, pa.string()),
             "path": pa.array([p for _, p in accepted], pa.string()),
-            "width": pa.array([w for w, _ in sizes], pa.int32()),
-            "height": pa.array([h for _, h in sizes], pa.int32()),
+            **{name: described.column(name) for name in described.column_names},
             "vec": to_column(vectors),
             "caption": pa.array([c for c, _ in captions], pa.string()),
             "score": pa.array([float(s) for _, s in captions], pa.float64()),
@@ -318,7 +325,7 @@ def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = Fals
     table, publish the read snapshot; then delete the parts (the warehouse holds them now)."""
     current = plan.current
     tables = [pq.read_table(workspace.path(p.path)) for p in parts]
-    photos = pa.concat_tables(tables) if tables else None
+    photos = pa.concat_tables(tables, promote_options="default") if tables else None  # a part of older code lacks some columns
     rejected = [r for p in parts for r in p.rejects]
     ids = photos.column("image_id").to_pylist() if photos is not None else []
     con = db.connect(workspace)
@@ -326,7 +333,7 @@ def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = Fals
         db.land_photos(
             con,
             version=current["version"],
-            images=photos.select(["image_id", "path", "width", "height"]) if photos is not None else _NO_PHOTOS,
+            images=photos.select(["image_id", "path", *(c for c in METADATA_COLUMNS if c in photos.column_names)]) if photos is not None else _NO_PHOTOS,
             vectors=to_matrix(photos.column("vec")) if ids else np.zeros((0, 1), np.float32),
             captions=list(zip(photos.column("caption").to_pylist(), photos.column("score").to_pylist())) if ids else [],
             human_captions=list(plan.human),
@@ -353,15 +360,7 @@ def _remove_landed_parts(workspace: Workspace, con, version: str) -> None:
             path.unlink(missing_ok=True)
 
 
-_NO_PHOTOS = pa.schema([("image_id", pa.string()), ("path", pa.string()), ("width", pa.int32()), ("height", pa.int32())]).empty_table()
-
-
-def _size(path: str) -> tuple[int | None, int | None]:
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception:  # already decoded once; a size is nice to have, not worth failing for
-        return None, None
+_NO_PHOTOS = pa.schema([("image_id", pa.string()), ("path", pa.string()), *METADATA_SCHEMA]).empty_table()
 
 
 def sync_index(workspace: Workspace, con, current: dict) -> tuple[int, int]:

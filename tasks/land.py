@@ -9,10 +9,14 @@ An unchanged re-run is a cache hit.
 
 from __future__ import annotations
 
+import os
+
 import faiss
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.errors import retry_if_transient
+from core.photo_files import metadata_table
 from core.workspace import Workspace
 from tasks.cache import Ref, cached_task
 from tasks.features import Features
@@ -45,7 +49,7 @@ def land(
     try:
         promoted = land_version(
             con,
-            manifest=pq.read_table(workspace.path(manifest.path)),
+            manifest=with_metadata(workspace, pq.read_table(workspace.path(manifest.path))),
             captions=pq.read_table(workspace.path(captions.path) / "captions.parquet"),
             export_dir=workspace.path(export.path),
             version_row=version_row,
@@ -56,6 +60,16 @@ def land(
     finally:
         con.close()
     return {"version": model.version, "promoted": promoted}
+
+
+def with_metadata(workspace: Workspace, manifest: pa.Table) -> pa.Table:
+    """The manifest with each photo's capture time, camera and place (core/photo_files.py) beside
+    its measured width and height."""
+    found = metadata_table([workspace.path(p) for p in manifest.column("path").to_pylist()], workers=os.cpu_count() or 1)
+    for name in found.column_names:
+        if name not in manifest.column_names:
+            manifest = manifest.append_column(name, found.column(name))
+    return manifest
 
 
 def promoted_version(workspace: Workspace) -> str | None:

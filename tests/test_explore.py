@@ -17,6 +17,7 @@ OUTPUT = Path(os.environ.get("ONENET_TEST_OUTPUT", ROOT / "test-output"))
 CHROMIUM = Path(os.environ.get("ONENET_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 OUTSIDE = "ab" * 32  # an image id whose file is a link to outside the workspace
+PHONE_ID, RAW_ID = "cd" * 32, "ef" * 32  # a HEIC and a camera RAW in the workspace
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,15 @@ def explorer(trained, tmp_path_factory):
     link = ws.path("raw/link.png")
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(secret)
+    from samples import save_dng, save_phone_photo
+
+    from tasks import shapes
+
+    save_phone_photo(shapes.scene(3, 0).image.resize((96, 64)), ws.path("raw/IMG_0001.HEIC"))
+    save_dng(shapes.scene(3, 1).image, ws.path("raw/DSC_0002.DNG"))
     con = connect(ws)
-    con.execute("INSERT INTO images (image_id, path, source) VALUES (?, ?, 'folder')", [OUTSIDE, "raw/link.png"])
+    for image_id, path in ((OUTSIDE, "raw/link.png"), (PHONE_ID, "raw/IMG_0001.HEIC"), (RAW_ID, "raw/DSC_0002.DNG")):
+        con.execute("INSERT INTO images (image_id, path, source) VALUES (?, ?, 'folder')", [image_id, path])
     publish_snapshot(con, ws)
     con.close()
     server = serve(ws, "127.0.0.1", 0)
@@ -61,6 +69,18 @@ def test_api_answers(explorer):
     data = json.loads(get(f"{base}/api/words?w=rde")[1])
     assert "red" in data["close"] and "unknown word" in data["error"]
     assert json.loads(get(f"{base}/api/search?q=")[1])["error"].startswith("empty query")
+
+
+def test_phone_and_raw_photos_are_served_as_jpeg(explorer):
+    """No browser shows every HEIC or any camera RAW: the page gets a JPEG of them."""
+    import io
+
+    from PIL import Image
+
+    for image_id, size in ((PHONE_ID, (96, 64)), (RAW_ID, (64, 64))):  # RAW: demosaiced at half size
+        status, body = get(f"{explorer['base']}/photo/{image_id}")
+        assert status == 200 and body[:3] == b"\xff\xd8\xff", image_id
+        assert Image.open(io.BytesIO(body)).size == size
 
 
 def test_only_collection_photos_inside_the_workspace_are_served(explorer):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import os
 import shutil
+from datetime import datetime
 
 import numpy as np
 import pytest
 from conftest import copy_of_trained
 from PIL import Image
+from samples import PHONE, save_dng, save_phone_photo
 
 from answers.queries import Queries
 from core.photos import load_pixels
@@ -101,7 +103,7 @@ def test_new_photos_land_bad_files_are_rejected_with_reasons(ws, folder):
     reasons = {os.path.basename(p): r for p, r in after["rejects"]}
     assert set(reasons) == {"empty.jpg", "not an image.jpg", "truncated.jpg", "bomb.png", "broken link.png"}
     assert "empty file" in reasons["empty.jpg"]
-    assert "not an image" in reasons["not an image.jpg"]
+    assert "not a readable JPEG file" in reasons["not an image.jpg"]
     assert "truncated" in reasons["truncated.jpg"]
     assert "decompression bomb" in reasons["bomb.png"]
     assert "broken symlink" in reasons["broken link.png"]
@@ -227,3 +229,53 @@ def test_hidden_system_and_excluded_files_are_passed_over_and_counted(ws, tmp_pa
     again = ingest(ws, [str(root)], include_hidden=True)  # hidden and system folders walked; AppleDouble never
     assert again["new"] == 5 and again["rejected"] == 0  # .secret, inside, the thumbnail, deleted, draft
     assert again["skipped"] == {"AppleDouble": 1, "other file type": 2}  # .DS_Store is no photo either
+
+
+def test_phone_and_camera_formats_land_with_when_where_and_camera(ws, tmp_path):
+    """An iPhone export and a camera card: HEIC and AVIF with EXIF, a truncated HEIC (rejected
+    with its reason), a RAW alone (read through libraw), a RAW+JPEG pair (the JPEG only) and a
+    Mac's AppleDouble twin (passed over). Capture time, offset, camera and GPS land in `images`."""
+    root = tmp_path / "card"
+    root.mkdir()
+    scene = lambda i: shapes.scene(41, i).image  # noqa: E731
+    save_phone_photo(scene(0), root / "IMG_0001.HEIC")
+    save_phone_photo(scene(1), root / "IMG_0002.avif", offset=None, gps=False)
+    (root / "IMG_0003.heic").write_bytes((root / "IMG_0001.HEIC").read_bytes()[:600])  # cut short in the copy
+    save_dng(scene(2), root / "DSC_0004.DNG")
+    save_dng(scene(3), root / "DSC_0005.dng")
+    scene(3).save(root / "DSC_0005.JPG", quality=92)  # the camera's JPEG of the same shot
+    (root / "._IMG_0001.HEIC").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+
+    result = ingest(ws, [str(root)])
+    assert result["new"] == 4 and result["files"] == 5 and result["rejected"] == 1
+    assert result["skipped"] == {"AppleDouble": 1, "RAW beside its JPEG": 1}
+    (reject,) = result["rejects"]
+    assert reject["path"].endswith("IMG_0003.heic") and "not a readable HEIC file" in reject["reason"]
+
+    q = Queries.open(ws)
+    try:
+        result = q.con.execute(
+            """SELECT regexp_extract(path, '[^/]+$') AS name, taken_at, taken_at_offset, taken_at_source, camera_make,
+                      camera_model, gps_lat, gps_lon, orientation, width, height, caption
+               FROM images JOIN current_captions USING (image_id) WHERE path LIKE ? ORDER BY name""", [f"{root}/%"]
+        )
+        columns = [d[0] for d in result.description]
+        got = {r[0]: dict(zip(columns, r)) for r in result.fetchall()}
+        assert sorted(got) == ["DSC_0004.DNG", "DSC_0005.JPG", "IMG_0001.HEIC", "IMG_0002.avif"]
+        heic = got["IMG_0001.HEIC"]
+        assert (heic["taken_at"], heic["taken_at_offset"], heic["taken_at_source"]) == (datetime(2024, 7, 14, 16, 5, 9), "+02:00", "exif")
+        assert (heic["camera_make"], heic["camera_model"], heic["orientation"]) == ("Apple", "iPhone 15", 1)
+        assert heic["gps_lat"] == pytest.approx(PHONE["lat_deg"]) and heic["gps_lon"] == pytest.approx(PHONE["lon_deg"])
+        avif = got["IMG_0002.avif"]
+        assert avif["taken_at_source"] == "exif" and avif["taken_at_offset"] is None and avif["gps_lat"] is None
+        raw = got["DSC_0004.DNG"]
+        assert (raw["camera_make"], raw["camera_model"], raw["taken_at_source"]) == ("Sony", "ILCE-7M3", "file")
+        assert (raw["width"], raw["height"]) == (128, 128) and raw["taken_at"] is not None
+        assert got["DSC_0005.JPG"]["taken_at_source"] == "file" and got["DSC_0005.JPG"]["camera_make"] is None
+        for name, i in (("IMG_0001.HEIC", 0), ("IMG_0002.avif", 1)):  # the phone formats read as the photo they hold
+            assert shapes.scene(41, i).truth["objects"][0]["shape"] in got[name]["caption"]
+        # every use reads them: a caption of the file, and photos like it
+        assert q.caption(root / "IMG_0001.HEIC")["caption"] == heic["caption"]
+        assert q.similar_images(str(root / "IMG_0001.HEIC"), 3)
+    finally:
+        q.close()

@@ -1,7 +1,9 @@
 """Decoding photos for the CNN: threads and worker processes give the same pixels and reasons."""
 
+import pytest
 import torch
 
+from core.errors import OnenetError
 from core.photos import decoded_batches
 from tasks import shapes
 
@@ -17,7 +19,7 @@ def test_decoding_in_processes_gives_what_threads_give(tmp_path):
     threads = [x for batch in decoded_batches(paths, 48, 3, workers=2, processes=False) for x in batch]
     procs = [x for batch in decoded_batches(paths, 48, 3, workers=2, processes=True) for x in batch]
     assert len(threads) == len(procs) == 8
-    assert isinstance(procs[3], str) and "not an image" in procs[3] and procs[3] == threads[3]
+    assert isinstance(procs[3], str) and "not a readable PNG file" in procs[3] and procs[3] == threads[3]
     for a, b in zip(threads, procs):
         if not isinstance(a, str):
             assert a.shape == (3, 48, 48) and torch.equal(a, b)
@@ -40,3 +42,54 @@ def test_a_dying_decoding_process_hands_the_rest_to_threads(tmp_path, monkeypatc
     assert [len(b) for b in batches] == [3, 3, 1]
     expected = [photos.load_pixels(p, 32) for p in paths]
     assert all(torch.equal(a, b) for a, b in zip([x for b in batches for x in b], expected))
+
+
+def test_phone_and_camera_formats_decode_to_the_photo_they_hold(tmp_path):
+    """HEIC and AVIF give the pixels of the photo they hold; a DNG rendered by libraw gives them
+    roughly (demosaicing and its tone curve); a truncated HEIC says which format it failed as."""
+    import numpy as np
+    from samples import save_dng, save_phone_photo
+
+    from core.photos import decode
+
+    image = shapes.scene(5, 1).image
+    image.save(tmp_path / "photo.png")
+    reference = decode(tmp_path / "photo.png", 64).astype(int)
+    for name, tolerance in (("photo.heic", 3), ("photo.avif", 3), ("photo.dng", 20)):
+        path = tmp_path / name
+        save_dng(image, path) if name.endswith(".dng") else save_phone_photo(image, path)
+        assert np.abs(decode(path, 64).astype(int) - reference).mean() < tolerance, name
+    (tmp_path / "cut.heic").write_bytes((tmp_path / "photo.heic").read_bytes()[:500])
+    with pytest.raises(OnenetError, match="not a readable HEIC file"):
+        decode(tmp_path / "cut.heic", 64)
+
+
+def test_metadata_without_exif_or_with_broken_exif_is_no_error(tmp_path):
+    import os
+    from datetime import datetime
+
+    from samples import phone_exif
+
+    from core.photo_files import photo_metadata
+
+    image = shapes.scene(5, 2).image
+    image.save(tmp_path / "plain.png")
+    os.utime(tmp_path / "plain.png", (1_700_000_000, 1_700_000_000))
+    plain = photo_metadata(tmp_path / "plain.png")
+    assert plain.taken_at_source == "file" and plain.taken_at == datetime.fromtimestamp(1_700_000_000)
+    assert plain.camera_make is None and plain.gps_lat is None and (plain.width, plain.height) == image.size
+
+    exif = phone_exif(taken="0000:00:00 00:00:00", offset="garbage")  # what a camera with no clock set writes
+    where = exif.get_ifd(0x8825)
+    where[1], where[3] = "S", "W"
+    image.save(tmp_path / "south-west.jpg", exif=exif.tobytes())
+    south_west = photo_metadata(tmp_path / "south-west.jpg")
+    assert south_west.taken_at_source == "file" and south_west.camera_model == "iPhone 15"
+    assert south_west.gps_lat == pytest.approx(-48.8581944) and south_west.gps_lon == pytest.approx(-2.2945)
+
+    good = (tmp_path / "south-west.jpg").read_bytes()
+    at = good.index(b"Exif\x00\x00")
+    (tmp_path / "broken.jpg").write_bytes(good[: at + 20] + b"\xff" * 40 + good[at + 60 :])  # EXIF overwritten mid-way
+    broken = photo_metadata(tmp_path / "broken.jpg")
+    assert broken.taken_at_source in ("file", "exif") and broken.taken_at is not None
+    assert photo_metadata(tmp_path / "missing.jpg").taken_at_source == "none"

@@ -189,3 +189,51 @@ def test_faiss_ids_computed_in_sql_are_core_faiss_ids():
     con = duckdb.connect()
     computed = [v for (v,) in con.execute(f"SELECT {db.FAISS_ID} FROM (SELECT unnest(?) AS image_id)", [ids]).fetchall()]
     assert computed == [faiss_id(i) for i in ids]
+
+
+def test_a_warehouse_from_before_capture_metadata_is_migrated_on_open(tmp_path):
+    """tests/data/warehouse-1837e80.duckdb.gz was made by the code of commit 1837e80 (images
+    without capture metadata; tests/data/make_warehouse_1837e80.py): six photos under photos/ in
+    the workspace and one ingested from /photos/new.jpg. The first writer reads each photo's EXIF
+    once; a photo whose file is gone is recorded as such."""
+    import gzip
+    import os
+    from datetime import datetime
+    from pathlib import Path
+
+    from samples import PHONE, save_phone_photo
+
+    from core.workspace import Workspace
+    from tasks import shapes
+
+    ws = Workspace.at(tmp_path)
+    old = Path(__file__).parent / "data" / "warehouse-1837e80.duckdb.gz"
+    ws.warehouse.write_bytes(gzip.decompress(old.read_bytes()))
+    ws.path("photos").mkdir()
+    for i in range(6):  # the photos the warehouse names: 0-2 from the phone, 3-5 without EXIF
+        path = ws.path(f"photos/{i}.jpg")
+        if i < 3:
+            save_phone_photo(shapes.scene(9, i).image, path)
+        else:
+            shapes.scene(9, i).image.save(path)
+            os.utime(path, (1_600_000_000, 1_600_000_000))
+
+    con = db.connect(ws)  # the first writer migrates
+    try:
+        rows = {p: r for p, *r in con.execute(
+            "SELECT path, taken_at, taken_at_offset, taken_at_source, camera_model, gps_lat, width FROM images ORDER BY path"
+        ).fetchall()}
+        for i in range(3):
+            assert rows[f"photos/{i}.jpg"] == [datetime(2024, 7, 14, 16, 5, 9), "+02:00", "exif", "iPhone 15", pytest.approx(PHONE["lat_deg"]), 64]
+        for i in range(3, 6):
+            assert rows[f"photos/{i}.jpg"][:4] == [datetime.fromtimestamp(1_600_000_000), rows[f"photos/{i}.jpg"][1], "file", None]
+        assert rows["/photos/new.jpg"][2] == "none"  # gone: no error, and not read again
+        assert con.execute("SELECT count(*) FROM images").fetchone()[0] == 7  # no row lost
+        july = con.execute("SELECT count(*) FROM images WHERE taken_at >= DATE '2024-07-01' AND taken_at < DATE '2024-08-01'").fetchone()[0]
+        assert july == 3
+    finally:
+        con.close()
+    ws.path("photos/0.jpg").unlink()
+    con = db.connect(ws)  # a second open reads nothing again
+    assert con.execute("SELECT taken_at_source FROM images WHERE path = 'photos/0.jpg'").fetchone()[0] == "exif"
+    con.close()

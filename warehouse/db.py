@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from core.errors import OnenetError, TransientError
 from core.faults import crash_point
 from core.files import atomic_path
+from core.photo_files import METADATA_COLUMNS, metadata_table
 from core.workspace import Workspace
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
@@ -57,14 +58,48 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
                 raise TransientError(f"the warehouse {path} is busy: {e}") from None
             time.sleep(0.2)
     if not read_only:
+        images_before_metadata = _lacks_column(con, "images", "taken_at_source")
         con.execute(SCHEMA)
         migrate_vectors_to_arrays(con)
+        if images_before_metadata:
+            fill_photo_metadata(con, workspace)
         stored = con.execute("SELECT value FROM warehouse_info WHERE key = 'macros'").fetchone()
         if (stored is None or stored[0] != MACROS_VERSION) and con.execute(
             "SELECT count(*) FROM duckdb_views() WHERE view_name = 'current_image_vectors'"
         ).fetchone()[0]:
             define_macros(con)  # a warehouse made by older code gets today's macros (once)
     return con
+
+
+def _lacks_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    """Whether `table` exists without `column` (a warehouse made by older code)."""
+    found = con.execute(
+        "SELECT count(*), count(*) FILTER (column_name = ?) FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main'",
+        [column, table],
+    ).fetchall()[0]
+    return found[0] > 0 and found[1] == 0
+
+
+def fill_photo_metadata(con: duckdb.DuckDBPyConnection, workspace: Workspace, image_ids: list[str] | None = None) -> int:
+    """Read when, where and with which camera each photo was taken (core/photo_files.py) for the
+    rows that lack it: every row of a warehouse made before `images` had these columns (a
+    migration, once), or the `image_ids` just landed. A missing or unreadable file is recorded as
+    such (taken_at_source 'none'), not an error. Returns the rows filled."""
+    import os
+
+    where, params = "taken_at_source IS NULL", []
+    if image_ids is not None:
+        where, params = where + " AND list_contains(?, image_id)", [image_ids]
+    rows = con.execute(f"SELECT image_id, path FROM images WHERE {where}", params).fetchall()
+    if not rows:
+        return 0
+    found = metadata_table([workspace.path(p) for _, p in rows], workers=min(16, os.cpu_count() or 1))
+    con.register("staged_metadata", found.append_column("image_id", pa.array([i for i, _ in rows], pa.string())))
+    sets = ", ".join(f"{c} = coalesce(images.{c}, m.{c})" if c in ("width", "height") else f"{c} = m.{c}" for c in METADATA_COLUMNS)
+    with transaction(con):
+        con.execute(f"UPDATE images SET {sets} FROM staged_metadata m WHERE images.image_id = m.image_id")
+    con.unregister("staged_metadata")
+    return len(rows)
 
 
 @contextmanager
@@ -112,10 +147,8 @@ def land_version(
     exported = {t: pq.read_table(export_dir / f"{t}.parquet") for t in VECTOR_TABLES}
     with transaction(con):
         con.register("staged_images", manifest)
-        con.execute(
-            """INSERT OR REPLACE INTO images (image_id, path, width, height, source, split, truth)
-               SELECT image_id, path, width, height, source, split, truth FROM staged_images"""
-        )
+        columns = ", ".join(["image_id", "path", "source", "split", "truth", *_metadata_in(manifest)])
+        con.execute(f"INSERT OR REPLACE INTO images ({columns}) SELECT {columns} FROM staged_images")
         con.register("staged_captions", captions)
         con.execute("INSERT OR REPLACE INTO captions SELECT image_id, n, raw, clean FROM staged_captions")
         con.execute(
@@ -415,10 +448,12 @@ def land_photos(
     with transaction(con):
         if ids:
             con.register("staged_photos", images)
+            described = _metadata_in(images)  # what the file says of itself: updated with its path
+            columns = ", ".join(["image_id", "path", *described])
+            updates = ", ".join(f"{c} = excluded.{c}" for c in ["path", *described])
             con.execute(
-                """INSERT INTO images (image_id, path, width, height, source, split)
-                   SELECT image_id, path, width, height, 'folder', NULL FROM staged_photos
-                   ON CONFLICT (image_id) DO UPDATE SET path = excluded.path"""
+                f"""INSERT INTO images ({columns}, source, split) SELECT {columns}, 'folder', NULL FROM staged_photos
+                    ON CONFLICT (image_id) DO UPDATE SET {updates}"""
             )
             table = image_table(con, version)
             con.execute(f"DELETE FROM {table} WHERE version = ? AND list_contains(?, image_id)", [version, ids])
@@ -434,6 +469,10 @@ def land_photos(
             con.execute("INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?)", [image_id, n, raw, cleaned])
         _record_rejects(con, rejects)
         crash_point("landing")
+
+
+def _metadata_in(table: pa.Table) -> list[str]:
+    return [c for c in METADATA_COLUMNS if c in table.column_names]
 
 
 def _record_rejects(con: duckdb.DuckDBPyConnection, rejects: list[tuple[str, str]]) -> None:

@@ -15,6 +15,16 @@ CREATE TABLE IF NOT EXISTS images (
     truth       JSON,                 -- ground truth where the source has it (shapes)
     ingested_at TIMESTAMP DEFAULT current_timestamp
 );
+-- When, where and with which camera (core/photo_files.py: EXIF, read at ingest or landing; for
+-- rows of a warehouse made before these columns, once by the first writer to open it)
+ALTER TABLE images ADD COLUMN IF NOT EXISTS taken_at TIMESTAMP;        -- local time where taken (EXIF DateTimeOriginal), else the file's modification time
+ALTER TABLE images ADD COLUMN IF NOT EXISTS taken_at_offset VARCHAR;   -- '+02:00': taken_at minus it is UTC (NULL: EXIF gave no offset)
+ALTER TABLE images ADD COLUMN IF NOT EXISTS taken_at_source VARCHAR;   -- exif | file (modification time) | none (file unreadable when read)
+ALTER TABLE images ADD COLUMN IF NOT EXISTS camera_make VARCHAR;
+ALTER TABLE images ADD COLUMN IF NOT EXISTS camera_model VARCHAR;
+ALTER TABLE images ADD COLUMN IF NOT EXISTS gps_lat DOUBLE;            -- decimal degrees, north positive
+ALTER TABLE images ADD COLUMN IF NOT EXISTS gps_lon DOUBLE;            -- decimal degrees, east positive
+ALTER TABLE images ADD COLUMN IF NOT EXISTS orientation SMALLINT;      -- EXIF orientation 1..8 (onenet reads pixels upright)
 
 CREATE TABLE IF NOT EXISTS captions (
     image_id VARCHAR NOT NULL,

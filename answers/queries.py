@@ -7,7 +7,7 @@
     q.similar_images("photo.jpg" or id)    nearest image vectors (faiss), also for new photos
     q.search("a red circle")               text -> photos (caption encoder or inverting the captioner)
     q.opposite("a red circle"), q.imagine("a red circle")   latent-space answers
-    q.sql("SELECT ...")                    read-only SQL
+    q.sql("SELECT ...")                    read-only SQL, with text_vector(text) and search_text(q, k)
 
 This layer runs the models (models/) over what the warehouse holds; every SQL statement it needs
 is a function of warehouse/reads.py, over a read-only connection that reaches no other file.
@@ -19,9 +19,11 @@ import difflib
 import json
 import math
 import re
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 
@@ -116,12 +118,16 @@ class Queries:
         self._checkpoint, self._index_path = current["checkpoint"], current["index_path"]
         self._joint_checkpoint = current["joint_checkpoint"]
         self.metrics = json.loads(current["metrics"]) if current["metrics"] else {}
+        self._sql_functions, self.sql_unknown_words, self._sql_error = False, [], None
 
     @classmethod
     def open(cls, workspace: Workspace, serving: bool = False) -> "Queries":
         return cls(workspace, connect(workspace, read_only=True), serving)
 
     def close(self) -> None:
+        if self._sql_functions:  # the UDF refers back to this object: unregister it before closing
+            self.con.remove_function("text_vector")
+            self._sql_functions = False
         self.con.close()
 
     # --- words ---------------------------------------------------------------------------------
@@ -277,6 +283,14 @@ class Queries:
             candidates = self.rerank(tokens, candidates)
         return SearchResult(candidates[:k], unknown, nll, method + ("+rerank" if rerank else ""))
 
+    def search_taken(self, text: str, k: int = 5, since: date | None = None, until: date | None = None) -> SearchResult:
+        """Photos matching a description among those taken between `since` and `until` (dates,
+        both included): the filter first, then the caption encoder's k nearest in SQL (faiss
+        would rank the whole collection and could leave fewer than k inside the dates)."""
+        tokens, unknown = self.query_tokens(text)
+        pairs = reads.nearest_taken(self.con, self.text_vector(tokens), since, until, k)
+        return SearchResult(self.matches(pairs), unknown, None, "joint")
+
     def query_tokens(self, text: str) -> tuple[torch.Tensor, list[str]]:
         """A description -> (1, T) known word ids and the words the model does not know."""
         words = clean(text).split()
@@ -348,8 +362,45 @@ class Queries:
     # --- SQL -------------------------------------------------------------------------------------
 
     def sql(self, query: str) -> tuple[list[str], list[tuple]]:
-        """Run read-only SQL on the warehouse (no other file is reachable); (column names, rows)."""
-        return reads.run_sql(self.con, query)
+        """Run read-only SQL on the warehouse (no other file is reachable); (column names, rows).
+
+        Descriptions enter SQL through `text_vector(text)` (the caption encoder: the same
+        FLOAT[dim] as the stored image vectors) and the table macro `search_text(q, k)`. Words
+        the model does not know are left out and listed in `self.sql_unknown_words`; a text
+        with no known word fails with `onenet search`'s message."""
+        if re.search(r"text_vector|search_text", query, re.IGNORECASE):
+            self._define_sql_functions()
+        self.sql_unknown_words, self._sql_error = [], None
+        try:
+            return reads.run_sql(self.con, query)
+        except OnenetError:
+            if self._sql_error is not None:  # the UDF's own message, not DuckDB's wrapping of it
+                raise self._sql_error from None
+            raise
+
+    def _define_sql_functions(self) -> None:
+        if self._sql_functions:
+            return
+        import duckdb
+
+        self.vocabulary  # noqa: B018 - read now: inside a query the UDF cannot use this connection
+        vector_type = duckdb.array_type(duckdb.sqltype("FLOAT"), self.dim)
+        # a weak reference: the connection (C++) holding this object would make a cycle Python's
+        # collector cannot see, so a Queries never closed would outlive the interpreter's shutdown
+        method = weakref.WeakMethod(self._text_vector_for_sql)
+        self.con.create_function("text_vector", lambda text: method()(text), [duckdb.sqltype("VARCHAR")], vector_type)
+        reads.define_search_text(self.con)
+        self._sql_functions = True
+
+    def _text_vector_for_sql(self, text: str) -> list[float]:
+        try:
+            tokens, unknown = self.query_tokens(text)
+            vector = self.text_vector(tokens)
+        except OnenetError as e:
+            self._sql_error = e
+            raise
+        self.sql_unknown_words += [w for w in unknown if w not in self.sql_unknown_words]
+        return vector.astype(np.float32).tolist()
 
     def export(self, table: str, destination: Path, fmt: str = "parquet") -> int:
         """Write a table or view to a Parquet (or CSV) file; returns the number of rows."""

@@ -459,10 +459,14 @@ def search(
     c = _ctx(ctx)
     q = _queries(c)
     result = q.search(text, k, method=method, rerank=rerank)
-    if result.unknown_words and not c.json:
-        hints = "; ".join(f"{w} (known: {', '.join(q.close_words(w)) or 'nothing close'})" for w in result.unknown_words)
-        errors.print(f"[yellow]warning:[/] ignored unknown words: {hints}", highlight=False)
+    _warn_unknown(c, q, result.unknown_words)
     _emit(c, result, _matches_table(f"photos for {text!r} (by {result.method})", result.matches))
+
+
+def _warn_unknown(c, q, unknown: list[str]) -> None:
+    if unknown and not c.json:
+        hints = "; ".join(f"{w} (known: {', '.join(q.close_words(w)) or 'nothing close'})" for w in unknown)
+        errors.print(f"[yellow]warning:[/] ignored unknown words: {hints}", highlight=False)
 
 
 @app.command()
@@ -557,7 +561,12 @@ def latent(
 def sql(ctx: typer.Context, query: str) -> None:
     """Run read-only SQL on the warehouse (tables: images, captions, model_versions, word_vectors, ...)."""
     c = _ctx(ctx)
-    columns, rows = _queries(c).sql(query)
+    q = _queries(c)
+    try:
+        columns, rows = q.sql(query)
+        _warn_unknown(c, q, q.sql_unknown_words)
+    finally:
+        q.close()
     table = _table("", *columns)
     for row in rows:
         table.add_row(*(_cell(v) for v in row))

@@ -1,7 +1,8 @@
 """`onenet explore`: a small local web page over the four uses (stdlib HTTP server, loopback).
 
     GET /                       the page (onenet/static/explore.html)
-    GET /api/search?q=&k=&method=   photos for a description (+ the words ignored)
+    GET /api/search?q=&k=&method=[&since=&until=]   photos for a description (+ the words ignored),
+                                taken between two dates (YYYY-MM-DD, either may be left out)
     GET /api/similar?id=&k=     photos like a collection photo
     GET /api/words?w=&k=        nearest words (or, for an unknown word, known words spelled like it)
     GET /api/examples           a description and words that fit this workspace (onenet/examples.py)
@@ -37,6 +38,18 @@ PAGE = Path(__file__).parent / "static" / "explore.html"
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
+def _date(text: str, name: str):
+    """A YYYY-MM-DD date from the page, None when empty."""
+    from datetime import date
+
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise OnenetError(f"{name}: {text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def as_jpeg(path: Path, longest: int = 1600) -> bytes:
     """A photo a browser cannot show (HEIC, camera RAW, TIFF) as a JPEG, upright, at most
     `longest` pixels on its long side."""
@@ -68,9 +81,13 @@ class Explorer:
     def _match(self, m) -> dict:
         return {"image_id": m.image_id, "caption": m.caption, "score": round(m.score, 4), "url": f"/photo/{m.image_id}", "name": Path(m.path).name}
 
-    def search(self, text: str, k: int, method: str) -> dict:
+    def search(self, text: str, k: int, method: str, since: str = "", until: str = "") -> dict:
+        since_date, until_date = _date(since, "since"), _date(until, "until")
         with self.lock:
-            result = self.queries.search(text, k, method=method)
+            if since_date or until_date:
+                result = self.queries.search_taken(text, k, since_date, until_date)
+            else:
+                result = self.queries.search(text, k, method=method)
         return {"query": text, "method": result.method, "unknown_words": result.unknown_words, "matches": [self._match(m) for m in result.matches]}
 
     def similar(self, image_id: str, k: int) -> dict:
@@ -139,7 +156,7 @@ def make_handler(explorer: Explorer):
                 if url.path == "/":
                     return self._send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
                 if url.path == "/api/search":
-                    return self._json(explorer.search(args.get("q", ""), k, args.get("method", "auto")))
+                    return self._json(explorer.search(args.get("q", ""), k, args.get("method", "auto"), args.get("since", ""), args.get("until", "")))
                 if url.path == "/api/similar":
                     return self._json(explorer.similar(args.get("id", ""), k))
                 if url.path == "/api/words":

@@ -69,6 +69,11 @@ def test_api_answers(explorer):
     data = json.loads(get(f"{base}/api/words?w=rde")[1])
     assert "red" in data["close"] and "unknown word" in data["error"]
     assert json.loads(get(f"{base}/api/search?q=")[1])["error"].startswith("empty query")
+    # a date filter: only photos taken then (the suite's photos were made today), nearest first
+    taken = json.loads(get(f"{base}/api/search?q=a+red+circle&k=5&since=2024-06-01")[1])
+    assert len(taken["matches"]) == 5 and all("red circle" in m["caption"] for m in taken["matches"]), taken
+    assert json.loads(get(f"{base}/api/search?q=a+red+circle&k=5&until=2024-06-01")[1])["matches"] == []
+    assert "not a date" in json.loads(get(f"{base}/api/search?q=a+red+circle&since=June")[1])["error"]
 
 
 def test_phone_and_raw_photos_are_served_as_jpeg(explorer):

@@ -130,3 +130,52 @@ def test_max_violation_loss_is_the_hinge_on_the_hardest_negative():
     masked = cosine.clone()
     masked[0, 1] = masked[1, 0] = float("-inf")
     assert torch.allclose(encoder.loss(tokens, photos, same, "max-violation", 0.2), hinge(masked))
+
+
+def test_descriptions_inside_sql(queries):
+    """text_vector(text) is the caption encoder's vector, of the stored image vectors' type;
+    search_text(q, k) gives what `onenet search --method joint` gives, and takes a WHERE."""
+    from answers.queries import Queries
+
+    (kind,), = queries.sql("SELECT typeof(text_vector('a red circle'))")[1]
+    assert kind == f"FLOAT[{queries.dim}]"
+    expected = [m.image_id for m in queries.search("a red circle", k=10, method="joint", rerank=0).matches]
+    columns, rows = queries.sql("SELECT * FROM search_text('a red circle', 10)")
+    assert [r[0] for r in rows] == expected
+    assert columns[:4] == ["image_id", "path", "caption", "similarity"] and {"taken_at", "camera_make", "gps_lat"} <= set(columns)
+    assert queries.sql_unknown_words == []
+    # filters on when the photos were taken (the suite's photos: their files' times, today)
+    (n,), = queries.sql("SELECT count(*) FROM search_text('a red circle', 10) WHERE taken_at >= DATE '2024-06-01'")[1]
+    assert n == 10
+    assert queries.sql("SELECT count(*) FROM search_text('a red circle', 10) WHERE taken_at < DATE '2024-06-01'")[1] == [(0,)]
+    # by hand, as the macro does it
+    (best,), = queries.sql(
+        "SELECT image_id FROM current_image_vectors ORDER BY array_cosine_similarity(vec, text_vector('a red circle')) DESC LIMIT 1")[1]
+    assert best == expected[0]
+    # unknown words: left out and listed, or the search's own message when no word is known
+    rows = queries.sql("SELECT image_id FROM search_text('a red zebra circle', 10)")[1]
+    assert queries.sql_unknown_words == ["zebra"] and [r[0] for r in rows] == expected
+    with pytest.raises(OnenetError) as sql_error:
+        queries.sql("SELECT * FROM search_text('zebra giraffe', 3)")
+    with pytest.raises(OnenetError) as search_error:
+        queries.search("zebra giraffe")
+    assert str(sql_error.value) == str(search_error.value)
+    assert isinstance(queries, Queries) and queries.sql("SELECT 1")[1] == [(1,)]  # plain SQL after an error
+
+
+def test_cli_sql_search_text_warns_about_unknown_words(trained):
+    ws = trained["workspace"]
+    result = subprocess.run(
+        [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "--json", "sql",
+         "SELECT path, caption FROM search_text('a red zebra circle', 3)"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 3 and all("red circle" in r["caption"] for r in rows)
+    assert "leaked" not in result.stderr  # the UDF is unregistered before the connection closes
+    result = subprocess.run(
+        [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "sql", "SELECT path FROM search_text('a red zebra circle', 3)"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0 and "ignored unknown words: zebra" in result.stderr, result.stderr

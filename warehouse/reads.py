@@ -38,6 +38,13 @@ IMAGE_DETAILS = """
     SELECT i.image_id, i.path, c.caption FROM images i
     LEFT JOIN current_captions c USING (image_id)
     WHERE i.image_id IN (SELECT unnest(?))"""
+# Photos taken in [since, until] first (either end NULL: open), then the k nearest among them;
+# a photo without a capture time is left out when a bound is given.
+NEAREST_TAKEN = """
+    SELECT o.image_id, array_cosine_similarity(o.vec, ?::FLOAT[{dim}]) AS similarity
+    FROM current_image_vectors o JOIN images i ON i.image_id = o.image_id
+    WHERE (?::DATE IS NULL OR i.taken_at >= ?::DATE) AND (?::DATE IS NULL OR i.taken_at < ?::DATE + 1)
+    ORDER BY similarity DESC LIMIT ?"""
 PALETTE_PHOTOS = "SELECT path FROM images WHERE split = 'train' OR split IS NULL ORDER BY hash(image_id) LIMIT ?"
 HAS_EVALUATIONS = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evaluations'"
 MEASURED_RECALL = """
@@ -82,6 +89,13 @@ def image_details(con: Connection, ids: list[str]) -> dict[str, tuple[str, str |
     return {i: (p, c) for i, p, c in con.execute(IMAGE_DETAILS, [ids]).fetchall()}
 
 
+def nearest_taken(con: Connection, vector: np.ndarray, since, until, k: int) -> list[tuple[str, float]]:
+    """The k image vectors most cosine-similar to `vector` among photos taken between the dates
+    `since` and `until` (both included; None: unbounded)."""
+    rows = con.execute(NEAREST_TAKEN.format(dim=int(len(vector))), [vector.tolist(), since, since, until, until, k]).fetchall()
+    return [(i, float(s)) for i, s in rows]
+
+
 def palette_photos(con: Connection, n: int = 64) -> list[str]:
     """Paths of `n` collection photos, the same ones every time."""
     return [p for (p,) in con.execute(PALETTE_PHOTOS, [n]).fetchall()]
@@ -97,6 +111,28 @@ def measured_recall(con: Connection, version: str, metric: str) -> list[tuple[st
 def image_vector_sample(con: Connection) -> np.ndarray:
     """(N <= 10,000, dim) image vectors of the promoted version, a fixed sample."""
     return np.asarray([v for (v,) in con.execute(IMAGE_VECTOR_SAMPLE).fetchall()], dtype=np.float32)
+
+
+# `onenet sql`'s description search (answers/queries.py registers text_vector first: the caption
+# encoder is a model, and this layer runs none). The k nearest first, then their details, so a
+# WHERE on taken_at or camera filters those k: `FROM search_text('a dog on the beach', 50) WHERE ...`.
+SEARCH_TEXT_MACRO = """
+CREATE OR REPLACE TEMP MACRO search_text(q, k := 10) AS TABLE
+    WITH query AS (SELECT text_vector(q) AS vec),
+    nearest AS (
+        SELECT o.image_id, array_cosine_similarity(o.vec, query.vec) AS similarity
+        FROM current_image_vectors o, query
+        ORDER BY similarity DESC LIMIT k)
+    SELECT n.image_id, i.path, g.caption, n.similarity, i.* EXCLUDE (image_id, path)
+    FROM nearest n JOIN images i ON i.image_id = n.image_id
+    LEFT JOIN current_captions g ON g.image_id = n.image_id
+    ORDER BY n.similarity DESC
+"""
+
+
+def define_search_text(con: Connection) -> None:
+    """search_text(q, k) for this connection only (a TEMP macro: the read-only file is untouched)."""
+    con.execute(SEARCH_TEXT_MACRO)
 
 
 def run_sql(con: Connection, query: str) -> tuple[list[str], list[tuple]]:

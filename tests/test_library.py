@@ -1,0 +1,58 @@
+"""onenet as a library (issue 21): `onenet.open(workspace)` and its five calls, and the README's
+example run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.errors import OnenetError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_five_calls(trained):
+    import onenet
+
+    ws = trained["workspace"]
+    with onenet.open(ws.root) as lib:
+        found = lib.search("a red zebra circle", k=5)
+        assert list(found.columns) == ["image_id", "path", "caption", "score"] and len(found) == 5
+        assert all("red circle" in c for c in found.caption) and lib.unknown_words == ["zebra"]
+        assert found.score.is_monotonic_decreasing and all(Path(p).is_file() for p in found.path)
+
+        caption = lib.caption(found.path[0])  # a file: the model captions it
+        assert "circle" in caption["caption"] and caption["image_id"] == found.image_id[0]
+
+        like = lib.similar(found.image_id[0], k=3)
+        assert len(like) == 3 and found.image_id[0] not in set(like.image_id)
+        assert lib.similar(found.path[0], k=3).image_id.tolist() == like.image_id.tolist()  # the same photo by file
+
+        words = lib.words("red", k=5)
+        assert list(words.columns) == ["word", "similarity"] and len(words) == 5 and "red" not in set(words.word)
+        with pytest.raises(OnenetError, match="red"):  # a misspelt word: the known words like it
+            lib.words("rde")
+
+        table = lib.sql("SELECT path, taken_at FROM search_text('a red circle', 20) WHERE taken_at >= DATE '2024-06-01'")
+        assert isinstance(table, pd.DataFrame) and len(table) == 20
+        assert pd.api.types.is_datetime64_any_dtype(table.taken_at)
+        assert lib.sql("SELECT count(*) AS n FROM images").n[0] > 0
+
+
+def test_the_readme_example_runs_as_written(trained, capsys):
+    block = re.search(r"```python\n(import onenet\n.*?)```", README.read_text(), re.S).group(1)
+    assert len(block.strip().splitlines()) <= 6
+    code = block.replace('onenet.open("onenet-data")', f'onenet.open({str(trained["workspace"].root)!r})')
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "circle" in printed and "taken_at" in printed
+
+
+def test_a_folder_without_a_trained_model_is_one_clear_error(tmp_path):
+    import onenet
+
+    with pytest.raises(OnenetError, match="onenet train"):
+        onenet.open(tmp_path)

@@ -217,6 +217,7 @@ def test_a_warehouse_from_before_capture_metadata_is_migrated_on_open(tmp_path):
         else:
             shapes.scene(9, i).image.save(path)
             os.utime(path, (1_600_000_000, 1_600_000_000))
+    assert db.storage_version(ws.warehouse) > db.READABLE_UP_TO  # DuckDB 2.0's format: no 1.x client opens it
 
     con = db.connect(ws)  # the first writer migrates
     try:
@@ -233,6 +234,14 @@ def test_a_warehouse_from_before_capture_metadata_is_migrated_on_open(tmp_path):
         assert july == 3
     finally:
         con.close()
+    # rewritten once in DuckDB 1.4's format, and published: a DuckDB 1.x client reads the snapshot
+    assert db.storage_version(ws.warehouse) == db.storage_version(ws.read_snapshot) <= db.READABLE_UP_TO
+    import subprocess
+    import sys
+
+    cli = subprocess.run([Path(sys.executable).parent / "duckdb", "-readonly", "-csv", str(ws.read_snapshot), "-c",
+                          "SELECT count(*) FILTER (taken_at_source = 'exif') FROM images"], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0 and cli.stdout.split()[-1] == "3", cli.stderr
     ws.path("photos/0.jpg").unlink()
     con = db.connect(ws)  # a second open reads nothing again
     assert con.execute("SELECT taken_at_source FROM images WHERE path = 'photos/0.jpg'").fetchone()[0] == "exif"

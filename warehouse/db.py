@@ -32,6 +32,13 @@ VERSION_FIELDS = ("version", "checkpoint", "index_path", "dim", "metrics", "join
 # INSTALL, and no SET to turn that back on. Every read-only connection has the same settings
 # (DuckDB refuses two connections to one file with different ones within a process).
 READ_ONLY_CONFIG = {"enable_external_access": False, "lock_configuration": True}
+# The warehouse (and so its read snapshot, a copy) is written in DuckDB 1.4's storage format, so
+# the clients people already have open it: DuckDB 1.4 and later (CLI, Python, R, DBeaver's JDBC).
+# DuckDB 2.0's own format (storage version 69) opens in no 1.x client. A file's format is fixed
+# when it is created; DuckDB 2.0 keeps writing an older one in it.
+STORAGE_VERSION = "v1.4.0"
+READABLE_UP_TO = 68  # the newest storage version DuckDB 1.x reads (1.5.6: "versions between 64 and 68")
+WRITE_CONFIG = {"storage_compatibility_version": STORAGE_VERSION}
 
 
 def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0) -> duckdb.DuckDBPyConnection:
@@ -51,7 +58,12 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=True, config=READ_ONLY_CONFIG) if read_only else duckdb.connect(str(path))
+            if read_only:
+                con = duckdb.connect(str(path), read_only=True, config=READ_ONLY_CONFIG)
+            else:
+                if storage_version(path) > READABLE_UP_TO:
+                    rewrite_for_older_clients(path)
+                con = duckdb.connect(str(path), config=WRITE_CONFIG)
             break
         except duckdb.IOException as e:
             if "lock" not in str(e).lower() or time.monotonic() > deadline:
@@ -63,12 +75,51 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
         migrate_vectors_to_arrays(con)
         if images_before_metadata:
             fill_photo_metadata(con, workspace)
+            publish_snapshot(con, workspace)  # readers (and other clients) see the migrated warehouse
         stored = con.execute("SELECT value FROM warehouse_info WHERE key = 'macros'").fetchone()
         if (stored is None or stored[0] != MACROS_VERSION) and con.execute(
             "SELECT count(*) FROM duckdb_views() WHERE view_name = 'current_image_vectors'"
         ).fetchone()[0]:
             define_macros(con)  # a warehouse made by older code gets today's macros (once)
     return con
+
+
+def storage_version(path: Path) -> int:
+    """The storage version in a DuckDB file's header (0: no file yet). DuckDB 1.x reads 64..68."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except FileNotFoundError:
+        return 0
+    if len(header) < 20 or header[8:12] != b"DUCK":
+        return 0
+    return struct.unpack_from("<Q", header, 12)[0]
+
+
+def rewrite_for_older_clients(path: Path) -> None:
+    """Rewrite a warehouse made in DuckDB 2.0's storage format in STORAGE_VERSION's: every table,
+    view, macro and index, copied by DuckDB into a new file that then replaces it (atomically; a
+    crash leaves the old file, rewritten by the next writer). Once per warehouse."""
+    import logging
+
+    logging.getLogger("onenet.warehouse").info("warehouse: rewriting %s in DuckDB %s's storage format (once)", path, STORAGE_VERSION)
+    with atomic_path(path) as tmp:
+        con = duckdb.connect(str(path))
+        try:
+            quoted = str(tmp).replace("'", "''")
+            con.execute(f"ATTACH '{quoted}' AS rewritten (STORAGE_VERSION '{STORAGE_VERSION}')")
+            con.execute(f"COPY FROM DATABASE {_database_name(con)} TO rewritten")
+            con.execute("DETACH rewritten")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        crash_point("rewrite-storage")
+
+
+def _database_name(con: duckdb.DuckDBPyConnection) -> str:
+    return con.execute("SELECT current_database()").fetchone()[0]
 
 
 def _lacks_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:

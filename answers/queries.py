@@ -118,16 +118,16 @@ class Queries:
         self._checkpoint, self._index_path = current["checkpoint"], current["index_path"]
         self._joint_checkpoint = current["joint_checkpoint"]
         self.metrics = json.loads(current["metrics"]) if current["metrics"] else {}
-        self._sql_functions, self.sql_unknown_words, self._sql_error = False, [], None
+        self._sql_udf, self.sql_unknown_words, self._sql_error = None, [], None
 
     @classmethod
     def open(cls, workspace: Workspace, serving: bool = False) -> "Queries":
         return cls(workspace, connect(workspace, read_only=True), serving)
 
     def close(self) -> None:
-        if self._sql_functions:  # the UDF refers back to this object: unregister it before closing
-            self.con.remove_function("text_vector")
-            self._sql_functions = False
+        if self._sql_udf:  # the UDF lives in the database instance, beyond this connection
+            self.con.remove_function(self._sql_udf)
+            self._sql_udf = None
         self.con.close()
 
     # --- words ---------------------------------------------------------------------------------
@@ -379,18 +379,23 @@ class Queries:
             raise
 
     def _define_sql_functions(self) -> None:
-        if self._sql_functions:
+        """text_vector and search_text on this connection. A Python UDF lives in the database
+        instance, which every connection of this process to the same file shares (two Queries on
+        one workspace), so each Queries registers its own under a name of its own, and
+        `text_vector` is a TEMP macro (this connection's only) calling it."""
+        if self._sql_udf:
             return
         import duckdb
 
         self.vocabulary  # noqa: B018 - read now: inside a query the UDF cannot use this connection
+        name = f"onenet_text_vector_{id(self):x}"
         vector_type = duckdb.array_type(duckdb.sqltype("FLOAT"), self.dim)
         # a weak reference: the connection (C++) holding this object would make a cycle Python's
         # collector cannot see, so a Queries never closed would outlive the interpreter's shutdown
         method = weakref.WeakMethod(self._text_vector_for_sql)
-        self.con.create_function("text_vector", lambda text: method()(text), [duckdb.sqltype("VARCHAR")], vector_type)
-        reads.define_search_text(self.con)
-        self._sql_functions = True
+        self.con.create_function(name, lambda text: method()(text), [duckdb.sqltype("VARCHAR")], vector_type)
+        self._sql_udf = name
+        reads.define_search_text(self.con, name)
 
     def _text_vector_for_sql(self, text: str) -> list[float]:
         try:

@@ -117,6 +117,7 @@ def image_vector_sample(con: Connection) -> np.ndarray:
 # encoder is a model, and this layer runs none). The k nearest first, then their details, so a
 # WHERE on taken_at or camera filters those k: `FROM search_text('a dog on the beach', 50) WHERE ...`.
 SEARCH_TEXT_MACRO = """
+CREATE OR REPLACE TEMP MACRO text_vector(text) AS {udf}(text);
 CREATE OR REPLACE TEMP MACRO search_text(q, k := 10) AS TABLE
     WITH query AS (SELECT text_vector(q) AS vec),
     nearest AS (
@@ -130,9 +131,10 @@ CREATE OR REPLACE TEMP MACRO search_text(q, k := 10) AS TABLE
 """
 
 
-def define_search_text(con: Connection) -> None:
-    """search_text(q, k) for this connection only (a TEMP macro: the read-only file is untouched)."""
-    con.execute(SEARCH_TEXT_MACRO)
+def define_search_text(con: Connection, udf: str) -> None:
+    """text_vector(text) -> `udf`(text) and search_text(q, k), for this connection only (TEMP
+    macros: the read-only file is untouched)."""
+    con.execute(SEARCH_TEXT_MACRO.format(udf=udf))
 
 
 def run_sql(con: Connection, query: str) -> tuple[list[str], list[tuple]]:

@@ -179,3 +179,18 @@ def test_cli_sql_search_text_warns_about_unknown_words(trained):
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0 and "ignored unknown words: zebra" in result.stderr, result.stderr
+
+
+def test_two_readers_of_one_workspace_each_have_text_vector(trained, queries):
+    """A Python UDF lives in the database instance every connection of this process to the
+    snapshot shares: a second reader must not collide with the first, nor lose its function
+    when the first closes."""
+    from answers.queries import Queries
+
+    other = Queries.open(trained["workspace"])
+    try:
+        ours = queries.sql("SELECT image_id FROM search_text('a red circle', 5)")[1]
+        assert other.sql("SELECT image_id FROM search_text('a red circle', 5)")[1] == ours
+    finally:
+        other.close()
+    assert queries.sql("SELECT image_id FROM search_text('a red circle', 5)")[1] == ours

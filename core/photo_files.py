@@ -124,8 +124,10 @@ METADATA_SCHEMA = pa.schema([
 ])
 
 
-def metadata_table(paths: list[Path | str], workers: int = 1) -> pa.Table:
-    """`photo_metadata` of every path, as columns METADATA_COLUMNS (read on `workers` threads)."""
+def metadata_table(paths: list[Path | str], workers: int | None = 1) -> pa.Table:
+    """`photo_metadata` of every path, as columns METADATA_COLUMNS, read on `workers` threads
+    (None: one per core, up to 16; an ingest shard reads on its own one thread)."""
+    workers = workers or min(16, os.cpu_count() or 1)
     if workers > 1 and len(paths) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -134,6 +136,15 @@ def metadata_table(paths: list[Path | str], workers: int = 1) -> pa.Table:
     else:
         metas = [photo_metadata(p) for p in paths]
     return pa.Table.from_pylist([m.row() for m in metas], schema=METADATA_SCHEMA)
+
+
+def upright_thumbnail(path: Path | str, longest: int, min_side: int) -> Image.Image:
+    """The photo turned upright, in RGB, at most `longest` pixels on its long side (explorer's
+    JPEGs, artifact thumbnails). `min_side`: as in `open_photo`."""
+    with open_photo(path, min_side=min_side) as im:
+        image = ImageOps.exif_transpose(im).convert("RGB")
+    image.thumbnail((longest, longest))
+    return image
 
 # EXIF tags (TIFF/EXIF 2.32)
 _MAKE, _MODEL, _ORIENTATION, _EXIF_IFD, _GPS_IFD = 0x010F, 0x0110, 0x0112, 0x8769, 0x8825

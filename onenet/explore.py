@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from core.errors import OnenetError
-from core.photo_files import BROWSER_SUFFIXES, PHOTO_SUFFIXES, open_photo
+from core.photo_files import BROWSER_SUFFIXES, PHOTO_SUFFIXES, upright_thumbnail
 from core.workspace import Workspace
 
 log = logging.getLogger("onenet.explore")
@@ -53,11 +53,7 @@ def _date(text: str, name: str):
 def as_jpeg(path: Path, longest: int = 1600) -> bytes:
     """A photo a browser cannot show (HEIC, camera RAW, TIFF) as a JPEG, upright, at most
     `longest` pixels on its long side."""
-    from PIL import ImageOps
-
-    with open_photo(path, min_side=512) as im:
-        image = ImageOps.exif_transpose(im).convert("RGB")
-    image.thumbnail((longest, longest))
+    image = upright_thumbnail(path, longest, min_side=512)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=88)
     return buffer.getvalue()

@@ -11,9 +11,9 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
-from core.photo_files import open_photo
+from core.photo_files import upright_thumbnail
 from core.workspace import Workspace
 
 
@@ -25,10 +25,7 @@ def data_uri(image: Image.Image) -> str:
 
 def thumbnail(path: Path, size: int = 96) -> Image.Image | None:
     try:
-        with open_photo(path, min_side=size) as im:  # HEIC and camera RAW too
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((size, size))
-            return im
+        return upright_thumbnail(path, size, min_side=size)  # HEIC and camera RAW too
     except Exception:  # a sample picture is nice to have; a missing file is not worth failing for
         return None
 

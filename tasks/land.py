@@ -9,8 +9,6 @@ An unchanged re-run is a cache hit.
 
 from __future__ import annotations
 
-import os
-
 import faiss
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,7 +63,7 @@ def land(
 def with_metadata(workspace: Workspace, manifest: pa.Table) -> pa.Table:
     """The manifest with each photo's capture time, camera and place (core/photo_files.py) beside
     its measured width and height."""
-    found = metadata_table([workspace.path(p) for p in manifest.column("path").to_pylist()], workers=os.cpu_count() or 1)
+    found = metadata_table([workspace.path(p) for p in manifest.column("path").to_pylist()], workers=None)
     for name in found.column_names:
         if name not in manifest.column_names:
             manifest = manifest.append_column(name, found.column(name))

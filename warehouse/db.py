@@ -131,20 +131,15 @@ def _lacks_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bo
     return found[0] > 0 and found[1] == 0
 
 
-def fill_photo_metadata(con: duckdb.DuckDBPyConnection, workspace: Workspace, image_ids: list[str] | None = None) -> int:
+def fill_photo_metadata(con: duckdb.DuckDBPyConnection, workspace: Workspace) -> int:
     """Read when, where and with which camera each photo was taken (core/photo_files.py) for the
     rows that lack it: every row of a warehouse made before `images` had these columns (a
-    migration, once), or the `image_ids` just landed. A missing or unreadable file is recorded as
-    such (taken_at_source 'none'), not an error. Returns the rows filled."""
-    import os
-
-    where, params = "taken_at_source IS NULL", []
-    if image_ids is not None:
-        where, params = where + " AND list_contains(?, image_id)", [image_ids]
-    rows = con.execute(f"SELECT image_id, path FROM images WHERE {where}", params).fetchall()
+    migration, once). A missing or unreadable file is recorded as such (taken_at_source 'none'),
+    not an error. Returns the rows filled."""
+    rows = con.execute("SELECT image_id, path FROM images WHERE taken_at_source IS NULL").fetchall()
     if not rows:
         return 0
-    found = metadata_table([workspace.path(p) for _, p in rows], workers=min(16, os.cpu_count() or 1))
+    found = metadata_table([workspace.path(p) for _, p in rows], workers=None)
     con.register("staged_metadata", found.append_column("image_id", pa.array([i for i, _ in rows], pa.string())))
     sets = ", ".join(f"{c} = coalesce(images.{c}, m.{c})" if c in ("width", "height") else f"{c} = m.{c}" for c in METADATA_COLUMNS)
     with transaction(con):

@@ -28,7 +28,8 @@ test: $(STAMP)
 ## a CPU without AVX-512 and one without AVX2 would compute them: PyTorch and oneDNN told to use
 ## only AVX2, then only baseline kernels. A result that holds on one CPU only fails here. The
 ## quality figures each test measured are printed side by side at the end.
-CPU_SENSITIVE := tests/test_models.py tests/test_beam.py tests/test_imagine.py tests/test_search.py tests/test_pipeline.py
+CPU_SENSITIVE := tests/test_models.py tests/test_beam.py tests/test_imagine.py tests/test_search.py tests/test_pipeline.py \
+	tests/test_picture.py::test_imagined_pictures_show_the_asked_colour
 test-cpus: $(STAMP)
 	mkdir -p test-output
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest $(CPU_SENSITIVE) --junitxml=test-output/cpus-avx2.xml

@@ -22,7 +22,7 @@ import re
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -41,9 +41,10 @@ from core.workspace import Workspace
 from models.beam import caption_vectors
 from models.captioner import load_model, pad_batch
 from models.encoder import load_encoder
-from models.imagine import Goal, ImagineConfig, flat_pixels, imagine, palette_of
+from models.imagine import Goal, ImagineConfig, flat_pixels, imagine, palette_of, refine_picture
 from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
+from models.picture import ImageDecoder
 from warehouse import reads
 from warehouse.db import connect, current_version
 
@@ -52,6 +53,7 @@ from warehouse.db import connect, current_version
 # search rows). 20 is the threshold faiss used for years; results are identical either way.
 FAISS_BLAS_THRESHOLD = 20
 SEARCH_METHODS = ("joint", "inversion")
+PRIOR_NEIGHBOURS = 1  # imagine's retrieval prior: photos averaged (Queries.prior_vector; 1 measured best on shapes)
 SEARCH_COST = ("joint", "joint+rerank", "inversion", "inversion+rerank")  # cheapest first
 
 
@@ -117,6 +119,7 @@ class Queries:
         self.version, self.dim = current["version"], current["dim"]
         self._checkpoint, self._index_path = current["checkpoint"], current["index_path"]
         self._joint_checkpoint = current["joint_checkpoint"]
+        self._picture_checkpoint = current["picture_checkpoint"]
         self.metrics = json.loads(current["metrics"]) if current["metrics"] else {}
         self._sql_udf, self.sql_unknown_words, self._sql_error = None, [], None
 
@@ -179,6 +182,12 @@ class Queries:
         plus/minus: photos, ids or descriptions (through the caption encoder, which maps text into
         image-vector space) added to or taken from the photo's unit vector: vector arithmetic,
         e.g. a red circle photo - "red" + "blue". Photos given are never returned."""
+        vector, given = self.arithmetic_vector(photo_or_id, plus, minus)
+        return [m for m in self.nearest_images(vector, k + len(given)) if m.image_id not in given][:k]
+
+    def arithmetic_vector(self, photo_or_id: str, plus: list[str] = (), minus: list[str] = ()) -> tuple[np.ndarray, set]:
+        """The photo's unit vector with `plus` added and `minus` taken away (see similar_images),
+        and the image ids given."""
         image_id, vector = self.image_or_text_vector(photo_or_id, text_allowed=False)
         given = {image_id}
         for items, sign in ((plus, 1.0), (minus, -1.0)):
@@ -186,7 +195,7 @@ class Queries:
                 other_id, other = self.image_or_text_vector(item)
                 vector = vector + sign * other
                 given.add(other_id)
-        return [m for m in self.nearest_images(vector, k + len(given)) if m.image_id not in given][:k]
+        return vector, given
 
     def image_or_text_vector(self, item: str, text_allowed: bool = True) -> tuple[str | None, np.ndarray]:
         """A photo file, an image id (prefix) or, failing those, a description -> (image id or
@@ -342,22 +351,72 @@ class Queries:
 
     # --- text -> picture --------------------------------------------------------------------------
 
-    def imagine(self, text: str, cfg: ImagineConfig | None = None) -> dict:
-        """A picture for a description (models/imagine.py), the caption the model writes for it,
-        and the collection photos nearest to it."""
+    def imagine(self, text: str, cfg: ImagineConfig | None = None, method: str = "auto", refine: int = 0) -> dict:
+        """A picture for a description, the caption the model writes for it, and the collection
+        photos nearest to it.
+
+        method "decoder" (models/picture.py; needs a version trained with --imagine-epochs and a
+        caption encoder): description -> caption encoder -> image vector (`prior_vector`) ->
+        image decoder; then `refine` steps of the optimisation below from that picture.
+        "optimise" (models/imagine.py): a sketch searched and refined through the frozen CNN
+        and the captioner. "auto": the decoder where the version has one."""
         tokens, unknown = self.query_tokens(text)
         settings = self.checkpoint["encoder"]
         cfg = cfg or ImagineConfig(size=settings["image_size"])
-        palette, backgrounds = self.palette
         target = torch.from_numpy(self.text_vector(tokens)).to(self.device) if self.joint_encoder is not None else None
-        result = imagine(self.encoder, self.model, Goal(tokens, target), palette, backgrounds, cfg)
+        if method == "auto":
+            method = "decoder" if self.picture_decoder is not None and target is not None else "optimise"
+        frames: list[torch.Tensor] = []
+        if method == "decoder":
+            if self.picture_decoder is None or target is None:
+                raise OnenetError(f"model {self.version} has no image decoder: train with --imagine-epochs N (and a caption encoder)")
+            drawn = self.draw_vector(self.prior_vector(target.cpu().numpy()), cfg.size)
+            frames = [drawn]
+            if refine:
+                palette, backgrounds = self.palette
+                drawn = refine_picture(self.encoder, self.model, Goal(tokens, target), drawn, replace(cfg, steps=refine))
+                frames.append(drawn)
+            pixels, nll = drawn, None
+        elif method == "optimise":
+            palette, backgrounds = self.palette
+            result = imagine(self.encoder, self.model, Goal(tokens, target), palette, backgrounds, cfg)
+            pixels, nll, frames = result.pixels, result.nll, result.frames
+        else:
+            raise OnenetError(f"imagine method must be 'auto', 'decoder' or 'optimise', not {method!r}")
         with torch.no_grad():
-            vector = self.model.image_vectors(self.encoder.features(result.pixels[None].to(self.device)))  # (1, dim)
+            vector = self.model.image_vectors(self.encoder.features(pixels[None].to(self.device)))  # (1, dim)
+            if nll is None:
+                nll = float(self.model.sequence_nll(vector, tokens)[0])
         caption, _ = caption_vectors(self.model, self.words, vector, beam_size=3)[0]
         return {
-            "text": text, "pixels": result.pixels, "frames": result.frames, "nll": result.nll, "caption": caption,
+            "text": text, "pixels": pixels, "frames": frames, "nll": nll, "caption": caption, "method": method,
             "unknown_words": unknown, "nearest": self.nearest_images(vector[0].cpu().numpy(), 3),
         }
+
+    def prior_vector(self, text_vector: np.ndarray, k: int = PRIOR_NEIGHBOURS) -> np.ndarray:
+        """A description's unit vector (caption encoder) -> the image vector to draw: the
+        similarity-weighted mean of the `k` nearest collection photos' unit vectors.
+
+        The caption encoder's vector points where matching photos lie but is no photo's vector
+        (cosine ~0.5-0.7 to its own photo), and the image decoder, trained on photos' vectors,
+        draws such a point as a smear of several scenes. A retrieval prior (the role DALL-E 2's
+        prior plays, text embedding -> image embedding, done by nearest neighbours) puts it back
+        among the vectors the decoder has learnt to draw (models/picture.py, BENCHMARKS.md)."""
+        matches = self.nearest_images(text_vector, k)
+        units = np.stack([normalise(v) for v in self.image_vectors([m.image_id for m in matches])])  # (k, dim)
+        weights = np.maximum(np.array([m.score for m in matches], np.float32), 1e-3)
+        return normalise((weights[:, None] * units).sum(0))
+
+    def draw_vector(self, vector: np.ndarray, size: int | None = None) -> torch.Tensor:
+        """Any vector of the image-vector space (a photo's, a description's, arithmetic of them)
+        -> the image decoder's picture, (3, size, size) uint8 (size: the encoder's input size)."""
+        if self.picture_decoder is None:
+            raise OnenetError(f"model {self.version} has no image decoder: train with --imagine-epochs N")
+        with torch.no_grad():
+            pixels = self.picture_decoder.draw(torch.as_tensor(np.asarray(vector, np.float32), device=self.device)[None]).float()
+            size = size or self.checkpoint["encoder"]["image_size"]
+            pixels = torch.nn.functional.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
+        return pixels[0].round().clamp(0, 255).to(torch.uint8).cpu()
 
     # --- SQL -------------------------------------------------------------------------------------
 
@@ -459,6 +518,14 @@ class Queries:
         encoder = CaptionEncoder.from_checkpoint(checkpoint).to(self.device)
         encoder.requires_grad_(False)
         return encoder, checkpoint["metrics"]
+
+    @cached_property
+    def picture_decoder(self) -> ImageDecoder | None:
+        """The version's image decoder (models/picture.py), or None when it was trained without one."""
+        if not self._picture_checkpoint:
+            return None
+        checkpoint = torch.load(self.workspace.path(self._picture_checkpoint), map_location="cpu", weights_only=True)
+        return ImageDecoder.from_checkpoint(checkpoint).to(self.device).requires_grad_(False)
 
     @property
     def joint_encoder(self) -> CaptionEncoder | None:

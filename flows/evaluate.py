@@ -29,7 +29,8 @@ def evaluate(workspace: str, options: EvalOptions | None = None, version: str | 
     finally:
         con.close()
     run = TaskRuns(ws.results)
-    result = run(evaluate_task, workspace=ws, version=row["version"], checkpoint_path=row["checkpoint"], options=o, joint_path=row["joint_checkpoint"])
+    result = run(evaluate_task, workspace=ws, version=row["version"], checkpoint_path=row["checkpoint"], options=o, joint_path=row["joint_checkpoint"],
+                 picture_path=row["picture_checkpoint"])
 
     captions = pa.table(
         {

@@ -19,6 +19,7 @@ from core.errors import OnenetError
 from core.workspace import Workspace
 from models.encoder import DEFAULT_ENCODER
 from models.joint import JOINT_LOSSES, JointConfig
+from models.picture import PictureConfig
 from tasks.cache import TaskRuns
 from tasks.captions import clean_captions_task
 from tasks.datasets import FLICKR8K_ARCHIVES, flickr8k_source_task, karpathy_source_task
@@ -28,6 +29,7 @@ from tasks.index import build_index_task
 from tasks.ingest import catch_up_ingested
 from tasks.joint import train_joint_task
 from tasks.land import land_task_for, promoted_version
+from tasks.picture import train_picture_task
 from tasks.source import add_ingested_task, source_shapes
 from tasks.train import ScstConfig, TrainConfig, scst_task, train_decoder_task
 
@@ -56,6 +58,7 @@ class TrainOptions:
     beam_size: int = 3
     shard_size: int = 1024  # photos per mapped task (feature and caption shards): the unit of scale-out
     joint: JointConfig = field(default_factory=JointConfig)  # the caption encoder for search (models/joint.py)
+    picture: PictureConfig = field(default_factory=PictureConfig)  # the image decoder for imagine (models/picture.py; 0 epochs: none)
 
 
 # What `onenet train` uses for everyday photos (flickr8k, karpathy) unless told otherwise: the
@@ -72,14 +75,15 @@ PHOTO_DEFAULTS = {
 }
 
 
-def options_for(source: str, decoder: dict | None = None, scst: dict | None = None, joint: dict | None = None, **given) -> TrainOptions:
+def options_for(source: str, decoder: dict | None = None, scst: dict | None = None, joint: dict | None = None, picture: dict | None = None,
+                **given) -> TrainOptions:
     """TrainOptions for `source` with its defaults, then every option the user gave (None = not
     given). decoder / scst / joint: fields of those configs that were given."""
     base = TrainOptions(source=source, **(PHOTO_DEFAULTS if source != "shapes" else {}))
     given = {k: v for k, v in given.items() if v is not None}
     parts = {
         name: replace(getattr(base, name), **{k: v for k, v in (fields or {}).items() if v is not None})
-        for name, fields in (("decoder", decoder), ("scst", scst), ("joint", joint))
+        for name, fields in (("decoder", decoder), ("scst", scst), ("joint", joint), ("picture", picture))
     }
     return replace(base, **given, **parts)
 
@@ -112,6 +116,10 @@ def train(workspace: str, options: TrainOptions | None = None, promote: bool = T
         model = run(scst_task, workspace=ws, captions=captions, features=features, model=model, cfg=o.scst)
     vectors = run(export_vectors_task, workspace=ws, manifest=manifest, features=features, model=model)
     joint = run(train_joint_task, workspace=ws, captions=captions, vectors=vectors, model=model, cfg=o.joint) if o.joint.epochs else None
+    picture = (
+        run(train_picture_task, workspace=ws, manifest=manifest, vectors=vectors, model=model, cfg=o.picture)
+        if o.picture.epochs else None
+    )
     parts = run.map(  # captions: mapped over shards of image vectors
         caption_shard_task, {"image_ids": caption_shards(ws, vectors, o.shard_size)}, workspace=ws, vectors=vectors, model=model, beam_size=o.beam_size
     )
@@ -120,6 +128,7 @@ def train(workspace: str, options: TrainOptions | None = None, promote: bool = T
     landed = run(
         land_task_for(ws, model, promote), workspace=ws, manifest=manifest, captions=captions, features=features,
         model=model, export=export, index=index, promote=promote, joint=joint,
+        picture=picture,
     )
     version = landed["version"]
     promoted = promoted_version(ws) == version

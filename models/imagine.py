@@ -296,6 +296,52 @@ def pictures_loss(encoder: Encoder, model: Captioner, pictures: torch.Tensor, go
     return torch.cat(out)
 
 
+def refine_pixels(encoder: Encoder, model: Captioner, goal: Goal, start: torch.Tensor, start_loss: torch.Tensor, cfg: ImagineConfig,
+                  generator: torch.Generator, step: int = 0, snapshot_at: set | None = None, history: list | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 3: `cfg.steps` of free-pixel descent from `start` (R, 3, S, S) in [0, 1], at growing
+    resolutions (`cfg.scales`), with jitter, total variation and a light blur every few steps.
+    Kept per picture only where it lowers the saved picture's loss (`start_loss`, (R,)): returns
+    (pictures, their losses)."""
+    if not cfg.steps:
+        return start, start_loss
+    per_scale = [cfg.steps // len(cfg.scales) + (1 if i < cfg.steps % len(cfg.scales) else 0) for i in range(len(cfg.scales))]
+    logits = torch.logit(start.clamp(0.01, 0.99))
+    with torch.backends.cudnn.flags(enabled=False), torch.enable_grad():  # cuDNN's RNN: no backward in eval mode
+        for scale, n_steps in zip(cfg.scales, per_scale):
+            logits = F.interpolate(logits.detach(), size=(scale, scale), mode="bilinear", align_corners=False, antialias=scale < logits.size(-1))
+            logits.requires_grad_(True)
+            optimiser = torch.optim.Adam([logits], lr=cfg.lr)
+            for _ in range(n_steps):
+                image = torch.sigmoid(F.interpolate(logits, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False))  # (R, 3, S, S)
+                fit, outside = picture_loss(encoder, model, jitter(image, int(cfg.jitter * cfg.size), generator), goal, cfg)
+                loss = (fit + cfg.feature_weight * outside + cfg.tv_weight * total_variation(image)).sum()
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                if cfg.blur_every and (step + 1) % cfg.blur_every == 0:
+                    with torch.no_grad():
+                        logits.copy_(blur(logits))
+                if snapshot_at and step in snapshot_at:
+                    history.append(image.detach())
+                step += 1
+    image = torch.sigmoid(F.interpolate(logits.detach(), size=(cfg.size, cfg.size), mode="bilinear", align_corners=False))
+    refined_loss = saved_loss(encoder, model, image, goal, cfg)
+    worse = start_loss < refined_loss
+    return torch.where(worse[:, None, None, None], start, image), torch.minimum(start_loss, refined_loss)
+
+
+def refine_picture(encoder: Encoder, model: Captioner, goal: Goal, pixels: torch.Tensor, cfg: ImagineConfig) -> torch.Tensor:
+    """A picture (3, S, S) uint8 (the image decoder's, models/picture.py) refined by `cfg.steps`
+    of stage 3 through the CNN and captioner; returned as it was where that does not help."""
+    for p in encoder.net.parameters():
+        p.requires_grad_(False)
+    start = pixels[None].to(goal.tokens.device).float() / 255
+    image, _ = refine_pixels(encoder, model, goal, start, saved_loss(encoder, model, start, goal, cfg), cfg,
+                             torch.Generator(device="cpu").manual_seed(cfg.seed))
+    return (image[0] * 255).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
 def imagine(encoder: Encoder, model: Captioner, goal: Goal, palette: torch.Tensor, backgrounds: torch.Tensor | None = None,
             cfg: ImagineConfig | None = None) -> Imagined:
     """A description (`goal`) -> the picture the network finds closest to it (see `goal_loss`).
@@ -338,34 +384,7 @@ def imagine(encoder: Encoder, model: Captioner, goal: Goal, palette: torch.Tenso
             worse = searched_loss < polished_loss
             image = torch.where(worse[:, None, None, None], searched, image)
         sketched, sketched_loss = image, torch.minimum(searched_loss, polished_loss)
-
-        per_scale = [cfg.steps // len(cfg.scales) + (1 if i < cfg.steps % len(cfg.scales) else 0) for i in range(len(cfg.scales))]
-        logits = torch.logit(image.clamp(0.01, 0.99))
-        for scale, n_steps in zip(cfg.scales, per_scale):
-            logits = F.interpolate(logits.detach(), size=(scale, scale), mode="bilinear", align_corners=False, antialias=scale < logits.size(-1))
-            logits.requires_grad_(True)
-            optimiser = torch.optim.Adam([logits], lr=cfg.lr)
-            for _ in range(n_steps):
-                image = torch.sigmoid(F.interpolate(logits, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False))  # (R, 3, S, S)
-                fit, outside = picture_loss(encoder, model, jitter(image, int(cfg.jitter * cfg.size), generator), goal, cfg)
-                loss = (fit + cfg.feature_weight * outside + cfg.tv_weight * total_variation(image)).sum()
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                if cfg.blur_every and (step + 1) % cfg.blur_every == 0:
-                    with torch.no_grad():
-                        logits.copy_(blur(logits))
-                if step in snapshot_at:
-                    history.append(image.detach())
-                step += 1
-        if cfg.steps:
-            image = torch.sigmoid(F.interpolate(logits.detach(), size=(cfg.size, cfg.size), mode="bilinear", align_corners=False))
-
-    loss = sketched_loss
-    if cfg.steps:  # refinement is kept per start only where it brought the picture closer
-        refined_loss = saved_loss(encoder, model, image, goal, cfg)
-        worse = sketched_loss < refined_loss
-        image, loss = torch.where(worse[:, None, None, None], sketched, image), torch.minimum(sketched_loss, refined_loss)
+        image, loss = refine_pixels(encoder, model, goal, sketched, sketched_loss, cfg, generator, step, snapshot_at, history)
     best = int(loss.argmin())
     with torch.no_grad():
         nll = model.sequence_nll(saved_vectors(encoder, model, image[best : best + 1]), goal.tokens)

@@ -100,6 +100,7 @@ def train(
     joint_epochs: Optional[int] = typer.Option(None, help="caption encoder (text->image search): training epochs (0: no encoder) [default: 15]"),
     joint_hidden: Optional[int] = typer.Option(None, help="caption encoder: GRU width per direction [default: 512]"),
     joint_loss: Optional[str] = typer.Option(None, help="caption encoder: 'infonce' (all in-batch negatives) or 'max-violation' (VSE++'s hardest negative) [default: infonce for shapes]"),
+    imagine_epochs: Optional[int] = typer.Option(None, help="image decoder (imagine: vector -> picture): training epochs (0: none) [default: 0 for shapes]"),
     gate: bool = typer.Option(False, "--gate", help="promote the new version only if it is not worse than the promoted one (what the scheduled retrain does)"),
     tolerance: float = typer.Option(0.02, help="--gate: relative drop a gated metric may show"),
     gate_metric: list[str] = typer.Option([], "--gate-metric", help="--gate: TASK/METHOD/METRIC to compare [default: captions/beam3/CIDEr, captions/beam3/BLEU-4]"),
@@ -129,6 +130,7 @@ def train(
             label_smoothing=label_smoothing, select_by=select_by, patience=patience, length_alpha=length_alpha,
         ),
         scst=dict(epochs=scst_epochs, lr=scst_lr, baseline=scst_baseline), joint=dict(epochs=joint_epochs, hidden=joint_hidden, loss=joint_loss),
+        picture=dict(epochs=imagine_epochs),
     )
     check_options(options)  # before Prefect starts: a wrong path is one line, not a failed flow run
     from flows.runners import task_runner
@@ -438,11 +440,23 @@ def similar(
     ctx: typer.Context, photo_or_id: str, k: int = typer.Option(5, "-k"),
     plus: list[str] = typer.Option([], "--plus", help="add a photo, image id or description (repeatable)"),
     minus: list[str] = typer.Option([], "--minus", help="subtract a photo, image id or description (repeatable)"),
+    show: Optional[str] = typer.Option(None, "--show", help="also draw the vector (photo + plus - minus) with the image decoder into this PNG"),
 ) -> None:
     """Photos that look like a photo file or a collection image id (or like it + plus - minus)."""
     c = _ctx(ctx)
-    matches = _queries(c).similar_images(photo_or_id, k, plus, minus)
+    q = _queries(c)
+    matches = q.similar_images(photo_or_id, k, plus, minus)
     title = " ".join([photo_or_id, *(f"+ {x!r}" for x in plus), *(f"- {x!r}" for x in minus)])
+    if show:
+        from pathlib import Path
+
+        from PIL import Image
+
+        vector, _ = q.arithmetic_vector(photo_or_id, plus, minus)
+        Path(show).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(q.draw_vector(vector).permute(1, 2, 0).numpy()).save(show)
+        if not c.json:
+            console.print(f"drew {title} into {show}")
     _emit(c, matches, _matches_table(f"photos like {title}", matches))
 
 
@@ -488,8 +502,10 @@ def imagine(
     steps: int = typer.Option(40, help="layout polish steps (the pixel refinement adds --pixel-steps)"),
     pixel_steps: int = typer.Option(30),
     seed: int = typer.Option(0),
+    method: str = typer.Option("auto", help="decoder (the learned image decoder: --imagine-epochs at training), optimise (a sketch searched and optimised through the network), auto: decoder where the model has one"),
+    refine: int = typer.Option(0, help="decoder: pixel refinement steps through the network from the decoded picture (0: none)"),
 ) -> None:
-    """Draw a picture for a description: a layout searched, then optimised, through the frozen network."""
+    """Draw a picture for a description: decoded by the learned image decoder, or searched and optimised through the frozen network."""
     from pathlib import Path
 
     from PIL import Image
@@ -500,7 +516,7 @@ def imagine(
     q = _queries(c)
     want_frames = frames if (gif or strip) else 0
     cfg = ImagineConfig(size=q.checkpoint["encoder"]["image_size"], restarts=restarts, sketch_steps=steps, steps=pixel_steps, frames=want_frames, seed=seed)
-    result = q.imagine(text, cfg)
+    result = q.imagine(text, cfg, method=method, refine=refine)
     to_image = lambda t: Image.fromarray(t.permute(1, 2, 0).numpy())  # noqa: E731
     Path(output).expanduser().parent.mkdir(parents=True, exist_ok=True)
     to_image(result["pixels"]).save(output)
@@ -513,7 +529,7 @@ def imagine(
         for i, picture in enumerate(pictures):
             sheet.paste(picture, (i * side, 0))
         sheet.save(strip)
-    summary = {"text": text, "output": output, "caption": result["caption"], "nll": result["nll"], "unknown_words": result["unknown_words"],
+    summary = {"text": text, "output": output, "method": result["method"], "caption": result["caption"], "nll": result["nll"], "unknown_words": result["unknown_words"],
                "gif": gif, "strip": strip, "nearest": result["nearest"]}
     if result["unknown_words"] and not c.json:
         errors.print(f"[yellow]warning:[/] ignored unknown words: {', '.join(result['unknown_words'])}")

@@ -7,6 +7,7 @@
     GET /api/words?w=&k=        nearest words (or, for an unknown word, known words spelled like it)
     GET /api/examples           a description and words that fit this workspace (onenet/examples.py)
     GET /api/wordmap.png        t-SNE map of the most frequent words
+    GET /api/imagine.png?q=     the image decoder's picture for a description (models with one)
     GET /photo/<image id>       a collection photo's bytes (HEIC, RAW, TIFF: as a JPEG)
 
 Photos are addressed by image id only, never by path: the id is looked up in the warehouse, and
@@ -27,7 +28,7 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 from core.errors import OnenetError
 from core.photo_files import BROWSER_SUFFIXES, PHOTO_SUFFIXES, upright_thumbnail
@@ -84,7 +85,20 @@ class Explorer:
                 result = self.queries.search_taken(text, k, since_date, until_date)
             else:
                 result = self.queries.search(text, k, method=method)
-        return {"query": text, "method": result.method, "unknown_words": result.unknown_words, "matches": [self._match(m) for m in result.matches]}
+            drawable = self.queries.picture_decoder is not None and self.queries.joint_encoder is not None
+        imagined = "/api/imagine.png?" + urlencode({"q": text}) if drawable and result.matches else None
+        return {"query": text, "method": result.method, "unknown_words": result.unknown_words, "matches": [self._match(m) for m in result.matches],
+                "imagined": imagined}
+
+    def imagine(self, text: str) -> bytes:
+        """The image decoder's picture for a description, as PNG (models/picture.py; ~20 ms)."""
+        from PIL import Image
+
+        with self.lock:
+            result = self.queries.imagine(text, method="decoder")
+        buffer = io.BytesIO()
+        Image.fromarray(result["pixels"].permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+        return buffer.getvalue()
 
     def similar(self, image_id: str, k: int) -> dict:
         with self.lock:
@@ -159,6 +173,8 @@ def make_handler(explorer: Explorer):
                     return self._json(explorer.words(args.get("w", ""), k))
                 if url.path == "/api/examples":
                     return self._json(explorer.examples())
+                if url.path == "/api/imagine.png":
+                    return self._send(HTTPStatus.OK, explorer.imagine(args.get("q", "")), "image/png")
                 if url.path == "/api/wordmap.png":
                     return self._send(HTTPStatus.OK, explorer.word_map(), "image/png")
                 if url.path.startswith("/photo/"):

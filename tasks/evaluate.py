@@ -55,6 +55,7 @@ class EvalOptions:
     image_queries: int = 50  # image->text queries (photos) sampled (~2 s each on 2 CPU cores); 0 = every photo
     rerank: int = 100  # candidates the onenet search re-ranks by caption likelihood
     rerank_queries: int = 1000  # joint+rerank queries sampled (each scores `rerank` photos; ~0.1 s on 2 cores); 0 = every caption
+    imagine_queries: int = 1000  # captions imagined through the image decoder (photos; ~20 ms each); 0 = every caption
     seed: int = 0
 
 
@@ -313,10 +314,130 @@ def evaluate_words(model: Captioner, words: list[str]) -> tuple[list[dict], list
     return rows, result["rows"]
 
 
+# --- pictures (imagine through the image decoder) -------------------------------------------------
+
+# Nouns a Flickr8k description is about, in the singular (plurals are mapped by `singular`):
+# the subject of "two dogs play in the snow" is dog. A description without one is not counted.
+SUBJECT_NOUNS = (
+    "man woman boy girl child kid baby person people guy lady men women player team crowd couple family group "
+    "dog puppy cat horse cow sheep bird duck animal "
+    "biker bicyclist cyclist rider skier snowboarder surfer skateboarder swimmer climber runner hiker dancer "
+    "football soccer basketball bike bicycle motorcycle car truck boat ball"
+).split()
+_PLURALS = {"men": "man", "women": "woman", "children": "child", "people": "person", "puppies": "puppy", "kids": "kid", "babies": "baby"}
+
+
+def singular(word: str) -> str:
+    return _PLURALS.get(word, word[:-1] if word.endswith("s") and word[:-1] in SUBJECT_NOUNS else word)
+
+
+def subject_noun(text: str) -> str | None:
+    """The first subject noun of a description (singular), or None."""
+    for word in text.lower().split():
+        if singular(word) in SUBJECT_NOUNS:
+            return singular(word)
+    return None
+
+
+def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, data: SplitData, joint: CaptionEncoder,
+                      decoder_path: str, o: EvalOptions) -> tuple[list[dict], list[dict]]:
+    """How a person would judge imagine's pictures (models/picture.py), as rows and samples.
+
+    Each description goes caption encoder -> retrieval prior over the *training* photos (the
+    similarity-weighted mean of the nearest ones' unit vectors, answers/queries.py
+    `prior_vector`) -> image decoder -> picture -> frozen CNN and captioner.
+    - shapes (ground truth): every "a big COLOUR SHAPE" description; the asked colour must cover
+      >= 10% of the picture and the caption of the picture must name the colour and the shape;
+    - photos: `imagine_queries` sampled captions of the split; the picture's nearest photo among
+      the first `retrieval_images` of the split (by image vector) ranks the captioned photo
+      within the top 5% (R@50 of 1,000), and its caption shares the subject noun."""
+    from models.encoder import load_encoder
+    from models.picture import colour_share
+    from tasks.picture import load_picture_checkpoint
+
+    device = next(model.parameters()).device
+    decoder = load_picture_checkpoint(workspace.path(decoder_path), device)
+    settings, words = checkpoint["encoder"], checkpoint["vocab"]
+    cnn = load_encoder(settings["name"], settings["grid"], cache_dir=workspace.runtime_cache).to(device)
+    index = {w: i for i, w in enumerate(words)}
+    train_units = torch.from_numpy(_unit(vectors_of(model, data.train_features))).to(device)
+
+    def pictures_for(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """texts -> (pictures (N, 3, size, size) uint8 at the decoder's size, their image vectors (N, dim))."""
+        with torch.no_grad():
+            targets = joint(pad_batch([[index.get(w, 2) for w in t.split()] for t in texts]).to(device))
+            scores, nearest = (targets @ train_units.T).topk(PRIOR_NEIGHBOURS, dim=1)
+            prior = torch.nn.functional.normalize((scores.clamp_min(1e-3)[..., None] * train_units[nearest]).sum(1), dim=1)
+            small = decoder.draw(prior)
+            big = torch.nn.functional.interpolate(small.float(), size=(settings["image_size"],) * 2, mode="bilinear", align_corners=False)
+            vectors = torch.cat([model.image_vectors(cnn.features(b.round().clamp(0, 255).to(torch.uint8))) for b in big.split(64)])
+        return small.cpu(), vectors
+
+    if is_shapes(workspace):
+        from tasks.shapes import BACKGROUNDS, COLOURS, SHAPES
+
+        texts = [f"a big {c} {s}" for c in COLOURS for s in SHAPES]
+        pictures, vectors = pictures_for(texts)
+        captions = [c for c, _ in caption_vectors(model, words, vectors, beam_size=o.beam_size)]
+        palette = [*COLOURS.values(), *BACKGROUNDS.values()]
+        samples = []
+        for text, picture, caption in zip(texts, pictures, captions):
+            colour, shape = text.split()[2:4]
+            share = colour_share(picture, COLOURS[colour], palette=palette)
+            samples.append({"description": text, "caption": caption, "colour share": round(share, 3),
+                            "colour shown": share >= 0.10, "caption right": colour in caption.split() and shape in caption.split()})
+        n = len(samples)
+        rows = [{"task": "imagine", "method": "decoder", "metric": m, "value": 100.0 * sum(s[k] for s in samples) / n, "n": n}
+                for m, k in (("colour >= 10%", "colour shown"), ("caption names colour and shape", "caption right"))]
+        rows.append({"task": "imagine", "method": "decoder", "metric": "both", "value": 100.0 * sum(s["colour shown"] and s["caption right"] for s in samples) / n, "n": n})
+        return rows, samples
+
+    photos = data.ids[: o.retrieval_images]
+    split_units = torch.from_numpy(_unit(vectors_of(model, data.features[: len(photos)]))).to(device)
+    pool = [(p, text) for p, photo in enumerate(photos) for text in data.clean[photo]]
+    chosen = _sample(np.random.default_rng(o.seed), len(pool), o.imagine_queries)
+    texts = [pool[i][1] for i in chosen]
+    truth = torch.tensor([pool[i][0] for i in chosen], device=device)
+    pictures, vectors = pictures_for(texts)
+    scores = torch.nn.functional.normalize(vectors, dim=1) @ split_units.T  # (Q, photos)
+    ranks = (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy()
+    captions = [c for c, _ in caption_vectors(model, words, vectors, beam_size=o.beam_size)]
+    nouns = [(subject_noun(t), subject_noun(c)) for t, c in zip(texts, captions)]
+    counted = [(a, b) for a, b in nouns if a is not None]
+    rows = [
+        {"task": "imagine", "method": "decoder", "metric": f"picture->photo R@{k}", "value": 100.0 * float((ranks < k).mean()), "n": len(texts)}
+        for k in (1, 10, 50)
+    ]
+    rows.append({"task": "imagine", "method": "decoder", "metric": "subject noun shared", "value": 100.0 * sum(a == b for a, b in counted) / max(len(counted), 1), "n": len(counted)})
+    samples = [{"description": t, "caption": c, "rank of its photo": int(r) + 1} for t, c, r in zip(texts[:12], captions, ranks)]
+    return rows, samples
+
+
+PRIOR_NEIGHBOURS = 1  # as answers/queries.py PRIOR_NEIGHBOURS
+
+
+def vectors_of(model: Captioner, features: np.ndarray, batch: int = 4096) -> np.ndarray:
+    with torch.no_grad():
+        device = next(model.parameters()).device
+        return torch.cat([model.image_vectors(torch.from_numpy(features[s : s + batch]).to(device)) for s in range(0, len(features), batch)]).cpu().numpy()
+
+
+def is_shapes(workspace: Workspace) -> bool:
+    from warehouse.db import connect
+
+    con = connect(workspace, read_only=True)
+    try:
+        sources = {s for (s,) in con.execute("SELECT DISTINCT source FROM images WHERE split IN ('train', 'val', 'test')").fetchall()}
+    finally:
+        con.close()
+    return sources == {"shapes"}
+
+
 # --- the task ----------------------------------------------------------------------------------
 
 
-def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOptions, joint_path: str | None = None) -> dict:
+def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOptions, joint_path: str | None = None,
+             picture_path: str | None = None) -> dict:
     """All metrics of one model version on one split: {"rows", "captions", "ids", "word_checks"}."""
     model, checkpoint = load_model(workspace.path(checkpoint_path))
     words = checkpoint["vocab"]
@@ -326,8 +447,10 @@ def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOp
     joint = load_encoder_checkpoint(workspace.path(joint_path)) if joint_path else None
     retrieval_rows = evaluate_retrieval(model, words, data, o, joint)
     word_rows, word_checks = evaluate_words(model, words)
+    picture_rows, pictures = evaluate_pictures(workspace, model, checkpoint, data, joint, picture_path, o) if picture_path and joint else ([], [])
     return {
-        "rows": caption_rows + retrieval_rows + word_rows,
+        "rows": caption_rows + retrieval_rows + word_rows + picture_rows,
+        "pictures": pictures,
         "ids": data.ids,
         "captions": captions,
         "references": [data.raw[i] for i in data.ids],
@@ -336,5 +459,6 @@ def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOp
 
 
 @cached_task(name="evaluate-model", timeout_seconds=12 * 3600)  # METEOR talks to a Java process: a hang ends here
-def evaluate_task(workspace: Workspace, version: str, checkpoint_path: str, options: EvalOptions, joint_path: str | None = None) -> dict:
-    return evaluate(workspace, version, checkpoint_path, options, joint_path)
+def evaluate_task(workspace: Workspace, version: str, checkpoint_path: str, options: EvalOptions, joint_path: str | None = None,
+                  picture_path: str | None = None) -> dict:
+    return evaluate(workspace, version, checkpoint_path, options, joint_path, picture_path)

@@ -20,13 +20,14 @@ from tasks.cache import Ref, cached_task
 from tasks.features import Features
 from tasks.index import index_kind
 from tasks.joint import JointRef
+from tasks.picture import PictureRef
 from tasks.train import ModelRef
 from warehouse.db import connect, current_version, land_version, publish_snapshot
 
 
 def land(
     workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref,
-    flow_run_id: str | None, promote: bool = True, joint: JointRef | None = None,
+    flow_run_id: str | None, promote: bool = True, joint: JointRef | None = None, picture: PictureRef | None = None,
 ) -> dict:
     import torch
 
@@ -41,6 +42,7 @@ def land(
         "checkpoint": model.path,
         "index_path": index.path,
         "joint_checkpoint": joint.path if joint else None,
+        "picture_checkpoint": picture.path if picture else None,
         "index_kind": index_kind(faiss.read_index(str(workspace.path(index.path)), faiss.IO_FLAG_MMAP_IFC)),
     }
     con = connect(workspace)
@@ -94,11 +96,11 @@ def landed_versions(workspace: Workspace) -> set[str]:
 @cached_task(name="land-warehouse", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_transient)
 def land_task(
     workspace: Workspace, manifest: Ref, captions: Ref, features: Features, model: ModelRef, export: Ref, index: Ref, promote: bool = True,
-    joint: JointRef | None = None,
+    joint: JointRef | None = None, picture: PictureRef | None = None,
 ) -> dict:
     from prefect.runtime import flow_run
 
-    return land(workspace, manifest, captions, features, model, export, index, flow_run.id, promote, joint)
+    return land(workspace, manifest, captions, features, model, export, index, flow_run.id, promote, joint, picture)
 
 
 def land_task_for(workspace: Workspace, model: ModelRef, promote: bool = True):

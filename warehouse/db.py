@@ -27,7 +27,7 @@ VECTOR_TABLES = ("word_vectors", "image_vectors", "generated_captions")  # what 
 # Vectors live in one table per width, as fixed-size arrays: kind -> {column: type} before `vec`.
 VECTOR_KINDS = {"word": {"word": "VARCHAR NOT NULL", "freq": "INTEGER"}, "image": {"image_id": "VARCHAR NOT NULL"}}
 FAISS_ID = "('0x' || left(image_id, 15))::BIGINT"  # core.vectors.faiss_id, in SQL
-VERSION_FIELDS = ("version", "checkpoint", "index_path", "dim", "metrics", "joint_checkpoint", "index_kind")
+VERSION_FIELDS = ("version", "checkpoint", "index_path", "dim", "metrics", "joint_checkpoint", "index_kind", "picture_checkpoint")
 # Readers touch no file but the warehouse: no COPY ... TO, read_csv('/etc/passwd'), ATTACH or
 # INSTALL, and no SET to turn that back on. Every read-only connection has the same settings
 # (DuckDB refuses two connections to one file with different ones within a process).
@@ -199,9 +199,10 @@ def land_version(
         con.execute("INSERT OR REPLACE INTO captions SELECT image_id, n, raw, clean FROM staged_captions")
         con.execute(
             """INSERT OR REPLACE INTO model_versions
-               (version, flow_run_id, encoder, dim, config, metrics, checkpoint, index_path, promoted, joint_checkpoint, index_kind)
-               VALUES ($version, $flow_run_id, $encoder, $dim, $config, $metrics, $checkpoint, $index_path, false, $joint_checkpoint, $index_kind)""",
-            {"joint_checkpoint": None, "index_kind": None, **version_row, "config": json.dumps(version_row["config"]), "metrics": json.dumps(version_row["metrics"])},
+               (version, flow_run_id, encoder, dim, config, metrics, checkpoint, index_path, promoted, joint_checkpoint, index_kind, picture_checkpoint)
+               VALUES ($version, $flow_run_id, $encoder, $dim, $config, $metrics, $checkpoint, $index_path, false, $joint_checkpoint, $index_kind,
+                       $picture_checkpoint)""",
+            {"joint_checkpoint": None, "index_kind": None, "picture_checkpoint": None, **version_row, "config": json.dumps(version_row["config"]), "metrics": json.dumps(version_row["metrics"])},
         )
         dim = int(version_row["dim"])
         ensure_vector_tables(con, dim)

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS model_versions (
 ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS joint_checkpoint VARCHAR;
 -- which faiss index serves the version (exact 'flat', or 'ivf-flat lists=L nprobe=P' for large collections)
 ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS index_kind VARCHAR;
+-- workspace-relative image decoder (models/picture.py), NULL when trained without one
+ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS picture_checkpoint VARCHAR;
 
 CREATE TABLE IF NOT EXISTS generated_captions (
     version  VARCHAR NOT NULL,

@@ -1,0 +1,159 @@
+"""Imagine, learned: an image decoder from the image-vector space back to pixels.
+
+Optimising the input of the frozen network (models/imagine.py) finds what the network responds
+to, not what a person sees. The known remedy is to learn the way back (feature inversion,
+Dosovitskiy and Brox 2016): a small convolutional generator from the unit image vector to a
+64 x 64 picture, trained on the collection's photos and their image vectors with two losses
+
+- pixels: L1 between the picture and the photo at 64 px, with the pixels that stand out from
+  the photo's border colour weighted `salient` times more (objects are a small share of a
+  photo; unweighted, a decoder learns backgrounds first and draws objects as faint smudges);
+- features: the frozen CNN's pooled features (models/encoder.py `pooled_features`: head, grid
+  cells, taps) of the picture vs those of the photo at the same 64 px, both upsampled to
+  `feature_size` and standardised over the photos (smooth L1): what the network reads in a
+  photo. Measured on shapes it is what gets green right at all (BENCHMARKS.md, "Imagine").
+
+Inputs are made unit vectors, so a description's vector from the caption encoder (models/joint.py,
+also unit) can be decoded like a photo's. Decoded as it is, a description's vector draws a smear
+of the scenes it could stand for: answers/queries.py first moves it onto a photo's vector (the
+retrieval prior, `Queries.prior_vector`). Training on caption vectors as inputs was tried: a
+regression decoder then draws the mean of every matching photo (on shapes: flat gray).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class PictureConfig:
+    """The image decoder and its training schedule (all part of the training task's cache key)."""
+
+    epochs: int = 0  # 0: no image decoder
+    size: int = 64  # output side, pixels
+    width: int = 192  # channels at 4 x 4; halved at each doubling (at least 16)
+    batch_size: int = 32
+    lr: float = 2e-3
+    salient: float = 4.0  # extra pixel-loss weight where the photo differs from its border colour
+    feature_weight: float = 0.2  # weight of the feature loss beside the pixel loss (0: pixels only)
+    feature_size: int = 96  # the picture and photo are upsampled to this for the CNN
+    seed: int = 0
+
+
+class UpBlock(nn.Module):
+    """Nearest x2 upsampling, then `convs` 3x3 convolutions, each with batch norm and LeakyReLU."""
+
+    def __init__(self, c_in: int, c_out: int, convs: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)]
+        for k in range(convs):
+            layers += [nn.Conv2d(c_in if k == 0 else c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ImageDecoder(nn.Module):
+    """(B, dim) vectors -> (B, 3, size, size) pictures in [0, 1]. Vectors are made unit first."""
+
+    def __init__(self, dim: int, size: int = 64, width: int = 256):
+        super().__init__()
+        if size < 8 or size & (size - 1):
+            raise ValueError(f"picture size must be a power of two of at least 8, not {size}")
+        self.dim, self.size, self.width = dim, size, width
+        self.start = nn.Sequential(nn.Linear(dim, width * 16), nn.LeakyReLU(0.2, inplace=True))
+        # Two convolutions per block up to 16 x 16, where layout is decided; one above, where the
+        # block only sharpens (the 64 x 64 block would otherwise cost most of the decoder's time).
+        blocks, c, side = [], width, 4
+        while side < size:
+            side *= 2
+            blocks.append(UpBlock(c, max(16, c // 2), 2 if side <= 16 else 1))
+            c = max(16, c // 2)
+        self.blocks = nn.Sequential(*blocks)
+        self.to_rgb = nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        x = self.start(F.normalize(vectors, dim=1)).view(-1, self.width, 4, 4)
+        return torch.sigmoid(self.to_rgb(self.blocks(x)))
+
+    @torch.no_grad()
+    def draw(self, vectors: torch.Tensor) -> torch.Tensor:
+        """(B, dim) -> (B, 3, size, size) uint8, in eval mode."""
+        training = self.training
+        self.eval()
+        try:
+            return (self(vectors) * 255).round().clamp(0, 255).to(torch.uint8)
+        finally:
+            self.train(training)
+
+    def checkpoint(self, cfg: PictureConfig) -> dict:
+        return {"state": self.state_dict(), "dim": self.dim, "size": self.size, "width": self.width, "config": asdict(cfg)}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> "ImageDecoder":
+        decoder = cls(checkpoint["dim"], checkpoint["size"], checkpoint["width"])
+        decoder.load_state_dict(checkpoint["state"])
+        return decoder.eval()
+
+
+class FeatureLoss(nn.Module):
+    """The frozen CNN as the comparator: standardised pooled features of pictures at `size` px.
+
+    `features` takes (B, 3, s, s) pictures in [0, 1] (any s) and is differentiable in them; the
+    statistics are set once from the training photos' own features (`fit`)."""
+
+    def __init__(self, encoder, size: int):
+        super().__init__()
+        self.encoder, self.size = encoder, size
+        self.register_buffer("mean", torch.zeros(encoder.feature_dim))
+        self.register_buffer("std", torch.ones(encoder.feature_dim))
+
+    def raw(self, pictures: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(pictures, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.encoder.pooled_features(self.encoder.normalise(x * 255))
+
+    def features(self, pictures: torch.Tensor) -> torch.Tensor:
+        return (self.raw(pictures) - self.mean) / self.std
+
+    @torch.no_grad()
+    def fit(self, photos: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """photos (N, 3, s, s) uint8 -> their standardised features (N, feature_dim), setting the statistics."""
+        raw = torch.cat([self.raw(photos[i : i + batch].to(self.mean.device).float() / 255) for i in range(0, len(photos), batch)])
+        self.mean.copy_(raw.mean(0))
+        self.std.copy_(raw.std(0).clamp_min(1e-3))
+        return (raw - self.mean) / self.std
+
+
+def salience(photos: torch.Tensor, threshold: float = 0.15) -> torch.Tensor:
+    """(B, 3, s, s) in [0, 1] -> (B, 1, s, s): 1 where a pixel differs from the photo's border
+    colour (the median of its two outer rows and columns) by more than `threshold` in a channel."""
+    border = torch.cat([photos[..., :2, :].flatten(2), photos[..., -2:, :].flatten(2), photos[..., :, :2].flatten(2), photos[..., :, -2:].flatten(2)], 2)
+    return ((photos - border.median(2).values[..., None, None]).abs().amax(1, keepdim=True) > threshold).float()
+
+
+def picture_loss(decoder: ImageDecoder, comparator: FeatureLoss | None, vectors: torch.Tensor, photos: torch.Tensor,
+                 photo_features: torch.Tensor | None, cfg: PictureConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weighted pixel L1, feature smooth-L1) of decoding `vectors` against `photos` ((B, 3, s, s) in [0, 1])."""
+    pictures = decoder(vectors)
+    weight = 1 + cfg.salient * salience(photos)
+    pixel = ((pictures - photos).abs() * weight).mean() / weight.mean()
+    if comparator is None or not cfg.feature_weight:
+        return pixel, torch.zeros((), device=pixel.device)
+    return pixel, F.smooth_l1_loss(comparator.features(pictures), photo_features)
+
+
+def colour_share(pixels: torch.Tensor, colour: tuple[int, int, int], within: float = 60.0, palette: list[tuple[int, int, int]] | None = None) -> float:
+    """(3, H, W) uint8 -> the share of pixels within `within` RGB units of `colour` (and, with a
+    palette, nearer to it than to any other palette colour)."""
+    x = pixels.permute(1, 2, 0).reshape(-1, 3).float()
+    distance = (x - torch.tensor(colour, dtype=torch.float32)).norm(dim=1)
+    close = distance < within
+    if palette:
+        others = torch.stack([(x - torch.tensor(c, dtype=torch.float32)).norm(dim=1) for c in palette if tuple(c) != tuple(colour)], 1)
+        close &= distance <= others.min(1).values
+    return float(close.float().mean())

@@ -1,0 +1,149 @@
+"""Stage 5c, the image decoder: train models/picture.py for one model version.
+
+Input: the collection's photos (decoded at the decoder's size) and their exported image vectors.
+Each epoch shows every training photo once; the epoch with the lowest validation loss (pixel +
+weighted feature loss on up to 500 validation photos) is kept. Writes
+models/<version>-picture-<digest>.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from core.errors import OnenetError
+from core.files import atomic_path, sha256_text
+from core.photos import decode
+from core.vectors import to_matrix
+from core.workspace import Workspace
+from models import default_device
+from models.encoder import load_encoder
+from models.picture import FeatureLoss, ImageDecoder, PictureConfig, picture_loss
+from tasks.cache import Ref, cached_task
+from tasks.train import ModelRef
+
+log = logging.getLogger("onenet.picture")
+
+VALIDATION_PHOTOS = 500
+
+
+@dataclass(frozen=True)
+class PictureRef:
+    path: str  # workspace-relative checkpoint
+    digest: str
+    metrics: dict  # validation losses of the kept epoch, time
+
+
+def load_picture_checkpoint(path, device: torch.device | None = None) -> ImageDecoder:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return ImageDecoder.from_checkpoint(checkpoint).to(device or default_device()).requires_grad_(False)
+
+
+def decode_photos(workspace: Workspace, paths: list[str], size: int) -> tuple[np.ndarray, list[bool]]:
+    """(N, 3, size, size) uint8 of the photos (zeros where unreadable) and which were read."""
+    def one(path: str):
+        try:
+            return decode(workspace.path(path), size)
+        except OnenetError:
+            return None  # rejected at feature extraction too: no vector, not trained on
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        decoded = list(pool.map(one, paths, chunksize=64))
+    pixels = np.zeros((len(paths), size, size, 3), np.uint8)
+    for i, d in enumerate(decoded):
+        if d is not None:
+            pixels[i] = d
+    return pixels.transpose(0, 3, 1, 2).copy(), [d is not None for d in decoded]
+
+
+def train_picture(workspace: Workspace, manifest: Ref, vectors: Ref, model_ref: ModelRef, cfg: PictureConfig) -> PictureRef:
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = default_device()
+    checkpoint = torch.load(workspace.path(model_ref.path), map_location="cpu", weights_only=True)
+    table = pq.read_table(workspace.path(vectors.path) / "image_vectors.parquet")
+    image_vectors = dict(zip(table.column("image_id").to_pylist(), to_matrix(table.column("vec"))))
+    photos = pq.read_table(workspace.path(manifest.path), columns=["image_id", "path", "split"]).to_pylist()
+    photos = [p for p in photos if p["image_id"] in image_vectors]
+    train = sorted((p for p in photos if p["split"] == "train"), key=lambda p: p["image_id"])
+    val = sorted((p for p in photos if p["split"] == "val"), key=lambda p: p["image_id"])[:VALIDATION_PHOTOS]
+    if not train:
+        raise OnenetError("the image decoder needs training photos with image vectors; none found")
+
+    pixels, read = decode_photos(workspace, [p["path"] for p in train + val], cfg.size)
+    train_rows = [i for i in range(len(train)) if read[i]]
+    val_rows = [len(train) + i for i in range(len(val)) if read[len(train) + i]]
+    units = F.normalize(torch.from_numpy(np.stack([image_vectors[p["image_id"]] for p in train + val])), dim=1).to(device)
+    settings = checkpoint["encoder"]
+    cnn = load_encoder(settings["name"], settings["grid"]).to(device)
+    cnn.net.requires_grad_(False).eval()
+    comparator = FeatureLoss(cnn, cfg.feature_size).to(device)
+    all_pixels = torch.from_numpy(pixels)
+    photo_features = comparator.fit(all_pixels)  # (N, feature_dim), statistics from these photos
+    log.info("picture: %d training and %d validation photos at %d px (%.0fs to prepare)", len(train_rows), len(val_rows), cfg.size,
+             time.perf_counter() - started)
+
+    decoder = ImageDecoder(checkpoint["config"]["dim"], cfg.size, cfg.width).to(device)
+    optimiser = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
+    steps = max(1, -(-len(train_rows) // cfg.batch_size))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.2)
+    train_rows_np = np.array(train_rows)
+
+    def batch_of(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index = torch.from_numpy(rows).to(device)
+        return units[index], all_pixels[rows].to(device).float() / 255, photo_features[index]
+
+    best: dict = {"score": float("inf")}
+    for epoch in range(1, cfg.epochs + 1):
+        decoder.train()
+        epoch_started, totals = time.perf_counter(), np.zeros(2)
+        for rows in np.array_split(rng.permutation(train_rows_np), steps):
+            pixel, feature = picture_loss(decoder, comparator, *batch_of(rows), cfg)
+            optimiser.zero_grad(set_to_none=True)
+            (pixel + cfg.feature_weight * feature).backward()
+            optimiser.step()
+            schedule.step()
+            totals += (pixel.item(), feature.item())
+        val_losses = validation_losses(decoder, comparator, batch_of, np.array(val_rows), cfg) if val_rows else {}
+        score = val_losses["pixel"] + cfg.feature_weight * val_losses["feature"] if val_losses else -epoch
+        log.info("picture: epoch %d/%d  train pixel %.4f feature %.3f  val %s  (%.1fs)", epoch, cfg.epochs, *(totals / steps),
+                 " ".join(f"{k} {v:.4f}" for k, v in val_losses.items()) or "-", time.perf_counter() - epoch_started)
+        if score < best["score"]:
+            best = {"score": score, "epoch": epoch, "val": val_losses, "state": {k: v.detach().clone() for k, v in decoder.state_dict().items()}}
+
+    decoder.load_state_dict(best["state"])
+    metrics = {"epoch": best["epoch"], "train_photos": len(train_rows), "val_photos": len(val_rows),
+               **{f"val_{k}": round(v, 4) for k, v in best["val"].items()}, "seconds": round(time.perf_counter() - started, 1)}
+    digest = sha256_text(model_ref.digest, vectors.digest, manifest.digest, json.dumps(asdict(cfg), sort_keys=True))
+    path = workspace.path(f"models/{model_ref.version}-picture-{digest[:8]}.pt")
+    with atomic_path(path) as tmp:
+        torch.save({**decoder.cpu().checkpoint(cfg), "version": model_ref.version, "metrics": metrics}, tmp)
+    log.info("picture: kept epoch %d, %s", best["epoch"], metrics)
+    return PictureRef(workspace.relative(path), digest, metrics)
+
+
+@torch.no_grad()
+def validation_losses(decoder: ImageDecoder, comparator: FeatureLoss, batch_of, rows: np.ndarray, cfg: PictureConfig) -> dict:
+    """Mean pixel and feature loss of the validation photos decoded from their image vectors."""
+    decoder.eval()
+    totals, n = np.zeros(2), 0
+    for s in range(0, len(rows), 128):
+        chunk = rows[s : s + 128]
+        pixel, feature = picture_loss(decoder, comparator, *batch_of(chunk), cfg)
+        totals += np.array([pixel.item(), feature.item()]) * len(chunk)
+        n += len(chunk)
+    return {"pixel": float(totals[0] / n), "feature": float(totals[1] / n)}
+
+
+@cached_task(name="train-image-decoder")
+def train_picture_task(workspace: Workspace, manifest: Ref, vectors: Ref, model: ModelRef, cfg: PictureConfig) -> PictureRef:
+    return train_picture(workspace, manifest, vectors, model, cfg)

@@ -74,3 +74,29 @@ def publish_artifacts(ws: Workspace, version: str, o: EvalOptions, result: dict,
     for k, image_id in enumerate(ids):
         lines.append(f"| {photo_cell(ws, paths[image_id], alt=image_id[:12])} | {result['references'][k][0]} | " + " | ".join(result["captions"][m][k] for m in methods) + " |")
     create_markdown_artifact(key="evaluation-samples", markdown="\n".join(lines), description=f"model {version}: what each method wrote")
+    if result.get("pictures"):
+        create_markdown_artifact(key="imagine-grid", markdown=imagine_grid(ws, version, o.split, result["pictures"]),
+                                 description=f"model {version}: pictures its image decoder imagines for descriptions, and what it says of them")
+
+
+def imagine_grid(ws: Workspace, version: str, split: str, samples: list[dict]) -> str:
+    """Markdown: each description, the decoded picture, the caption of the picture (and, for
+    photos, the captioned photo and its rank among the split's photos by the picture)."""
+    photos = "photo" in samples[0]
+    paths = {}
+    if photos:
+        con = connect(ws, read_only=True)
+        try:
+            paths = dict(con.execute("SELECT image_id, path FROM images WHERE list_contains(?, image_id)", [[s["photo"] for s in samples]]).fetchall())
+        finally:
+            con.close()
+    head = "| description | imagined | its caption | " + ("the described photo | its rank |" if photos else "asked colour's share | judged |")
+    lines = [f"# Imagine through the image decoder, model {version} ({split})", "", head, "|---" * (5 if photos else 5) + "|"]
+    for s in samples:
+        cells = [s["description"], f"![imagined]({s['picture']})", s["caption"]]
+        if photos:
+            cells += [photo_cell(ws, paths[s["photo"]], alt=s["photo"][:12], size=64) if s["photo"] in paths else "?", str(s["rank of its photo"])]
+        else:
+            cells += [f"{s['colour share']:.0%}", "right" if s["colour shown"] and s["caption right"] else "colour" if s["colour shown"] else "caption" if s["caption right"] else "neither"]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)

@@ -384,7 +384,7 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
         for text, picture, caption in zip(texts, pictures, captions):
             colour, shape = text.split()[2:4]
             share = colour_share(picture, COLOURS[colour], palette=palette)
-            samples.append({"description": text, "caption": caption, "colour share": round(share, 3),
+            samples.append({"description": text, "caption": caption, "colour share": round(share, 3), "picture": png_uri(picture),
                             "colour shown": share >= 0.10, "caption right": colour in caption.split() and shape in caption.split()})
         n = len(samples)
         rows = [{"task": "imagine", "method": "decoder", "metric": m, "value": 100.0 * sum(s[k] for s in samples) / n, "n": n}
@@ -409,8 +409,18 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
         for k in (1, 10, 50)
     ]
     rows.append({"task": "imagine", "method": "decoder", "metric": "subject noun shared", "value": 100.0 * sum(a == b for a, b in counted) / max(len(counted), 1), "n": len(counted)})
-    samples = [{"description": t, "caption": c, "rank of its photo": int(r) + 1} for t, c, r in zip(texts[:12], captions, ranks)]
+    samples = [{"description": t, "caption": c, "rank of its photo": int(r) + 1, "picture": png_uri(p), "photo": photos[pool[i][0]]}
+               for t, c, r, p, i in zip(texts[:12], captions, ranks, pictures, chosen)]
     return rows, samples
+
+
+def png_uri(pixels: torch.Tensor) -> str:
+    """(3, H, W) uint8 -> a PNG data URI (a few KB at 64 px): pictures travel in the task's result."""
+    from PIL import Image
+
+    from tasks.artifacts import data_uri
+
+    return data_uri(Image.fromarray(pixels.permute(1, 2, 0).numpy()))
 
 
 PRIOR_NEIGHBOURS = 1  # as answers/queries.py PRIOR_NEIGHBOURS

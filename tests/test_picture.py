@@ -139,6 +139,17 @@ def test_evaluate_reports_the_pictures(pictured):
     assert rows["both"]["value"] <= min(rows["colour >= 10%"]["value"], rows["caption names colour and shape"]["value"])
 
 
+def test_imagine_grid_shows_every_description(pictured):
+    from flows.evaluate import imagine_grid
+    from tasks.evaluate import EvalOptions, evaluate_pictures, load_split_data
+
+    q, ws = pictured["queries"], pictured["workspace"]
+    data = load_split_data(ws, q.checkpoint, "val")
+    _, samples = evaluate_pictures(ws, q.model, q.checkpoint, data, q.joint_encoder, q._picture_checkpoint, EvalOptions())
+    grid = imagine_grid(ws, q.version, "val", samples)
+    assert grid.count("](data:image/png;base64,") == 24 and "a big purple star" in grid
+
+
 def test_cli_similar_show_draws_the_arithmetic(pictured, tmp_path):
     q = pictured["queries"]
     red = q.sql("SELECT image_id FROM current_captions WHERE caption LIKE 'a big red circle%' ORDER BY image_id LIMIT 1")[1][0][0]

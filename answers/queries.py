@@ -44,7 +44,7 @@ from models.encoder import load_encoder
 from models.imagine import Goal, ImagineConfig, flat_pixels, imagine, palette_of, refine_picture
 from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
-from models.picture import ImageDecoder
+from models.picture import PRIOR_NEIGHBOURS, ImageDecoder, retrieval_prior, upsample
 from warehouse import reads
 from warehouse.db import connect, current_version
 
@@ -53,7 +53,6 @@ from warehouse.db import connect, current_version
 # search rows). 20 is the threshold faiss used for years; results are identical either way.
 FAISS_BLAS_THRESHOLD = 20
 SEARCH_METHODS = ("joint", "inversion")
-PRIOR_NEIGHBOURS = 1  # imagine's retrieval prior: photos averaged (Queries.prior_vector; 1 measured best on shapes)
 SEARCH_COST = ("joint", "joint+rerank", "inversion", "inversion+rerank")  # cheapest first
 
 
@@ -373,7 +372,6 @@ class Queries:
             drawn = self.draw_vector(self.prior_vector(target.cpu().numpy()), cfg.size)
             frames = [drawn]
             if refine:
-                palette, backgrounds = self.palette
                 drawn = refine_picture(self.encoder, self.model, Goal(tokens, target), drawn, replace(cfg, steps=refine))
                 frames.append(drawn)
             pixels, nll = drawn, None
@@ -395,28 +393,19 @@ class Queries:
 
     def prior_vector(self, text_vector: np.ndarray, k: int = PRIOR_NEIGHBOURS) -> np.ndarray:
         """A description's unit vector (caption encoder) -> the image vector to draw: the
-        similarity-weighted mean of the `k` nearest collection photos' unit vectors.
-
-        The caption encoder's vector points where matching photos lie but is no photo's vector
-        (cosine ~0.5-0.7 to its own photo), and the image decoder, trained on photos' vectors,
-        draws such a point as a smear of several scenes. A retrieval prior (the role DALL-E 2's
-        prior plays, text embedding -> image embedding, done by nearest neighbours) puts it back
-        among the vectors the decoder has learnt to draw (models/picture.py, BENCHMARKS.md)."""
+        retrieval prior (models/picture.py) over the `k` nearest collection photos."""
         matches = self.nearest_images(text_vector, k)
-        units = np.stack([normalise(v) for v in self.image_vectors([m.image_id for m in matches])])  # (k, dim)
-        weights = np.maximum(np.array([m.score for m in matches], np.float32), 1e-3)
-        return normalise((weights[:, None] * units).sum(0))
+        units = torch.from_numpy(np.stack([normalise(v) for v in self.image_vectors([m.image_id for m in matches])]))  # (k, dim)
+        scores = torch.tensor([m.score for m in matches], dtype=torch.float32)
+        return retrieval_prior(scores[None], units[None])[0].numpy()
 
     def draw_vector(self, vector: np.ndarray, size: int | None = None) -> torch.Tensor:
         """Any vector of the image-vector space (a photo's, a description's, arithmetic of them)
         -> the image decoder's picture, (3, size, size) uint8 (size: the encoder's input size)."""
         if self.picture_decoder is None:
             raise OnenetError(f"model {self.version} has no image decoder: train with --imagine-epochs N")
-        with torch.no_grad():
-            pixels = self.picture_decoder.draw(torch.as_tensor(np.asarray(vector, np.float32), device=self.device)[None]).float()
-            size = size or self.checkpoint["encoder"]["image_size"]
-            pixels = torch.nn.functional.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
-        return pixels[0].round().clamp(0, 255).to(torch.uint8).cpu()
+        pixels = self.picture_decoder.draw(torch.as_tensor(np.asarray(vector, np.float32), device=self.device)[None])
+        return upsample(pixels, size or self.checkpoint["encoder"]["image_size"])[0].cpu()
 
     # --- SQL -------------------------------------------------------------------------------------
 

@@ -101,6 +101,28 @@ class ImageDecoder(nn.Module):
         return decoder.eval()
 
 
+def upsample(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, s, s) uint8 pictures -> (B, 3, size, size) uint8, bilinear: what the CNN is shown."""
+    x = F.interpolate(pixels.float(), size=(size, size), mode="bilinear", align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+# imagine's retrieval prior: how many nearest photos' vectors stand for a description (1 measured
+# best on shapes: BENCHMARKS.md, "Imagine, learned")
+PRIOR_NEIGHBOURS = 1
+
+
+def retrieval_prior(scores: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """A description's nearest photos -> the vector to draw: scores (N, k) cosines, units (N, k, dim)
+    their unit image vectors -> (N, dim) the similarity-weighted mean, made unit.
+
+    The caption encoder's vector points where matching photos lie but is no photo's vector (cosine
+    ~0.5-0.7 to its own photo), and the decoder, trained on photos' vectors, draws such a point as
+    a smear of several scenes. A retrieval prior (the role DALL-E 2's prior plays, text embedding
+    -> image embedding, done by nearest neighbours) puts it back among the vectors it has learnt."""
+    return F.normalize((scores.clamp_min(1e-3)[..., None] * units).sum(1), dim=1)
+
+
 class FeatureLoss(nn.Module):
     """The frozen CNN as the comparator: standardised pooled features of pictures at `size` px.
 

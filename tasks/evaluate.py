@@ -352,7 +352,7 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
       the first `retrieval_images` of the split (by image vector) ranks the captioned photo
       within the top 5% (R@50 of 1,000), and its caption shares the subject noun."""
     from models.encoder import load_encoder
-    from models.picture import colour_share
+    from models.picture import PRIOR_NEIGHBOURS, colour_share, retrieval_prior, upsample
     from tasks.picture import load_picture_checkpoint
 
     device = next(model.parameters()).device
@@ -360,17 +360,16 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
     settings, words = checkpoint["encoder"], checkpoint["vocab"]
     cnn = load_encoder(settings["name"], settings["grid"], cache_dir=workspace.runtime_cache).to(device)
     index = {w: i for i, w in enumerate(words)}
-    train_units = torch.from_numpy(_unit(vectors_of(model, data.train_features))).to(device)
+    with torch.no_grad():
+        train_units = torch.nn.functional.normalize(model.image_vectors(torch.from_numpy(data.train_features).to(device)), dim=1)
 
     def pictures_for(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """texts -> (pictures (N, 3, size, size) uint8 at the decoder's size, their image vectors (N, dim))."""
         with torch.no_grad():
             targets = joint(pad_batch([[index.get(w, 2) for w in t.split()] for t in texts]).to(device))
             scores, nearest = (targets @ train_units.T).topk(PRIOR_NEIGHBOURS, dim=1)
-            prior = torch.nn.functional.normalize((scores.clamp_min(1e-3)[..., None] * train_units[nearest]).sum(1), dim=1)
-            small = decoder.draw(prior)
-            big = torch.nn.functional.interpolate(small.float(), size=(settings["image_size"],) * 2, mode="bilinear", align_corners=False)
-            vectors = torch.cat([model.image_vectors(cnn.features(b.round().clamp(0, 255).to(torch.uint8))) for b in big.split(64)])
+            small = decoder.draw(retrieval_prior(scores, train_units[nearest]))
+            vectors = torch.cat([model.image_vectors(cnn.features(upsample(b, settings["image_size"]))) for b in small.split(64)])
         return small.cpu(), vectors
 
     if is_shapes(workspace):
@@ -393,7 +392,8 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
         return rows, samples
 
     photos = data.ids[: o.retrieval_images]
-    split_units = torch.from_numpy(_unit(vectors_of(model, data.features[: len(photos)]))).to(device)
+    with torch.no_grad():
+        split_units = torch.nn.functional.normalize(model.image_vectors(torch.from_numpy(data.features[: len(photos)]).to(device)), dim=1)
     pool = [(p, text) for p, photo in enumerate(photos) for text in data.clean[photo]]
     chosen = _sample(np.random.default_rng(o.seed), len(pool), o.imagine_queries)
     texts = [pool[i][1] for i in chosen]
@@ -421,15 +421,6 @@ def png_uri(pixels: torch.Tensor) -> str:
     from tasks.artifacts import data_uri
 
     return data_uri(Image.fromarray(pixels.permute(1, 2, 0).numpy()))
-
-
-PRIOR_NEIGHBOURS = 1  # as answers/queries.py PRIOR_NEIGHBOURS
-
-
-def vectors_of(model: Captioner, features: np.ndarray, batch: int = 4096) -> np.ndarray:
-    with torch.no_grad():
-        device = next(model.parameters()).device
-        return torch.cat([model.image_vectors(torch.from_numpy(features[s : s + batch]).to(device)) for s in range(0, len(features), batch)]).cpu().numpy()
 
 
 def is_shapes(workspace: Workspace) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 
 from core.errors import OnenetError
 from core.files import atomic_path, sha256_text
-from core.photos import decode
+from core.photos import decoded_batches
 from core.vectors import to_matrix
 from core.workspace import Workspace
 from models import default_device
@@ -48,20 +47,15 @@ def load_picture_checkpoint(path, device: torch.device | None = None) -> ImageDe
 
 
 def decode_photos(workspace: Workspace, paths: list[str], size: int) -> tuple[np.ndarray, list[bool]]:
-    """(N, 3, size, size) uint8 of the photos (zeros where unreadable) and which were read."""
-    def one(path: str):
-        try:
-            return decode(workspace.path(path), size)
-        except OnenetError:
-            return None  # rejected at feature extraction too: no vector, not trained on
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        decoded = list(pool.map(one, paths, chunksize=64))
-    pixels = np.zeros((len(paths), size, size, 3), np.uint8)
-    for i, d in enumerate(decoded):
-        if d is not None:
-            pixels[i] = d
-    return pixels.transpose(0, 3, 1, 2).copy(), [d is not None for d in decoded]
+    """(N, 3, size, size) uint8 of the photos (zeros where unreadable: rejected at feature
+    extraction too, so not trained on) and which were read."""
+    pixels, read = np.zeros((len(paths), 3, size, size), np.uint8), []
+    for batch in decoded_batches([workspace.path(p) for p in paths], size, batch_size=256):
+        for px in batch:
+            if not isinstance(px, str):
+                pixels[len(read)] = px.numpy()
+            read.append(not isinstance(px, str))
+    return pixels, read
 
 
 def train_picture(workspace: Workspace, manifest: Ref, vectors: Ref, model_ref: ModelRef, cfg: PictureConfig) -> PictureRef:

@@ -113,6 +113,8 @@ def test_the_page_in_a_browser(explorer):
             page.goto(explorer["base"] + "/")
             page.fill("#query", "a green star")
             page.click("#search-button")
+            # the page opens on its example search: wait for the answer to this one, not for any cards
+            page.wait_for_function("document.getElementById('status').textContent.includes('“a green star”')", timeout=60_000)
             page.wait_for_function("document.querySelectorAll('#results .card img').length >= 5", timeout=60_000)
             page.wait_for_function("[...document.querySelectorAll('#results .card img')].every(i => i.complete && i.naturalWidth > 0)", timeout=60_000)
             captions = page.eval_on_selector_all("#results .card .caption", "els => els.map(e => e.textContent)")

@@ -61,6 +61,10 @@ def grow(ws: Workspace, to: int, rng: np.random.Generator) -> float:
             picked = rng.integers(0, len(captions), n)
             db.land_photos(con, current["version"], images, vectors, [(captions[j], -1.0) for j in picked], [], [])
         sync_index(ws, con, current)
+        # Twice: a bulk landing is copied to readers whole (warehouse/snapshot.py); the second
+        # publish leaves the spare snapshot at the grown state too, as it is in a collection that
+        # grew by ingests, so the measured ingest syncs what it changed, as theirs do.
+        db.publish_snapshot(con, ws)
         db.publish_snapshot(con, ws)
     finally:
         con.close()

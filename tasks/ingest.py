@@ -340,7 +340,7 @@ def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = Fals
             rejects=list(plan.rejects) + rejected,
         )
         pruned = db.prune_missing_photos(con) if prune else []
-        added, removed = sync_index(workspace, con, current)
+        added, removed = sync_index(workspace, con, current, landed=ids)
         db.publish_snapshot(con, workspace)
         _remove_landed_parts(workspace, con, current["version"])
     finally:
@@ -363,7 +363,7 @@ def _remove_landed_parts(workspace: Workspace, con, version: str) -> None:
 _NO_PHOTOS = pa.schema([("image_id", pa.string()), ("path", pa.string()), *METADATA_SCHEMA]).empty_table()
 
 
-def sync_index(workspace: Workspace, con, current: dict) -> tuple[int, int]:
+def sync_index(workspace: Workspace, con, current: dict, landed: list[str] = ()) -> tuple[int, int]:
     """Make the version's served index (core/served_index.py: base + delta) hold exactly the
     table's image vectors. Returns (added, removed).
 
@@ -374,6 +374,7 @@ def sync_index(workspace: Workspace, con, current: dict) -> tuple[int, int]:
     exact up to EXACT_UP_TO photos, IVF beyond, more lists as it grows: then it is rebuilt from
     the table). Also repairs an index left behind by a run killed between landing and index
     writing; the kind in use is recorded with the version (model_versions.index_kind).
+    `landed`: the photos just landed, whose faiss ids need no search of the table to be named.
     """
     path = workspace.path(current["index_path"])
     base = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)  # its ids; its vectors stay on disk
@@ -392,7 +393,11 @@ def sync_index(workspace: Workspace, con, current: dict) -> tuple[int, int]:
     if len(extra_in_delta) or len(twice):
         delta.remove_ids(np.union1d(extra_in_delta, twice))
     if len(missing):  # only the vectors the index lacks are read
-        ids = db.image_ids_of_faiss_ids(con, current["version"], missing)
+        named = {faiss_id(i): i for i in landed}
+        if all(int(m) in named for m in missing):  # as a rule: the photos just landed (no scan of the table)
+            ids = sorted(named[int(m)] for m in missing)
+        else:
+            ids = db.image_ids_of_faiss_ids(con, current["version"], missing)
         delta.add_with_ids(normalise(db.image_vectors_of(con, current["version"], ids)), np.array([faiss_id(i) for i in ids], dtype=np.int64))
     leave_base = np.setdiff1d(extra, extra_in_delta)
     if len(leave_base) or delta.ntotal > DELTA_UP_TO or not fits(base, total):

@@ -72,3 +72,23 @@ def copy_of_trained(trained: dict, folder: Path) -> Workspace:
     copy = Workspace.at(folder / "ws")
     shutil.copytree(trained["workspace"].root, copy.root)
     return copy
+
+
+def assert_snapshot_is_the_warehouse(ws: Workspace) -> None:
+    """Every table of the read snapshot holds exactly the warehouse's rows (vectors included)."""
+    import duckdb
+
+    con = duckdb.connect(str(ws.warehouse), read_only=True)
+    try:
+        con.execute(f"ATTACH '{ws.read_snapshot}' AS snap (READ_ONLY)")
+        name = con.execute("SELECT current_database()").fetchone()[0]
+        tables = lambda db_: con.execute(  # noqa: E731
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY 1", [db_]
+        ).fetchall()
+        assert tables(name) == tables("snap")
+        for (table,) in tables(name):
+            for a, b in ((name, "snap"), ("snap", name)):
+                extra = con.execute(f"SELECT count(*) FROM (FROM {a}.{table} EXCEPT ALL FROM {b}.{table})").fetchone()[0]
+                assert extra == 0, f"{table}: {extra} rows of {a} are not in {b}"
+    finally:
+        con.close()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_snapshot_is_the_warehouse
 
 from core.served_index import read_served
 from core.vectors import faiss_id
@@ -83,7 +84,7 @@ def clean_state(trained, folder, tmp_path_factory) -> dict:
     return snapshot(ws)
 
 
-@pytest.mark.parametrize("point", ["features", "ingest-shard", "landing", "index"])
+@pytest.mark.parametrize("point", ["features", "ingest-shard", "landing", "index", "publish"])
 def test_killed_ingest_is_completed_exactly_by_the_next_run(trained, folder, clean_state, point, tmp_path):
     ws = Workspace.at(tmp_path / "ws")
     shutil.copytree(trained["workspace"].root, ws.root)
@@ -92,6 +93,7 @@ def test_killed_ingest_is_completed_exactly_by_the_next_run(trained, folder, cle
     rerun = run(["-c", INGEST, str(ws.root), str(folder)], None, tmp_path / "ph")
     assert rerun.returncode == 0, rerun.stdout[-2000:]
     assert snapshot(ws) == clean_state
+    assert_snapshot_is_the_warehouse(ws)  # what readers open, not only what they would fall back to
     assert not list(ws.root.glob("ingest/*/part-*.parquet"))  # the shards' parts, landed, are gone
 
 

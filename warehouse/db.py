@@ -6,7 +6,6 @@ Every landing is one transaction: readers see the previous state or the new one,
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,8 @@ from core.faults import crash_point
 from core.files import atomic_path
 from core.photo_files import METADATA_COLUMNS, metadata_table
 from core.workspace import Workspace
+from warehouse import snapshot
+from warehouse.reads import photo_rows
 
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
 VECTOR_TABLES = ("word_vectors", "image_vectors", "generated_captions")  # what an export lands
@@ -53,7 +54,7 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
     if read_only and not path.exists():
         raise OnenetError(f"no warehouse at {path}: run `onenet train` first")
     if read_only and _snapshot_is_current(workspace):
-        return duckdb.connect(str(workspace.read_snapshot), read_only=True, config=READ_ONLY_CONFIG)
+        return _open_snapshot(workspace, wait_s)
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
     while True:
@@ -82,6 +83,19 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
         ).fetchone()[0]:
             define_macros(con)  # a warehouse made by older code gets today's macros (once)
     return con
+
+
+def _open_snapshot(workspace: Workspace, wait_s: float) -> duckdb.DuckDBPyConnection:
+    """Open the read snapshot. A reader that opened the file just as a publish renamed it away
+    and began syncing it as the spare finds it locked: it opens the name again (the new file)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(workspace.read_snapshot), read_only=True, config=READ_ONLY_CONFIG)
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                raise TransientError(f"the read snapshot {workspace.read_snapshot} is busy: {e}") from None
+            time.sleep(0.05)
 
 
 def storage_version(path: Path) -> int:
@@ -144,6 +158,7 @@ def fill_photo_metadata(con: duckdb.DuckDBPyConnection, workspace: Workspace) ->
     sets = ", ".join(f"{c} = coalesce(images.{c}, m.{c})" if c in ("width", "height") else f"{c} = m.{c}" for c in METADATA_COLUMNS)
     with transaction(con):
         con.execute(f"UPDATE images SET {sets} FROM staged_metadata m WHERE images.image_id = m.image_id")
+        snapshot.journal(con, snapshot.EVERYTHING)
     con.unregister("staged_metadata")
     return len(rows)
 
@@ -169,11 +184,11 @@ def _snapshot_is_current(workspace: Workspace) -> bool:
     return snapshot.stat().st_mtime_ns >= newest
 
 
-def publish_snapshot(con: duckdb.DuckDBPyConnection, workspace: Workspace) -> None:
-    """Copy the committed warehouse to the read snapshot (atomically: readers see old or new)."""
-    con.execute("CHECKPOINT")  # everything committed is in the main file, none in the WAL
-    with atomic_path(workspace.read_snapshot) as tmp:
-        shutil.copyfile(workspace.warehouse, tmp)
+def publish_snapshot(con: duckdb.DuckDBPyConnection, workspace: Workspace) -> str:
+    """Publish the committed warehouse to the read snapshot (atomically: readers see old or new),
+    by syncing what changed into the spare snapshot or by copying the file (warehouse/snapshot.py).
+    Returns 'synced' or 'copied'."""
+    return snapshot.publish(con, workspace)
 
 
 def land_version(
@@ -213,6 +228,7 @@ def land_version(
             columns = ", ".join(data.column_names)
             con.execute(f"INSERT INTO {table} (version, {columns}) SELECT ?, {columns} FROM staged_{name}", [version])
         _record_rejects(con, rejects)
+        snapshot.journal(con, snapshot.EVERYTHING)  # a whole version: the next publish copies the file
         incumbent = current_version(con)
         promote_it = promote_it or incumbent is None
         if promote_it:
@@ -286,6 +302,7 @@ def migrate_vectors_to_arrays(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(f"DROP INDEX IF EXISTS {name}_by_image")
             con.execute(f"DROP TABLE {name}")
         _union_views(con)
+        snapshot.journal(con, snapshot.EVERYTHING)
         promoted = con.execute("SELECT version FROM model_versions WHERE promoted").fetchone()
         if promoted:
             promote(con, promoted[0])  # the current_* views, now on the array tables
@@ -449,13 +466,7 @@ def image_ids_with_vectors(con: duckdb.DuckDBPyConnection, version: str, among: 
     scanned, not about the whole collection)."""
     if among is None:
         return {i for (i,) in con.execute(f"SELECT image_id FROM {image_table(con, version)} WHERE version = ?", [version]).fetchall()}
-    con.register("asked_ids", pa.table({"image_id": pa.array(among, pa.string())}))
-    try:
-        return {i for (i,) in con.execute(
-            f"SELECT v.image_id FROM asked_ids a JOIN {image_table(con, version)} v ON v.image_id = a.image_id AND v.version = ?", [version]
-        ).fetchall()}
-    finally:
-        con.unregister("asked_ids")
+    return set(photo_rows(con, image_table(con, version), "image_id", among, version)["image_id"].to_pylist())
 
 
 def image_vectors_of(con: duckdb.DuckDBPyConnection, version: str, image_ids: list[str]):
@@ -463,17 +474,12 @@ def image_vectors_of(con: duckdb.DuckDBPyConnection, version: str, image_ids: li
     (through Arrow: only the rows asked, no Python list per vector)."""
     import numpy as np
 
-    con.register("wanted_ids", pa.table({"image_id": image_ids, "pos": pa.array(range(len(image_ids)), pa.int64())}))
-    try:
-        vectors = con.sql(
-            f"""SELECT v.vec FROM wanted_ids w JOIN {image_table(con, version)} v ON v.image_id = w.image_id AND v.version = ?
-               ORDER BY w.pos""",
-            params=[version],
-        ).to_arrow_table().column("vec").combine_chunks()
-    finally:
-        con.unregister("wanted_ids")
-    if len(vectors) != len(image_ids):
-        raise OnenetError(f"{len(image_ids) - len(vectors)} of the photos asked have no image vector in model {version}")
+    found = photo_rows(con, image_table(con, version), "image_id, vec", image_ids, version)
+    row = {i: n for n, i in enumerate(found["image_id"].to_pylist())}
+    lacking = len({i for i in image_ids if i not in row})
+    if lacking:
+        raise OnenetError(f"{lacking} of the photos asked have no image vector in model {version}")
+    vectors = found["vec"].take(pa.array([row[i] for i in image_ids], pa.int64())).combine_chunks()
     values = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     return values.reshape(len(image_ids), -1) if image_ids else np.zeros((0, 0), np.float32)
 
@@ -514,6 +520,7 @@ def land_photos(
             con.execute("INSERT INTO generated_captions SELECT ?, image_id, caption, score, 'beam3' FROM staged_generated", [version])
         for image_id, n, raw, cleaned in human_captions:
             con.execute("INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?)", [image_id, n, raw, cleaned])
+        snapshot.journal(con, sorted({*ids, *(c[0] for c in human_captions)}))
         _record_rejects(con, rejects)
         crash_point("landing")
 
@@ -542,6 +549,7 @@ def prune_missing_photos(con: duckdb.DuckDBPyConnection) -> list[str]:
             image_tables = sorted(t for t in _tables(con) if t.startswith("image_vectors_d"))
             for table in (*image_tables, "generated_captions", "captions", "images"):
                 con.execute(f"DELETE FROM {table} WHERE list_contains(?, image_id)", [gone])
+            snapshot.journal(con, gone)
     return gone
 
 

@@ -107,6 +107,14 @@ CREATE TABLE IF NOT EXISTS warehouse_info (
     value VARCHAR
 );
 
+-- the photos whose rows changed since the readers' snapshot before last (warehouse/snapshot.py):
+-- a publish syncs those rows into the spare snapshot instead of copying the whole file.
+-- image_id NULL: anything may have changed (the next publish copies the file).
+CREATE TABLE IF NOT EXISTS snapshot_journal (
+    generation BIGINT NOT NULL,           -- the publish that shows the change (warehouse_info 'published' + 1)
+    image_id   VARCHAR
+);
+
 -- point lookups by photo (a search's 10 results, one photo's vector) without scanning every
 -- version's rows: at 1,000,000 photos a caption lookup scanned for 20-25 ms
 CREATE INDEX IF NOT EXISTS generated_captions_by_image ON generated_captions (image_id);

@@ -5,10 +5,9 @@ still has an older snapshot open keeps reading that one, unchanged."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-
-import signal
 
 import duckdb
 import pytest

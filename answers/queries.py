@@ -246,7 +246,7 @@ class Queries:
         return sha256_file(path), vector.cpu().numpy()
 
     def image_vectors(self, image_ids: list[str]) -> np.ndarray:
-        rows = reads.image_vectors(self.con, image_ids)
+        rows = reads.image_vectors(self.con, image_ids, (self.version, self.dim))
         return np.asarray([rows[i] for i in image_ids], dtype=np.float32).reshape(len(image_ids), -1)
 
     def nearest_images(self, vector: np.ndarray, k: int) -> list[Match]:
@@ -256,7 +256,7 @@ class Queries:
         return self.matches(pairs)
 
     def matches(self, pairs: list[tuple[str, float]]) -> list[Match]:
-        details = reads.image_details(self.con, [i for i, _ in pairs])
+        details = reads.image_details(self.con, [i for i, _ in pairs], self.version)
         return [Match(i, *details.get(i, ("?", None)), score=s) for i, s in pairs]
 
     # --- text -> images --------------------------------------------------------------------------

@@ -140,11 +140,15 @@ def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Ro
     ws = Workspace.at(root)
     prefect_env.configure(ws)
     rng = np.random.default_rng(0)
-    train(workspace=str(ws.root), options=TrainOptions(n_images=600, decoder=TrainConfig(epochs=3), joint=JointConfig(epochs=3)))
-    grow(ws, SMALL - 100, rng)  # the first ingest brings it to 8,000
-    small = measure(ws, root, seed=31)
-    landing = grow(ws, n - 100, rng)
-    large = measure(ws, root, seed=32)
+    try:
+        train(workspace=str(ws.root), options=TrainOptions(n_images=600, decoder=TrainConfig(epochs=3), joint=JointConfig(epochs=3)))
+        grow(ws, SMALL - 100, rng)  # the first ingest brings it to 8,000
+        small = measure(ws, root, seed=31)
+        landing = grow(ws, n - 100, rng)
+        large = measure(ws, root, seed=32)
+    finally:
+        if workspace is None:  # ~8 GB at 1,000,000 photos: a temporary one goes (a named one stays, to look into)
+            shutil.rmtree(root, ignore_errors=True)
     memory = {"scale": peak_rss_mb(), f"ingest + queries at {large['photos']:,}": large["peak"]}
     big, little = f"{large['photos']:,}", f"{small['photos']:,}"
 

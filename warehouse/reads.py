@@ -97,22 +97,23 @@ def _promoted(con: Connection) -> tuple[str, int] | None:
     return (found[0][0], int(found[0][1])) if found else None
 
 
-def image_vectors(con: Connection, ids: list[str]) -> dict[str, list[float]]:
-    """image_id -> the promoted version's image vector."""
-    promoted = _promoted(con)
+def image_vectors(con: Connection, ids: list[str], promoted: tuple[str, int] | None = None) -> dict[str, list[float]]:
+    """image_id -> the promoted version's image vector. `promoted`: (version, dim), where the
+    caller knows them (a query then costs one statement, not two)."""
+    promoted = promoted or _promoted(con)
     if promoted is None:
         return {}
     version, dim = promoted
-    found = photo_rows(con, f"image_vectors_d{dim}", "image_id, vec", ids, version)
+    found = photo_rows(con, f"image_vectors_d{int(dim)}", "image_id, vec", ids, version)
     return dict(zip(found["image_id"].to_pylist(), found["vec"].to_pylist()))
 
 
-def image_details(con: Connection, ids: list[str]) -> dict[str, tuple[str, str | None]]:
-    """image_id -> (path, the promoted version's caption)."""
-    promoted = _promoted(con)
+def image_details(con: Connection, ids: list[str], version: str | None = None) -> dict[str, tuple[str, str | None]]:
+    """image_id -> (path, the promoted version's caption); `version`: the promoted one, if known."""
+    version = version or (_promoted(con) or (None,))[0]
     captions = {}
-    if promoted:
-        found = photo_rows(con, "generated_captions", "image_id, caption", ids, promoted[0])
+    if version:
+        found = photo_rows(con, "generated_captions", "image_id, caption", ids, version)
         captions = dict(zip(found["image_id"].to_pylist(), found["caption"].to_pylist()))
     found = photo_rows(con, "images", "image_id, path", ids)
     return {i: (p, captions.get(i)) for i, p in zip(found["image_id"].to_pylist(), found["path"].to_pylist())}

@@ -54,8 +54,9 @@ def spare_path(workspace: Workspace) -> Path:
     return workspace.read_snapshot.with_name("warehouse.read.spare.duckdb")
 
 
-def publish(con: duckdb.DuckDBPyConnection, workspace: Workspace) -> str:
-    """Publish the committed warehouse to readers. Returns how: 'synced' or 'copied'."""
+def publish(con: duckdb.DuckDBPyConnection, workspace: Workspace, row_group_size: int) -> str:
+    """Publish the committed warehouse to readers. Returns how: 'synced' or 'copied'.
+    `row_group_size`: the writer's (warehouse.db.ROW_GROUP_SIZE), for the spare's new rows."""
     current, spare = workspace.read_snapshot, spare_path(workspace)
     published = _generation(con, "main")
     con.execute("BEGIN TRANSACTION")
@@ -64,7 +65,8 @@ def publish(con: duckdb.DuckDBPyConnection, workspace: Workspace) -> str:
     con.execute("COMMIT")
     con.execute("CHECKPOINT")  # everything committed is in the main file, none in the WAL
 
-    how = "synced" if spare.exists() and current.exists() and _sync(con, spare, published) else "copied"
+    copy_why = "no spare snapshot yet" if not (spare.exists() and current.exists()) else _sync(con, spare, published, row_group_size)
+    how = "copied" if copy_why else "synced"
     fresh = spare if how == "synced" else current.with_name(f".{current.name}.{os.getpid()}.tmp")
     try:
         if how == "copied":
@@ -75,32 +77,36 @@ def publish(con: duckdb.DuckDBPyConnection, workspace: Workspace) -> str:
     finally:
         if how == "copied":
             fresh.unlink(missing_ok=True)
-    log.debug("read snapshot %s (generation %d)", how, published + 1)
+    log.info("read snapshot %s%s (publish %d)", how, f": {copy_why}" if copy_why else "", published + 1)
     return how
 
 
-def _sync(con: duckdb.DuckDBPyConnection, spare: Path, published: int) -> bool:
-    """Bring the spare to the writer's state by the journal; False where it must be copied."""
+def _sync(con: duckdb.DuckDBPyConnection, spare: Path, published: int, row_group_size: int) -> str | None:
+    """Bring the spare to the writer's state by the journal. Returns why it must be copied
+    instead (None: synced)."""
     if _open_here(spare):
-        return False  # a reader in this process: DuckDB's lock does not see its own process
+        return "the spare is open in this process"  # DuckDB's lock does not see its own process
     quoted = str(spare).replace("'", "''")
     try:
-        con.execute(f"ATTACH '{quoted}' AS {SPARE}")
+        con.execute(f"ATTACH '{quoted}' AS {SPARE} (ROW_GROUP_SIZE {int(row_group_size)})")
     except (duckdb.IOException, duckdb.Error) as e:  # a reader elsewhere holds it (its lock), or it is unreadable
-        log.debug("spare snapshot not usable (%s): copying", str(e).splitlines()[0])
-        return False
+        return f"the spare is not usable ({str(e).splitlines()[0][:200]})"
     try:
         behind = _generation(con, SPARE)
-        if behind < max(published - 1, 0) or behind > published or _schema(con, SPARE) != _schema(con, "main"):
-            return False
+        if behind < max(published - 1, 0) or behind > published:
+            return f"the spare is at publish {behind}, the journal starts after {published - 1}"
+        if _schema(con, SPARE) != _schema(con, "main"):
+            return "the schema changed"
         everything, touched = con.execute(
             "SELECT count(*) FILTER (image_id IS NULL), list(DISTINCT image_id) FILTER (image_id IS NOT NULL) "
             "FROM snapshot_journal WHERE generation > ?",
             [behind],
         ).fetchone()
         touched = touched or []
-        if everything or len(touched) > MAX_SYNCED:
-            return False
+        if everything:
+            return "a change to everything (a model version landed, a migration)"
+        if len(touched) > MAX_SYNCED:
+            return f"{len(touched):,} photos changed (a copy is cheaper past {MAX_SYNCED:,})"
         tables = [t for (t,) in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' ORDER BY 1"
         ).fetchall()]
@@ -120,7 +126,7 @@ def _sync(con: duckdb.DuckDBPyConnection, spare: Path, published: int) -> bool:
             raise
         con.execute("COMMIT")
         con.execute(f"CHECKPOINT {SPARE}")
-        return True
+        return None
     finally:
         con.execute(f"DETACH {SPARE}")
 

@@ -56,6 +56,14 @@ def test_an_ingest_syncs_the_spare_and_readers_get_exactly_the_warehouse(ws, tmp
     next((tmp_path / "second").iterdir()).unlink()
     assert ingest(ws, [str(tmp_path / "second")], prune=True)["pruned"] == 1
     synced(y, x)
+    # a row written around the journal (raw SQL on the warehouse) is not lost: that publish copies
+    con = db.connect(ws)
+    try:
+        con.execute("INSERT INTO images (image_id, path, source) VALUES (?, 'raw/elsewhere.png', 'folder')", ["0f" * 32])
+        assert db.publish_snapshot(con, ws) == "copied"
+    finally:
+        con.close()
+    assert_snapshot_is_the_warehouse(ws)
 
 
 @pytest.mark.parametrize("point", ["sync-snapshot", "publish"])

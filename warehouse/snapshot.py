@@ -18,7 +18,9 @@ small and copied whole.
 The whole file is copied instead (as before) whenever the spare cannot be trusted or touched: it
 is missing, another process or this one still has it open (a reader of the previous publish),
 its schema differs from the writer's, it is more than one publish behind, the journal says
-"everything" (a model version landed, a migration) or names more photos than `MAX_SYNCED`.
+"everything" (a model version landed, a migration) or names more photos than `MAX_SYNCED`, or
+the synced spare's row counts differ from the writer's (rows written by SQL that bypassed the
+journal; onenet's own writes go through warehouse/db.py, which journals them).
 """
 
 from __future__ import annotations
@@ -121,14 +123,27 @@ def _sync(con: duckdb.DuckDBPyConnection, spare: Path, published: int, row_group
                     con.execute(f"DELETE FROM {SPARE}.{table}")
                     con.execute(f"INSERT INTO {SPARE}.{table} SELECT * FROM main.{table}")
             crash_point("sync-snapshot")
+            unjournaled = _counts_differ(con, tables)
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        if unjournaled:  # a write that bypassed the journal (raw SQL on the warehouse): not synced
+            con.execute("ROLLBACK")
+            return f"{unjournaled} has rows the journal does not name"
         con.execute("COMMIT")
         con.execute(f"CHECKPOINT {SPARE}")
         return None
     finally:
         con.execute(f"DETACH {SPARE}")
+
+
+def _counts_differ(con: duckdb.DuckDBPyConnection, tables: list[str]) -> str | None:
+    """The first table whose row count in the synced spare is not the writer's (counts are read
+    from DuckDB's row-group metadata: cheap at any size)."""
+    for table in tables:
+        if con.execute(f"SELECT (SELECT count(*) FROM main.{table}) - (SELECT count(*) FROM {SPARE}.{table})").fetchone()[0]:
+            return table
+    return None
 
 
 def _swap(fresh: Path, current: Path, spare: Path) -> None:

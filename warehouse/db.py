@@ -60,39 +60,47 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
     if read_only and not path.exists():
         raise OnenetError(f"no warehouse at {path}: run `onenet train` first")
     if read_only and _snapshot_is_current(workspace):
-        return _open_snapshot(workspace, wait_s)
+        # A reader that opened the snapshot just as a publish renamed it away and began syncing
+        # it as the spare finds it locked: it opens the name again (the new file).
+        return _when_unlocked(
+            lambda: duckdb.connect(str(workspace.read_snapshot), read_only=True, config=READ_ONLY_CONFIG),
+            f"the read snapshot {workspace.read_snapshot}", wait_s, pause_s=0.05,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            if read_only:
-                con = duckdb.connect(str(path), read_only=True, config=READ_ONLY_CONFIG)
-            else:
-                if storage_version(path) > READABLE_UP_TO:
-                    rewrite_for_older_clients(path)
-                con = _open_for_writing(path)
-            break
-        except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                raise TransientError(f"the warehouse {path} is busy: {e}") from None
-            time.sleep(0.2)
-    if not read_only:
-        images_before_metadata = _lacks_column(con, "images", "taken_at_source")
-        con.execute(SCHEMA)
-        migrate_vectors_to_arrays(con)
-        if images_before_metadata:
-            fill_photo_metadata(con, workspace)
-            publish_snapshot(con, workspace)  # readers (and other clients) see the migrated warehouse
-        stored = con.execute("SELECT value FROM warehouse_info WHERE key = 'macros'").fetchone()
-        if (stored is None or stored[0] != MACROS_VERSION) and con.execute(
-            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'current_image_vectors'"
-        ).fetchone()[0]:
-            define_macros(con)  # a warehouse made by older code gets today's macros (once)
+    if read_only:
+        return _when_unlocked(lambda: duckdb.connect(str(path), read_only=True, config=READ_ONLY_CONFIG), f"the warehouse {path}", wait_s)
+    con = _when_unlocked(lambda: _open_for_writing(path), f"the warehouse {path}", wait_s)
+    images_before_metadata = _lacks_column(con, "images", "taken_at_source")
+    con.execute(SCHEMA)
+    migrate_vectors_to_arrays(con)
+    if images_before_metadata:
+        fill_photo_metadata(con, workspace)
+        publish_snapshot(con, workspace)  # readers (and other clients) see the migrated warehouse
+    stored = con.execute("SELECT value FROM warehouse_info WHERE key = 'macros'").fetchone()
+    if (stored is None or stored[0] != MACROS_VERSION) and con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE view_name = 'current_image_vectors'"
+    ).fetchone()[0]:
+        define_macros(con)  # a warehouse made by older code gets today's macros (once)
     return con
 
 
+def _when_unlocked(open_, what: str, wait_s: float, pause_s: float = 0.2) -> duckdb.DuckDBPyConnection:
+    """`open_()`, again while another process holds the file's lock, for up to `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return open_()
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                raise TransientError(f"{what} is busy: {e}") from None
+            time.sleep(pause_s)
+
+
 def _open_for_writing(path: Path) -> duckdb.DuckDBPyConnection:
-    """The warehouse attached (as `warehouse`, its usual name) with the writer's row group size."""
+    """The warehouse attached (as `warehouse`, its usual name) with the writer's row group size,
+    in DuckDB 1.4's storage format (rewritten once if an older onenet made it in 2.0's)."""
+    if storage_version(path) > READABLE_UP_TO:
+        rewrite_for_older_clients(path)
     con = duckdb.connect(config=WRITE_CONFIG)
     try:
         quoted = str(path).replace("'", "''")
@@ -102,19 +110,6 @@ def _open_for_writing(path: Path) -> duckdb.DuckDBPyConnection:
         con.close()
         raise
     return con
-
-
-def _open_snapshot(workspace: Workspace, wait_s: float) -> duckdb.DuckDBPyConnection:
-    """Open the read snapshot. A reader that opened the file just as a publish renamed it away
-    and began syncing it as the spare finds it locked: it opens the name again (the new file)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return duckdb.connect(str(workspace.read_snapshot), read_only=True, config=READ_ONLY_CONFIG)
-        except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                raise TransientError(f"the read snapshot {workspace.read_snapshot} is busy: {e}") from None
-            time.sleep(0.05)
 
 
 def storage_version(path: Path) -> int:

@@ -91,7 +91,7 @@ def _sync(con: duckdb.DuckDBPyConnection, spare: Path, published: int, row_group
     quoted = str(spare).replace("'", "''")
     try:
         con.execute(f"ATTACH '{quoted}' AS {SPARE} (ROW_GROUP_SIZE {int(row_group_size)})")
-    except (duckdb.IOException, duckdb.Error) as e:  # a reader elsewhere holds it (its lock), or it is unreadable
+    except duckdb.Error as e:  # a reader elsewhere holds it (its lock), or it is unreadable
         return f"the spare is not usable ({str(e).splitlines()[0][:200]})"
     try:
         behind = _generation(con, SPARE)

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all test-cpus lint bench bench-scale bench-full server browser clean
+.PHONY: install demo test test-all test-cpus lint bench bench-scale bench-against bench-full server browser clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -54,6 +54,11 @@ bench: $(STAMP)
 ## at that size against the same at 8,000, in one run (bench/scale.py).
 bench-scale: $(STAMP)
 	$(BIN)/python -m bench --only scale $(ARGS)
+
+## This checkout against an earlier commit (default: the code of the day issue 17 was filed):
+## ingest of 1,000 new photos into 8,000, both versions in one run (bench/against.py; ~10 minutes).
+bench-against: $(STAMP)
+	$(BIN)/python -m bench.against $(or $(REV),e20f2a9) $(ARGS)
 
 ## Longer: HNSW at 1M vectors and RSICD's real photos (../shared/data/rsicd) when present.
 bench-full: $(STAMP)

@@ -173,7 +173,9 @@ def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Ro
         best = {name: min(times) for name, times in seconds.items()}
         rows.append(Row("pipeline", "ingest 1,000 new photos, encoder on OpenVINO vs eager PyTorch (the rest the same; best of 3 rounds taken in turn: "
                         + ", ".join(f"{n} {' / '.join(f'{t:.1f}' for t in ts)} s" for n, ts in seconds.items()) + ")",
-                        f"{best['openvino']:.1f} s", f"{best['torch']:.1f} s PyTorch", best["torch"] / best["openvino"], ">= 2x"))
+                        f"{best['openvino']:.1f} s", f"{best['torch']:.1f} s PyTorch", best["torch"] / best["openvino"]))
+        # issue 17's goal (>= 2x faster than the code of the day it was filed) compares two commits:
+        # `make bench-against` (bench/against.py) measures both in one run
     rows.append(metadata_share(ws, root / "phone1000", timed))
     write_scenes(root / "new100", 2, 100)
     hundred = timed("ingest 100", lambda: ingest(workspace=str(ws.root), folders=[str(root / "new100")]))

@@ -40,6 +40,29 @@ def configure(workspace: Workspace) -> None:
         os.environ["PREFECT_API_URL"] = url
 
 
+# Prefect 3.8 sends a flow-run heartbeat event every 180 s by default, from a thread that sleeps
+# in 1 s steps, and every flow run joins that thread when it ends: each run, however short, ends
+# 0-1 s late (an ingest of 1,000 photos took 7.1 s where its work ended at 6.1-6.6 s). Heartbeats
+# serve Prefect's zombie-run automations, which onenet does not set up; exporting either variable
+# below keeps them on at that frequency. Prefect's settings cannot say "none" through the
+# environment, so the process-wide settings are replaced by a copy without the frequency; flows/
+# does this when it is imported (configure() itself must not import prefect: a query from the
+# shell does not need it).
+HEARTBEAT_SETTINGS = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
+
+
+def without_heartbeats() -> None:
+    if any(name in os.environ for name in HEARTBEAT_SETTINGS):
+        return
+    import prefect.context
+
+    current = prefect.context.GLOBAL_SETTINGS_CONTEXT
+    if current.settings.flows.heartbeat_frequency is None:
+        return
+    settings = current.settings.model_copy(update={"flows": current.settings.flows.model_copy(update={"heartbeat_frequency": None})})
+    prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.SettingsContext(profile=current.profile, settings=settings)
+
+
 def running_server(home: Path) -> str | None:
     """The API URL of the `onenet server` started for `home`, if it answers on its port."""
     try:

@@ -78,8 +78,12 @@ def extract_features(
     grid: int = 2,
     batch_size: int | None = None,
     shard_size: int = 1024,
+    fresh: dict[str, np.ndarray] | None = None,
 ) -> Features:
-    """Encode the (image_id, workspace-relative path) pairs that no shard holds yet."""
+    """Encode the (image_id, workspace-relative path) pairs that no shard holds yet.
+
+    fresh: a dict that also receives the features encoded here (image_id -> row), so a caller
+    that needs them at once (an ingest shard) does not read back what was just written."""
     folder = workspace.path(feature_dir(encoder_name, image_size, grid))
     done = stored_ids(folder)
     todo = [(i, p) for i, p in dict(images).items() if i not in done]
@@ -94,6 +98,8 @@ def extract_features(
             ids += [todo[j][0] for j in positions]
             vectors.append(batch_vectors)
             seen += len(positions) + len(bad)
+            if fresh is not None:
+                fresh.update(zip((todo[j][0] for j in positions), batch_vectors))
             if len(ids) >= shard_size or seen == len(todo):
                 if ids:
                     _write_shard(folder, ids, np.concatenate(vectors))

@@ -293,15 +293,18 @@ def ingest_shard(
     with single_thread():
         model, saved = load_model(workspace.path(checkpoint))
         settings = saved["encoder"]
-        features = extract_features(workspace, photos, settings["name"], settings["image_size"], settings["grid"], batch_size)
+        fresh: dict[str, np.ndarray] = {}
+        features = extract_features(workspace, photos, settings["name"], settings["image_size"], settings["grid"], batch_size, fresh=fresh)
         bad = {p for p, _ in features.rejects}
         accepted = [(i, p) for i, p in photos if p not in bad]
         ids = [i for i, _ in accepted]
         vectors, captions = np.zeros((0, model.cfg.dim), np.float32), []
         if ids:
             device = next(model.parameters()).device
+            # the features just encoded, or (photos another run encoded) read from their shards
+            feats = np.stack([fresh[i] for i in ids]) if all(i in fresh for i in ids) else read_features(workspace, features, ids)
             with torch.no_grad():
-                image_vecs = model.image_vectors(torch.from_numpy(read_features(workspace, features, ids)).to(device))
+                image_vecs = model.image_vectors(torch.from_numpy(feats).to(device))
             captions = caption_vectors(model, saved["vocab"], image_vecs, beam_size=3)
             vectors = image_vecs.cpu().numpy()
     described = metadata_table([p for _, p in accepted])  # width, height, taken_at, camera, GPS, orientation

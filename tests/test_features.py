@@ -29,12 +29,17 @@ def photos(tmp_path):
 
 def test_bad_photo_is_rejected_and_the_rest_is_encoded(photos):
     ws, pairs = photos
-    result = extract_features(ws, pairs, "efficientnet-lite0", 64, batch_size=2)
+    fresh: dict = {}
+    result = extract_features(ws, pairs, "efficientnet-lite0", 64, batch_size=2, fresh=fresh)
     assert [p for p, _ in result.rejects] == ["photos/broken.png"]
     assert "cannot read photo" in result.rejects[0][1]
     good = [i for i, p in pairs if p != "photos/broken.png"]
     assert stored_ids(ws.path(result.path)) == set(good)
-    assert read_features(ws, result, good).shape == (3, 1280 * 5 + 2 * (16 + 24 + 40 + 80))
+    stored = read_features(ws, result, good)
+    assert stored.shape == (3, 1280 * 5 + 2 * (16 + 24 + 40 + 80))
+    # what an ingest shard uses instead of reading the shards back: the same rows, bit for bit
+    assert sorted(fresh) == sorted(good)
+    np.testing.assert_array_equal(np.stack([fresh[i] for i in good]), stored)
 
 
 def test_known_content_is_never_encoded_twice(photos, monkeypatch):

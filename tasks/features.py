@@ -95,11 +95,12 @@ def extract_features(
         started, seen, ids, vectors = time.perf_counter(), 0, [], []
         for positions, batch_vectors, bad in encoder.encode_files([workspace.path(p) for _, p in todo], image_size, batch_size):
             rejects += [(todo[j][1], reason) for j, reason in bad]
-            ids += [todo[j][0] for j in positions]
+            batch_ids = [todo[j][0] for j in positions]
+            ids += batch_ids
             vectors.append(batch_vectors)
             seen += len(positions) + len(bad)
             if fresh is not None:
-                fresh.update(zip((todo[j][0] for j in positions), batch_vectors))
+                fresh.update(zip(batch_ids, batch_vectors))
             if len(ids) >= shard_size or seen == len(todo):
                 if ids:
                     _write_shard(folder, ids, np.concatenate(vectors))

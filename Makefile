@@ -29,7 +29,7 @@ test: $(STAMP)
 ## only AVX2, then only baseline kernels. A result that holds on one CPU only fails here. The
 ## quality figures each test measured are printed side by side at the end.
 CPU_SENSITIVE := tests/test_models.py tests/test_beam.py tests/test_imagine.py tests/test_search.py tests/test_pipeline.py \
-	tests/test_picture.py::test_imagined_pictures_show_the_asked_colour
+	tests/test_picture.py::test_imagined_pictures_show_the_asked_colour_and_shape
 test-cpus: $(STAMP)
 	mkdir -p test-output
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest $(CPU_SENSITIVE) --junitxml=test-output/cpus-avx2.xml

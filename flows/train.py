@@ -19,7 +19,7 @@ from core.errors import OnenetError
 from core.workspace import Workspace
 from models.encoder import DEFAULT_ENCODER
 from models.joint import JOINT_LOSSES, JointConfig
-from models.picture import PictureConfig
+from models.picture import PICTURE_FRAMES, PictureConfig
 from tasks.cache import TaskRuns
 from tasks.captions import clean_captions_task
 from tasks.datasets import FLICKR8K_ARCHIVES, flickr8k_source_task, karpathy_source_task
@@ -72,6 +72,9 @@ PHOTO_DEFAULTS = {
     "decoder": TrainConfig(epochs=8, batch_size=128, dropout=0.3, select_by="cider", length_alpha=1.0),
     # VSE++'s hardest-negative loss: dev text->image R@1 16.3 vs InfoNCE's 14.5 (25 vs 15 epochs)
     "joint": JointConfig(epochs=25, loss="max-violation"),
+    # photos have no plain background to cut a subject from: the image decoder draws them whole,
+    # as measured on Flickr8k (BENCHMARKS.md, "Imagine, learned")
+    "picture": PictureConfig(frame="full", salient=4.0),
 }
 
 
@@ -154,6 +157,8 @@ def check_options(o: TrainOptions) -> None:
         raise OnenetError(f"--joint-loss must be {' or '.join(map(repr, JOINT_LOSSES))}, not {o.joint.loss!r}")
     if o.shard_size < 1:
         raise OnenetError("--shard-size must be at least 1")
+    if o.picture.frame not in PICTURE_FRAMES:
+        raise OnenetError(f"--imagine-frame must be {' or '.join(map(repr, PICTURE_FRAMES))}, not {o.picture.frame!r}")
     if o.decoder.select_by not in ("loss", "cider"):
         raise OnenetError(f"--select-by must be 'loss' or 'cider', not {o.decoder.select_by!r}")
     if o.source == "karpathy" and not (o.from_path and o.images):

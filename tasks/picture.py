@@ -1,6 +1,7 @@
 """Stage 5c, the image decoder: train models/picture.py for one model version.
 
-Input: the collection's photos (decoded at the decoder's size) and their exported image vectors.
+Input: the collection's photos (decoded at the decoder's size, or cut to close-ups of their
+subjects: `PictureConfig.frame`) and their exported image vectors.
 Each epoch shows every training photo once; the epoch with the lowest validation loss (pixel +
 weighted feature loss on up to 500 validation photos) is kept. Writes
 models/<version>-picture-<digest>.pt.
@@ -25,7 +26,7 @@ from core.vectors import to_matrix
 from core.workspace import Workspace
 from models import default_device
 from models.encoder import load_encoder
-from models.picture import FeatureLoss, ImageDecoder, PictureConfig, picture_loss
+from models.picture import FeatureLoss, ImageDecoder, PictureConfig, frame_subject, picture_loss
 from tasks.cache import Ref, cached_task
 from tasks.train import ModelRef
 
@@ -73,7 +74,10 @@ def train_picture(workspace: Workspace, manifest: Ref, vectors: Ref, model_ref: 
     if not train:
         raise OnenetError("the image decoder needs training photos with image vectors; none found")
 
-    pixels, read = decode_photos(workspace, [p["path"] for p in train + val], cfg.size)
+    # a close-up is cut from the photo at twice the picture's size, so it is not upsampled blur
+    pixels, read = decode_photos(workspace, [p["path"] for p in train + val], cfg.size * (2 if cfg.frame == "subject" else 1))
+    if cfg.frame == "subject":
+        pixels = frame_subject(torch.from_numpy(pixels), cfg.size).numpy()
     train_rows = [i for i in range(len(train)) if read[i]]
     val_rows = [len(train) + i for i in range(len(val)) if read[len(train) + i]]
     units = F.normalize(torch.from_numpy(np.stack([image_vectors[p["image_id"]] for p in train + val])), dim=1).to(device)

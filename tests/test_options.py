@@ -10,6 +10,7 @@ def test_shapes_keep_their_defaults_and_photos_get_the_photo_ones():
         assert (o.image_size, o.encoder, o.decoder, o.joint) == tuple(PHOTO_DEFAULTS[k] for k in ("image_size", "encoder", "decoder", "joint"))
         assert o.image_size != TrainOptions().image_size
         assert o.decoder.length_alpha != TrainOptions().decoder.length_alpha and o.joint.loss != TrainOptions().joint.loss
+        assert (o.picture.frame, TrainOptions().picture.frame) == ("full", "subject")  # photos have no plain background to cut from
 
 
 def test_what_the_user_gives_wins_and_the_rest_stays():
@@ -27,3 +28,5 @@ def test_a_wrong_caption_encoder_loss_is_one_clear_line():
 
     with pytest.raises(OnenetError, match="--joint-loss"):
         check_options(options_for("shapes", joint={"loss": "triplet"}))
+    with pytest.raises(OnenetError, match="--imagine-frame"):
+        check_options(options_for("shapes", picture={"frame": "crop"}))

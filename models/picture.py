@@ -162,11 +162,16 @@ class FeatureLoss(nn.Module):
         return (raw - self.mean) / self.std
 
 
+def border_colour(photos: torch.Tensor) -> torch.Tensor:
+    """(B, 3, s, s) -> (B, 3): each photo's border colour, the median of its two outer rows and columns."""
+    border = torch.cat([photos[..., :2, :].flatten(2), photos[..., -2:, :].flatten(2), photos[..., :, :2].flatten(2), photos[..., :, -2:].flatten(2)], 2)
+    return border.median(2).values
+
+
 def salience(photos: torch.Tensor, threshold: float = 0.15) -> torch.Tensor:
     """(B, 3, s, s) in [0, 1] -> (B, 1, s, s): 1 where a pixel differs from the photo's border
-    colour (the median of its two outer rows and columns) by more than `threshold` in a channel."""
-    border = torch.cat([photos[..., :2, :].flatten(2), photos[..., -2:, :].flatten(2), photos[..., :, :2].flatten(2), photos[..., :, -2:].flatten(2)], 2)
-    return ((photos - border.median(2).values[..., None, None]).abs().amax(1, keepdim=True) > threshold).float()
+    colour (`border_colour`) by more than `threshold` in a channel."""
+    return ((photos - border_colour(photos)[..., None, None]).abs().amax(1, keepdim=True) > threshold).float()
 
 
 def frame_subject(photos: torch.Tensor, size: int, margin: float = 0.3, least: float = 0.45) -> torch.Tensor:
@@ -193,8 +198,7 @@ def frame_subject(photos: torch.Tensor, size: int, margin: float = 0.3, least: f
             y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
             side = max(round(max(y1 - y0, x1 - x0) * (1 + 2 * margin)), round(least * side_of))
             top, left = (y0 + y1 - side) // 2, (x0 + x1 - side) // 2
-            border = torch.cat([x[:, :2].flatten(1), x[:, -2:].flatten(1), x[:, :, :2].flatten(1), x[:, :, -2:].flatten(1)], 1).median(1).values
-            crop = border[:, None, None].repeat(1, side, side)
+            crop = border_colour(x[None])[0][:, None, None].repeat(1, side, side)
             sy, sx = max(0, top), max(0, left)
             ey, ex = min(side_of, top + side), min(side_of, left + side)
             crop[:, sy - top : ey - top, sx - left : ex - left] = x[:, sy:ey, sx:ex]

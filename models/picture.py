@@ -49,8 +49,9 @@ class PictureConfig:
     feature_weight: float = 0.2  # weight of the feature loss beside the pixel loss (0: pixels only)
     feature_size: int = 96  # the picture and photo are upsampled to this for the CNN
     # "subject": learn to draw a close-up of what stands out from the photo's border colour
-    # (`frame_subject`; for collections on plain backgrounds such as shapes: 18 of 24 pictures
-    # captioned right against 2 drawn whole, BENCHMARKS.md); "full": the whole photo (photos)
+    # (`frame_subject`; for collections on plain backgrounds such as shapes: 20 of 24 pictures
+    # shown and captioned right, 18 under AVX2, against 2 drawn whole, BENCHMARKS.md); "full":
+    # the whole photo (photos)
     frame: str = "subject"
     seed: int = 0
 

@@ -59,7 +59,10 @@ def test_frame_subject_centres_and_enlarges_what_stands_out():
     framed, kept = frame_subject(torch.stack([photo, blank]), 64, margin=0.3)
     assert framed.shape == (3, 64, 64) and framed.dtype == torch.uint8
     assert colour_share(framed, red, palette=PALETTE) == pytest.approx(1 / 1.6**2, abs=0.03)  # vs 0.15 in the photo
-    assert framed[:, 32, 32].tolist() == list(red)  # centred
+    reds = (framed.int() - torch.tensor(red)[:, None, None]).abs().amax(0) < 30
+    for axis in (0, 1):  # centred: the red rows and columns sit in the middle, not shifted to fit the photo
+        lines = reds.any(axis).nonzero()
+        assert abs((int(lines[0]) + int(lines[-1])) / 2 - 31.5) <= 1, lines.flatten().tolist()
     for y, x in ((1, 1), (1, 62), (62, 1), (62, 62)):
         assert framed[:, y, x].tolist() == list(white)  # the corners, two of them beyond the photo's edge
     assert torch.equal(kept, torch.nn.functional.interpolate(blank[None].float(), size=(64, 64), mode="bilinear", antialias=True)[0].round().byte())

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator
@@ -113,7 +114,7 @@ class PhotoMetadata:
     orientation: int | None = None  # EXIF orientation 1..8 as stored (the pixels onenet reads are turned upright)
 
     def row(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # asdict() deep-copies: 15% of an ingest's metadata time
 
 
 METADATA_COLUMNS = tuple(PhotoMetadata.__dataclass_fields__)
@@ -175,7 +176,7 @@ def photo_metadata(path: Path | str) -> PhotoMetadata:
         else:
             with Image.open(path) as im:
                 width, height = im.size
-                exif = im.getexif()
+                exif = _png_exif(path) if im.format == "PNG" and "exif" not in im.info else im.getexif()
                 original_orientation = im.info.get("original_orientation")  # pillow-heif turns HEIC upright itself
     except Exception:  # noqa: BLE001 - a header that does not parse is a photo without metadata here
         exif = None
@@ -184,6 +185,24 @@ def photo_metadata(path: Path | str) -> PhotoMetadata:
         local = datetime.fromtimestamp(mtime).astimezone()
         found.update(taken_at=local.replace(tzinfo=None), taken_at_offset=_offset_text(local.utcoffset()), taken_at_source="file")
     return PhotoMetadata(width=width, height=height, **found)
+
+
+def _png_exif(path: Path) -> Image.Exif:
+    """The EXIF of a PNG whose eXIf chunk was not met before its pixel data: found by walking the
+    chunk headers. Pillow's getexif() decodes the whole image to look for it (half of an ingest's
+    metadata time on PNG scenes)."""
+    exif = Image.Exif()
+    with open(path, "rb") as f:
+        f.seek(8)  # the PNG signature (Image.open checked it)
+        while len(header := f.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"eXIf":
+                exif.load(f.read(length))
+                break
+            if kind == b"IEND":
+                break
+            f.seek(length + 4, os.SEEK_CUR)  # the chunk's data and CRC
+    return exif
 
 
 def _from_exif(exif: Image.Exif, original_orientation: int | None) -> dict:

@@ -41,33 +41,42 @@ def beam_search(
     live[:, 0] = 0.0  # ...so only beam 0 may expand at the first step
     seqs = torch.zeros((B, K, 0), dtype=torch.long, device=image_vecs.device)
     finished: list[list[Caption]] = [[] for _ in range(B)]
-    done = torch.zeros(B, dtype=torch.bool)
+    # The images still decoding: row r of live/seqs/logp (and rows r*K.. of the state) is image
+    # active[r]. An image leaves once it has K finished hypotheses (later ones could not enter its
+    # pool), so the decoder's steps cost what the unfinished captions need, not the longest one's.
+    active = list(range(B))
 
     for _ in range(max_len):
-        logp = _forbid(logp, seqs.view(B * K, -1))
-        cand = live.unsqueeze(2) + logp.view(B, K, V)  # (B, K, V)
-        top, flat = cand.view(B, -1).topk(2 * K, dim=1)  # (B, 2K): enough to refill K live beams
-        beam, token = flat // V, flat % V  # (B, 2K)
+        n = len(active)
+        logp = _forbid(logp, seqs.view(n * K, -1))
+        cand = live.unsqueeze(2) + logp.view(n, K, V)  # (n, K, V)
+        top, flat = cand.view(n, -1).topk(2 * K, dim=1)  # (n, 2K): enough to refill K live beams
+        beam, token = flat // V, flat % V  # (n, 2K)
         ends = token == END_ID
         # Candidates in the top K that end are complete hypotheses: keep them aside.
-        for b, j in (ends[:, :K] & ~done.to(ends.device).unsqueeze(1)).nonzero().tolist():
-            words = seqs[b, beam[b, j]].tolist()
-            lp = top[b, j].item()
-            finished[b].append(Caption(words, lp, _normalised(lp, len(words) + 1, alpha)))
+        for r, j in ends[:, :K].nonzero().tolist():
+            words = seqs[r, beam[r, j]].tolist()
+            lp = top[r, j].item()
+            finished[active[r]].append(Caption(words, lp, _normalised(lp, len(words) + 1, alpha)))
         # Refill the live beams with the best K candidates that did not end.
-        order = (ends.long() * 2 * K + torch.arange(2 * K, device=ends.device)).argsort(dim=1)[:, :K]  # (B, K)
+        order = (ends.long() * 2 * K + torch.arange(2 * K, device=ends.device)).argsort(dim=1)[:, :K]  # (n, K)
         beam, token, live = beam.gather(1, order), token.gather(1, order), top.gather(1, order)
         seqs = torch.cat([seqs.gather(1, beam.unsqueeze(2).expand(-1, -1, seqs.size(2))), token.unsqueeze(2)], dim=2)
-        done |= torch.tensor([len(f) >= K for f in finished])
-        if bool(done.all()):
+        keep = [r for r, b in enumerate(active) if len(finished[b]) < K]
+        if not keep:
             break
-        source = (beam + torch.arange(B, device=beam.device).unsqueeze(1) * K).view(-1)  # (B * K,)
-        logp, h = model.step(token.view(-1), _select_state(h, source))
+        source = beam + torch.arange(n, device=beam.device).unsqueeze(1) * K  # (n, K): state rows of the chosen beams
+        if len(keep) < n:
+            rows = torch.tensor(keep, device=beam.device)
+            active = [active[r] for r in keep]
+            source, token, live, seqs = source[rows], token[rows], live[rows], seqs[rows]
+        logp, h = model.step(token.reshape(-1), _select_state(h, source.reshape(-1)))
 
+    row_of = {b: r for r, b in enumerate(active)}  # images still decoding at max_len
     best = []
     for b in range(B):
         pool = finished[b] or [  # nothing ended within max_len: fall back to the live beams
-            Caption(seqs[b, k].tolist(), live[b, k].item(), _normalised(live[b, k].item(), seqs.size(2), alpha))
+            Caption(seqs[row_of[b], k].tolist(), live[row_of[b], k].item(), _normalised(live[row_of[b], k].item(), seqs.size(2), alpha))
             for k in range(K)
         ]
         best.append(max(pool, key=lambda c: c.score))

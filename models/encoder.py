@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,20 +201,25 @@ class Encoder:
             return self.pooled_features(self.normalise(pixels).contiguous(memory_format=memory_format(pixels.device)))
 
     def runtime(self, size: int):
-        """The OpenVINO build of `features` for square inputs of `size` px (made on first use)."""
-        if size not in self._runtimes:
-            from models.runtime import OpenVinoFeatures
-
-            try:
-                self._runtimes[size] = OpenVinoFeatures(self, size, self.cache_dir, self.precision)
-            except OnenetError:
-                raise
-            except Exception as e:  # a graph OpenVINO cannot take: the same features from PyTorch
-                if self.precision != "f32":
-                    raise OnenetError(f"OpenVINO could not build {self.name} at {size} px: {e}") from e
-                log.warning("OpenVINO could not build %s at %d px (%s); using PyTorch", self.name, size, e)
-                self._runtimes[size] = None
+        """The OpenVINO build of `features` for square inputs of `size` px (made on first use; one
+        per encoder, however many threads share the encoder)."""
+        with _building:
+            if size not in self._runtimes:
+                self._runtimes[size] = self._build_runtime(size)
         return self._runtimes[size]
+
+    def _build_runtime(self, size: int):
+        from models.runtime import OpenVinoFeatures
+
+        try:
+            return OpenVinoFeatures(self, size, self.cache_dir, self.precision)
+        except OnenetError:
+            raise
+        except Exception as e:  # a graph OpenVINO cannot take: the same features from PyTorch
+            if self.precision != "f32":
+                raise OnenetError(f"OpenVINO could not build {self.name} at {size} px: {e}") from e
+            log.warning("OpenVINO could not build %s at %d px (%s); using PyTorch", self.name, size, e)
+            return None
 
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         """`features` of normalised float pixels, differentiable (models/imagine.py optimises x)."""
@@ -251,6 +257,9 @@ class Encoder:
         device = torch.device(device)
         self.net.to(device, memory_format=memory_format(device))
         return self
+
+
+_building = threading.Lock()  # encoders shared by threads (tasks/features.shared_encoder) build a runtime once
 
 
 @contextmanager

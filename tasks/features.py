@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,7 @@ def extract_features(
     rejects: list[tuple[str, str]] = []
     if todo:
         device = default_device()
-        encoder = load_encoder(encoder_name, grid, cache_dir=workspace.runtime_cache).to(device)
+        encoder = shared_encoder(encoder_name, grid, workspace.runtime_cache, device)
         log.info("features: encoding %d new photos (%d already stored) with %s on %s", len(todo), len(done), encoder_name, device)
         started, seen, ids, vectors = time.perf_counter(), 0, [], []
         for positions, batch_vectors, bad in encoder.encode_files([workspace.path(p) for _, p in todo], image_size, batch_size):
@@ -108,6 +109,24 @@ def extract_features(
                 ids, vectors = [], []
                 log.info("features: %d / %d photos (%.1f photos/s)", seen, len(todo), seen / (time.perf_counter() - started))
     return collect_features(workspace, images, encoder_name, image_size, grid, rejects)  # a copy under two names counts once
+
+
+_encoders: dict[tuple, object] = {}
+_encoders_lock = threading.Lock()
+
+
+def shared_encoder(name: str, grid: int, cache_dir: Path, device) -> object:
+    """The frozen encoder, loaded once per process and device and shared by every shard after it.
+
+    An ingest shard loaded it anew each time: ~0.1-0.2 s of an ingest (building the network,
+    reading the weights, folding BatchNorm, reading the OpenVINO graph), with shards of a warm
+    process (a Prefect worker, the explorer, a bench) paying it on every run. The encoder is frozen
+    and only read, so threads share it; its OpenVINO runtime gives each thread its own requests."""
+    key = (name, grid, str(cache_dir), str(device))
+    with _encoders_lock:
+        if key not in _encoders:
+            _encoders[key] = load_encoder(name, grid, cache_dir=cache_dir).to(device)
+        return _encoders[key]
 
 
 def _write_shard(folder: Path, ids: list[str], vectors: np.ndarray) -> None:

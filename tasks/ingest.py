@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import functools
 import json
 import logging
 import os
@@ -291,7 +292,7 @@ def ingest_shard(
         return Part(workspace.relative(path), tuple(map(tuple, json.loads(pq.read_schema(path).metadata[b"rejects"]))))
     crash_point("ingest-shard-start")  # tests: a shard that kills whatever runs it
     with single_thread():
-        model, saved = load_model(workspace.path(checkpoint))
+        model, saved = shared_captioner(workspace.path(checkpoint))
         settings = saved["encoder"]
         fresh: dict[str, np.ndarray] = {}
         features = extract_features(workspace, photos, settings["name"], settings["image_size"], settings["grid"], batch_size, fresh=fresh)
@@ -321,6 +322,19 @@ def ingest_shard(
     write_parquet(table, path)
     crash_point("ingest-shard")
     return Part(workspace.relative(path), tuple(features.rejects))
+
+
+def shared_captioner(path: Path):
+    """The captioner of a checkpoint, loaded once per process for every shard and ingest after it
+    (only read: no_grad vectors and beam search). Keyed by the file's size and mtime too, so a
+    checkpoint written again is read again."""
+    stat = path.stat()
+    return _captioner(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _captioner(path: str, size: int, mtime_ns: int):
+    return load_model(Path(path))
 
 
 def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = False) -> dict:

@@ -103,3 +103,35 @@ def test_batched_search_gives_the_same_captions_as_one_image_at_a_time(rnn, ever
         targets = caption.tokens + ([END_ID] if len(caption.tokens) < 8 else [])  # unfinished at max_len: no <end>
         expected = sum(logp[t, w].item() for t, w in enumerate(targets))
         assert math.isclose(expected, caption.logprob, rel_tol=1e-4), (b, expected, caption.logprob)
+
+
+class EndsOrRambles:
+    """Images with a positive first number end their caption at once; the others never end."""
+
+    def __init__(self):
+        self.rows_per_step: list[int] = []
+
+    def _logp(self, ends: torch.Tensor) -> torch.Tensor:  # (n,) bool -> (n, 10)
+        quick = torch.full((10,), 1e-9).index_fill(0, torch.tensor([END_ID]), 0.9).index_fill(0, torch.tensor([A]), 0.1)
+        rambling = torch.full((10,), 1.0 / 7).index_fill(0, torch.tensor([0, 1, 2]), 1e-9)
+        return torch.where(ends.unsqueeze(1), quick, rambling).log()
+
+    def start(self, image_vecs):
+        ends = image_vecs[:, 0] > 0
+        return self._logp(ends), ends.float().view(1, -1, 1)
+
+    def step(self, tokens, h):
+        self.rows_per_step.append(len(tokens))
+        return self._logp(h[0, :, 0] > 0), h
+
+
+def test_finished_images_leave_the_batch_and_the_others_still_fall_back_at_max_len():
+    decoder = EndsOrRambles()
+    vecs = torch.tensor([[1.0], [-1.0], [1.0], [1.0]])
+    together = beam_search(decoder, vecs, beam_size=2, max_len=6)
+    alone = [beam_search(EndsOrRambles(), vecs[i : i + 1], beam_size=2, max_len=6)[0] for i in range(4)]
+    assert [c.tokens for c in together] == [c.tokens for c in alone]
+    assert [len(c.tokens) for c in together] == [0, 6, 0, 0]  # the rambler: its best live beam at max_len
+    # The three quick images have two finished hypotheses after two steps; from then on the
+    # decoder is stepped for the rambler's two beams only.
+    assert decoder.rows_per_step[0] == 8 and decoder.rows_per_step[-1] == 2, decoder.rows_per_step

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from core.errors import OnenetError
 from core.files import sha256_file
@@ -49,7 +50,7 @@ def test_known_content_is_never_encoded_twice(photos, monkeypatch):
     before = read_features(ws, first, [i for i, _ in good])
     # a renamed copy has the same content hash: nothing new to encode, so no encoder is loaded
     shutil.copy(ws.path(good[0][1]), ws.path("photos/renamed copy.png"))
-    monkeypatch.setattr("tasks.features.load_encoder", lambda *a, **k: pytest.fail("encoder loaded for known photos"))
+    monkeypatch.setattr("tasks.features.shared_encoder", lambda *a, **k: pytest.fail("encoder asked for known photos"))
     again = extract_features(ws, good + [(good[0][0], "photos/renamed copy.png")], "efficientnet-lite0", 64)
     assert again.digest == first.digest
     np.testing.assert_array_equal(read_features(ws, again, [i for i, _ in good]), before)
@@ -82,3 +83,26 @@ def test_features_are_read_only_from_the_shards_that_hold_them(photos, monkeypat
     assert len(feature_reads) == 1  # one shard's features, not every shard's
     with pytest.raises(OnenetError, match="no stored features"):
         read_features(ws, result, ["0" * 64])
+
+
+def test_shards_in_threads_share_one_encoder_per_process(photos, monkeypatch):
+    """Every ingest shard used to build the encoder anew (network, weights, BatchNorm folding,
+    OpenVINO graph): now the process loads it once, and threads share it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tasks.features as features
+
+    ws, pairs = photos
+    good = [(i, p) for i, p in pairs if "broken" not in p]
+    loads = []
+    real = features.load_encoder
+    monkeypatch.setattr(features, "_encoders", {})
+    monkeypatch.setattr(features, "load_encoder", lambda *a, **k: loads.append(a) or real(*a, **k))
+    with ThreadPoolExecutor(2) as pool:  # two shards at once, then a third later: one load
+        list(pool.map(lambda part: extract_features(ws, part, "efficientnet-lite0", 64), [good[:1], good[1:2]]))
+    fresh: dict = {}
+    result = extract_features(ws, good, "efficientnet-lite0", 64, fresh=fresh)
+    assert len(loads) == 1
+    assert sorted(fresh) == sorted(i for i, _ in good[2:])  # only the photo no shard held was encoded
+    alone = real("efficientnet-lite0").features(torch.stack([load_pixels(ws.path(p), 64) for _, p in good]))
+    np.testing.assert_allclose(read_features(ws, result, [i for i, _ in good]), alone.numpy(), atol=1e-4)

@@ -93,3 +93,39 @@ def test_metadata_without_exif_or_with_broken_exif_is_no_error(tmp_path):
     broken = photo_metadata(tmp_path / "broken.jpg")
     assert broken.taken_at_source in ("file", "exif") and broken.taken_at is not None
     assert photo_metadata(tmp_path / "missing.jpg").taken_at_source == "none"
+
+
+def test_png_exif_is_read_wherever_its_chunk_lies_without_decoding_the_pixels(tmp_path, monkeypatch):
+    """PNG allows its eXIf chunk after the pixel data; onenet finds it by the chunk headers, and
+    reads the same metadata as Pillow's getexif(), which decodes the image to look for it."""
+    import zlib
+
+    from PIL import Image, ImageFile
+    from samples import phone_exif
+
+    from core.photo_files import photo_metadata
+
+    image = shapes.scene(5, 3).image
+    image.save(tmp_path / "before.png", exif=phone_exif(taken="2024:05:01 10:00:00").tobytes())
+    data = (tmp_path / "before.png").read_bytes()
+    start = data.index(b"eXIf") - 4
+    length = int.from_bytes(data[start : start + 4], "big")
+    chunk = data[start : start + 12 + length]
+    without = data[:start] + data[start + 12 + length :]
+    end = without.index(b"IEND") - 4
+    (tmp_path / "after.png").write_bytes(without[:end] + chunk + without[end:])  # eXIf between the pixels and IEND
+    assert zlib.crc32(chunk[4:-4]) == int.from_bytes(chunk[-4:], "big")
+    with Image.open(tmp_path / "after.png") as im:
+        pillow = im.getexif()  # decodes the image to find the late chunk
+    assert pillow.get(0x0110) == "iPhone 15"
+
+    def no_decoding(self, *a, **k):
+        raise AssertionError("photo_metadata decoded the pixels")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    for name in ("before.png", "after.png"):
+        meta = photo_metadata(tmp_path / name)
+        assert meta.camera_model == "iPhone 15" and meta.taken_at_source == "exif", name
+        assert str(meta.taken_at) == "2024-05-01 10:00:00" and (meta.width, meta.height) == image.size
+    (tmp_path / "none.png").write_bytes(without)
+    assert photo_metadata(tmp_path / "none.png").taken_at_source == "file"

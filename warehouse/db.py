@@ -525,7 +525,7 @@ def land_photos(
             table = image_table(con, version)
             for landed_before in (table, "generated_captions"):  # photos landed again: asked through the index (no scan when none)
                 if len(photo_rows(con, landed_before, "image_id", ids, version)):
-                    con.execute(f"DELETE FROM {landed_before} WHERE version = ? AND list_contains(?, image_id)", [version, ids])
+                    con.execute(f"DELETE FROM {landed_before} WHERE version = ? AND image_id IN (SELECT unnest(?))", [version, ids])
             con.register("staged_vectors", pa.table({"image_id": ids, "vec": to_column(vectors)}))
             con.execute(f"INSERT INTO {table} SELECT ?, image_id, vec FROM staged_vectors", [version])
             con.register(

@@ -27,7 +27,7 @@ from core.files import sha256_text, write_parquet
 from core.vectors import to_column, to_matrix
 from core.workspace import Workspace
 from models import default_device, single_thread
-from models.encoder import load_encoder
+from models.encoder import Encoder, load_encoder
 from tasks.cache import Ref, cached_task
 
 log = logging.getLogger("onenet.features")
@@ -111,11 +111,11 @@ def extract_features(
     return collect_features(workspace, images, encoder_name, image_size, grid, rejects)  # a copy under two names counts once
 
 
-_encoders: dict[tuple, object] = {}
+_encoders: dict[tuple, Encoder] = {}
 _encoders_lock = threading.Lock()
 
 
-def shared_encoder(name: str, grid: int, cache_dir: Path, device) -> object:
+def shared_encoder(name: str, grid: int, cache_dir: Path, device) -> Encoder:
     """The frozen encoder, loaded once per process and device and shared by every shard after it.
 
     An ingest shard loaded it anew each time: ~0.1-0.2 s of an ingest (building the network,

@@ -52,7 +52,7 @@ def test_an_ingest_syncs_the_spare_and_readers_get_exactly_the_warehouse(ws, tmp
     synced(y, x)
     # From here on the spare's rows are found by a join, as for an ingest of over 300 photos,
     # instead of through the image_id indexes
-    monkeypatch.setattr("warehouse.snapshot.BY_INDEX_UP_TO", 0)
+    monkeypatch.setattr("warehouse.reads.BY_INDEX_UP_TO", 0)
     assert ingest(ws, [str(scenes(tmp_path / "third", 43))])["new"] == 4
     synced(x, y)
     # a photo both files know is pruned: the spare must lose its rows too

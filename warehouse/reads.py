@@ -84,10 +84,16 @@ def image_ids_starting(con: Connection, prefix: str) -> list[str]:
     return [i for (i,) in con.execute(IMAGE_ID_PREFIX, [prefix]).fetchall()]
 
 
+def photos_filter(n: int, column: str = "image_id", ids: str = "?") -> str:
+    """The SQL filter "`column` is one of the `n` ids bound at `ids`": through the image_id index
+    for a few (list_contains, the scan's sole filter), by a hash join for more."""
+    return f"list_contains({ids}, {column})" if n <= BY_INDEX_UP_TO else f"{column} IN (SELECT unnest({ids}))"
+
+
 def photo_rows(con: Connection, table: str, columns: str, ids: list[str], version: str | None = None) -> pa.Table:
     """`columns` of `table`'s rows for the photos `ids` (only `version`'s, where given: the table
     then has a version column), through the image_id index when they are few."""
-    of = "list_contains(?, t.image_id)" if len(ids) <= BY_INDEX_UP_TO else "t.image_id IN (SELECT unnest(?))"
+    of = photos_filter(len(ids), "t.image_id")
     found = con.sql(PHOTO_ROWS.format(columns=columns if version is None else f"version, {columns}", table=table, of=of), params=[ids]).to_arrow_table()
     return found if version is None else found.filter(pc.equal(found["version"], version)).drop_columns(["version"])
 

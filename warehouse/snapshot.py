@@ -34,7 +34,7 @@ import duckdb
 
 from core.faults import crash_point
 from core.workspace import Workspace
-from warehouse.reads import BY_INDEX_UP_TO
+from warehouse.reads import photos_filter
 
 log = logging.getLogger("onenet.warehouse")
 SPARE = "onenet_spare"  # the spare's name while the writer has it attached
@@ -115,7 +115,7 @@ def _sync(con: duckdb.DuckDBPyConnection, spare: Path, published: int, row_group
         ).fetchall()]
         # A few photos through the image_id indexes; more by a hash join (list_contains over 1,000
         # ids scanned every row and compared it with each id: 4x slower at 9,000 photos).
-        of = "list_contains($ids, image_id)" if len(touched) <= BY_INDEX_UP_TO else "image_id IN (SELECT unnest($ids))"
+        of = photos_filter(len(touched), ids="$ids")
         con.execute("BEGIN TRANSACTION")  # the spare moves to the new state whole, or not at all
         try:
             for table in tables:

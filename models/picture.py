@@ -3,7 +3,7 @@
 Optimising the input of the frozen network (models/imagine.py) finds what the network responds
 to, not what a person sees. The known remedy is to learn the way back (feature inversion,
 Dosovitskiy and Brox 2016): a small convolutional generator from the unit image vector to a
-64 x 64 picture, trained on the collection's photos and their image vectors with two losses
+64 x 64 picture, trained on the collection's photos and their image vectors with three losses
 
 - pixels: L1 between the picture and the photo at 64 px, with the pixels that stand out from
   the photo's border colour weighted `salient` times more (objects are a small share of a
@@ -12,6 +12,14 @@ Dosovitskiy and Brox 2016): a small convolutional generator from the unit image 
   cells, taps) of the picture vs those of the photo at the same 64 px, both upsampled to
   `feature_size` and standardised over the photos (smooth L1): what the network reads in a
   photo. Measured on shapes it is what gets green right at all (BENCHMARKS.md, "Imagine").
+- the image vector (`VectorReader`), in a last phase (`align_photos`): 1 - cosine between what
+  the network reads from the picture (the frozen CNN at the model's own input size, then the
+  captioner's linear layer: what search and imagine's judge read) and the vector of what the
+  decoder was taught to draw. After the epochs, so the decoder has learnt to draw first: mixed
+  into every step from the start it drew blotches the network reads well and a person does not
+  (BENCHMARKS.md, "Imagine, learned"). Costly (the CNN at full size, forward and backward), so
+  it sees a few batches, not epochs. On Flickr8k it turns soft colour fields, all read alike,
+  into pictures the network tells apart.
 
 What it learns to draw is set by `frame`: on collections of things on plain backgrounds (shapes)
 a close-up of the subject (`frame_subject`: the photo cropped to what stands out from its border
@@ -48,6 +56,11 @@ class PictureConfig:
     salient: float = 8.0  # extra pixel-loss weight where the photo differs from its border colour
     feature_weight: float = 0.2  # weight of the feature loss beside the pixel loss (0: pixels only)
     feature_size: int = 96  # the picture and photo are upsampled to this for the CNN
+    # the alignment phase after the epochs (`VectorReader`): this many training photos, once, with
+    # the image-vector loss at `align_weight` beside the pixel loss, at a quarter of `lr` (0: none;
+    # the CNN at full size forward and backward: ~60 ms a photo at 224 px on 2 cores)
+    align_photos: int = 0
+    align_weight: float = 1.0
     # "subject": learn to draw a close-up of what stands out from the photo's border colour
     # (`frame_subject`; for collections on plain backgrounds such as shapes: 20 of 24 pictures
     # shown and captioned right, 18 under AVX2, against 2 drawn whole, BENCHMARKS.md); "full":
@@ -163,6 +176,21 @@ class FeatureLoss(nn.Module):
         return (raw - self.mean) / self.std
 
 
+class VectorReader(nn.Module):
+    """What the network reads from a picture: (B, 3, s, s) pictures in [0, 1] (any s) -> (B, dim)
+    unit image vectors, through the frozen CNN at `size` (the model's input size) and the
+    captioner's image projection (`project`: CNN features -> image vector). Differentiable in the
+    pictures; nothing in it is trained."""
+
+    def __init__(self, encoder, project, size: int):
+        super().__init__()
+        self.encoder, self.project, self.size = encoder, project, size
+
+    def forward(self, pictures: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(pictures, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return F.normalize(self.project(self.encoder.pooled_features(self.encoder.normalise(x * 255))), dim=1)
+
+
 def border_colour(photos: torch.Tensor) -> torch.Tensor:
     """(B, 3, s, s) -> (B, 3): each photo's border colour, the median of its two outer rows and columns."""
     border = torch.cat([photos[..., :2, :].flatten(2), photos[..., -2:, :].flatten(2), photos[..., :, :2].flatten(2), photos[..., :, -2:].flatten(2)], 2)
@@ -208,14 +236,19 @@ def frame_subject(photos: torch.Tensor, size: int, margin: float = 0.3, least: f
 
 
 def picture_loss(decoder: ImageDecoder, comparator: FeatureLoss | None, vectors: torch.Tensor, photos: torch.Tensor,
-                 photo_features: torch.Tensor | None, cfg: PictureConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weighted pixel L1, feature smooth-L1) of decoding `vectors` against `photos` ((B, 3, s, s) in [0, 1])."""
+                 photo_features: torch.Tensor | None, cfg: PictureConfig, reader: VectorReader | None = None,
+                 targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weighted pixel L1, feature smooth-L1, image-vector 1 - cosine) of decoding `vectors`
+    against `photos` ((B, 3, s, s) in [0, 1]); the last only with a `reader`, against `targets`
+    ((B, dim) unit: the vectors of what the decoder is taught to draw)."""
     pictures = decoder(vectors)
     weight = 1 + cfg.salient * salience(photos)
     pixel = ((pictures - photos).abs() * weight).mean() / weight.mean()
-    if comparator is None or not cfg.feature_weight:
-        return pixel, torch.zeros((), device=pixel.device)
-    return pixel, F.smooth_l1_loss(comparator.features(pictures), photo_features)
+    zero = torch.zeros((), device=pixel.device)
+    feature = F.smooth_l1_loss(comparator.features(pictures), photo_features) if comparator is not None and cfg.feature_weight else zero
+    if reader is None or targets is None:
+        return pixel, feature, zero
+    return pixel, feature, 1 - (reader(pictures) * targets).sum(1).mean()
 
 
 def colour_share(pixels: torch.Tensor, colour: tuple[int, int, int], within: float = 60.0, palette: list[tuple[int, int, int]] | None = None) -> float:

@@ -102,6 +102,7 @@ def train(
     joint_loss: Optional[str] = typer.Option(None, help="caption encoder: 'infonce' (all in-batch negatives) or 'max-violation' (VSE++'s hardest negative) [default: infonce for shapes]"),
     imagine_epochs: Optional[int] = typer.Option(None, help="image decoder (imagine: vector -> picture): training epochs (0: none) [default: 0 for shapes]"),
     imagine_frame: Optional[str] = typer.Option(None, help="image decoder: learn to draw the 'full' photo or a close-up of its 'subject' (what stands out from a plain background) [default: subject for shapes, full for photos]"),
+    imagine_align: Optional[int] = typer.Option(None, help="image decoder: training photos shown once more at the end with a loss on the image vector the network reads from the picture (0: none) [default: 0 for shapes, 960 for photos]"),
     gate: bool = typer.Option(False, "--gate", help="promote the new version only if it is not worse than the promoted one (what the scheduled retrain does)"),
     tolerance: float = typer.Option(0.02, help="--gate: relative drop a gated metric may show"),
     gate_metric: list[str] = typer.Option([], "--gate-metric", help="--gate: TASK/METHOD/METRIC to compare [default: captions/beam3/CIDEr, captions/beam3/BLEU-4]"),
@@ -131,7 +132,7 @@ def train(
             label_smoothing=label_smoothing, select_by=select_by, patience=patience, length_alpha=length_alpha,
         ),
         scst=dict(epochs=scst_epochs, lr=scst_lr, baseline=scst_baseline), joint=dict(epochs=joint_epochs, hidden=joint_hidden, loss=joint_loss),
-        picture=dict(epochs=imagine_epochs, frame=imagine_frame),
+        picture=dict(epochs=imagine_epochs, frame=imagine_frame, align_photos=imagine_align),
     )
     check_options(options)  # before Prefect starts: a wrong path is one line, not a failed flow run
     from flows.runners import task_runner

@@ -3,7 +3,8 @@
 Input: the collection's photos (decoded at the decoder's size, or cut to close-ups of their
 subjects: `PictureConfig.frame`) and their exported image vectors.
 Each epoch shows every training photo once; the epoch with the lowest validation loss (pixel +
-weighted feature loss on up to 500 validation photos) is kept. Writes
+weighted feature loss on up to 500 validation photos) is kept, then aligned (`align_photos`: a
+few batches with the image-vector loss). Writes
 models/<version>-picture-<digest>.pt.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -25,14 +26,16 @@ from core.photos import decoded_batches
 from core.vectors import to_matrix
 from core.workspace import Workspace
 from models import default_device
+from models.captioner import Captioner
 from models.encoder import load_encoder
-from models.picture import FeatureLoss, ImageDecoder, PictureConfig, frame_subject, picture_loss
+from models.picture import FeatureLoss, ImageDecoder, PictureConfig, VectorReader, frame_subject, picture_loss
 from tasks.cache import Ref, cached_task
 from tasks.train import ModelRef
 
 log = logging.getLogger("onenet.picture")
 
 VALIDATION_PHOTOS = 500
+VALIDATION_ALIGN = 128  # validation photos the alignment is measured on (the CNN at full size)
 
 
 @dataclass(frozen=True)
@@ -100,18 +103,21 @@ def train_picture(workspace: Workspace, manifest: Ref, vectors: Ref, model_ref: 
         index = torch.from_numpy(rows).to(device)
         return units[index], all_pixels[rows].to(device).float() / 255, photo_features[index]
 
+    def losses(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return picture_loss(decoder, comparator, *batch_of(rows), cfg)
+
     best: dict = {"score": float("inf")}
     for epoch in range(1, cfg.epochs + 1):
         decoder.train()
         epoch_started, totals = time.perf_counter(), np.zeros(2)
         for rows in np.array_split(rng.permutation(train_rows_np), steps):
-            pixel, feature = picture_loss(decoder, comparator, *batch_of(rows), cfg)
+            pixel, feature, _ = losses(rows)
             optimiser.zero_grad(set_to_none=True)
             (pixel + cfg.feature_weight * feature).backward()
             optimiser.step()
             schedule.step()
             totals += (pixel.item(), feature.item())
-        val_losses = validation_losses(decoder, comparator, batch_of, np.array(val_rows), cfg) if val_rows else {}
+        val_losses = validation_losses(decoder, losses, np.array(val_rows)) if val_rows else {}
         score = val_losses["pixel"] + cfg.feature_weight * val_losses["feature"] if val_losses else -epoch
         log.info("picture: epoch %d/%d  train pixel %.4f feature %.3f  val %s  (%.1fs)", epoch, cfg.epochs, *(totals / steps),
                  " ".join(f"{k} {v:.4f}" for k, v in val_losses.items()) or "-", time.perf_counter() - epoch_started)
@@ -120,7 +126,11 @@ def train_picture(workspace: Workspace, manifest: Ref, vectors: Ref, model_ref: 
 
     decoder.load_state_dict(best["state"])
     metrics = {"epoch": best["epoch"], "train_photos": len(train_rows), "val_photos": len(val_rows),
-               **{f"val_{k}": round(v, 4) for k, v in best["val"].items()}, "seconds": round(time.perf_counter() - started, 1)}
+               **{f"val_{k}": round(v, 4) for k, v in best["val"].items()}}
+    if cfg.align_photos:
+        metrics.update(align(decoder, checkpoint, cnn, comparator, units, batch_of, rng.permutation(train_rows_np)[: cfg.align_photos],
+                             np.array(val_rows), cfg))
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
     digest = sha256_text(model_ref.digest, vectors.digest, manifest.digest, json.dumps(asdict(cfg), sort_keys=True))
     path = workspace.path(f"models/{model_ref.version}-picture-{digest[:8]}.pt")
     with atomic_path(path) as tmp:
@@ -129,17 +139,56 @@ def train_picture(workspace: Workspace, manifest: Ref, vectors: Ref, model_ref: 
     return PictureRef(workspace.relative(path), digest, metrics)
 
 
+def align(decoder: ImageDecoder, checkpoint: dict, cnn, comparator: FeatureLoss, units: torch.Tensor, batch_of, rows: np.ndarray,
+          val_rows: np.ndarray, cfg: PictureConfig) -> dict:
+    """The alignment phase (models/picture.py `align_photos`): `rows` shown once, in batches, with
+    the pixel loss and the image-vector loss at `cfg.align_weight`; returns its validation metrics.
+
+    The target of a photo is the vector of what the decoder draws for it, as the network reads
+    it: the photo's own image vector for whole photos, the close-up's read at the model's input
+    size for `frame="subject"` (a close-up is not the scene its vector describes)."""
+    started = time.perf_counter()
+    device = units.device
+    captioner = Captioner.from_checkpoint(checkpoint).to(device).requires_grad_(False).eval()
+    reader = VectorReader(cnn, captioner.image_vectors, checkpoint["encoder"]["image_size"])
+
+    def targets(index: np.ndarray) -> torch.Tensor:
+        if cfg.frame != "subject":
+            return units[torch.from_numpy(index).to(device)]
+        with torch.no_grad():
+            return reader(batch_of(index)[1])
+
+    def losses(index: np.ndarray, measure: PictureConfig = cfg) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return picture_loss(decoder, comparator, *batch_of(index), measure, reader, targets(index))
+
+    val_rows = val_rows[:VALIDATION_ALIGN]
+    before = validation_losses(decoder, losses, val_rows) if len(val_rows) else {}
+    optimiser = torch.optim.Adam(decoder.parameters(), lr=cfg.lr / 4)
+    decoder.train()
+    for index in np.array_split(rows, max(1, -(-len(rows) // cfg.batch_size))):
+        pixel, _, vector = losses(index, replace(cfg, feature_weight=0.0))  # the feature loss is only measured here
+        optimiser.zero_grad(set_to_none=True)
+        (pixel + cfg.align_weight * vector).backward()
+        optimiser.step()
+    after = validation_losses(decoder, losses, val_rows) if len(val_rows) else {}
+    log.info("picture: aligned on %d photos (%.1fs): val %s -> %s", len(rows), time.perf_counter() - started,
+             " ".join(f"{k} {v:.4f}" for k, v in before.items()), " ".join(f"{k} {v:.4f}" for k, v in after.items()))
+    return {"align_photos": len(rows), **{f"val_{k}_before_align": round(v, 4) for k, v in before.items() if k != "feature"},
+            **{f"val_{k}_aligned": round(v, 4) for k, v in after.items()}, "align_seconds": round(time.perf_counter() - started, 1)}
+
+
 @torch.no_grad()
-def validation_losses(decoder: ImageDecoder, comparator: FeatureLoss, batch_of, rows: np.ndarray, cfg: PictureConfig) -> dict:
-    """Mean pixel and feature loss of the validation photos decoded from their image vectors."""
+def validation_losses(decoder: ImageDecoder, losses, rows: np.ndarray) -> dict:
+    """Mean pixel, feature and image-vector loss of the validation photos decoded from their image
+    vectors, in chunks of 128 (`losses`: rows -> the three; the last is 0 outside the alignment)."""
     decoder.eval()
-    totals, n = np.zeros(2), 0
+    totals, n = np.zeros(3), 0
     for s in range(0, len(rows), 128):
         chunk = rows[s : s + 128]
-        pixel, feature = picture_loss(decoder, comparator, *batch_of(chunk), cfg)
-        totals += np.array([pixel.item(), feature.item()]) * len(chunk)
+        totals += np.array([loss.item() for loss in losses(chunk)]) * len(chunk)
         n += len(chunk)
-    return {"pixel": float(totals[0] / n), "feature": float(totals[1] / n)}
+    result = dict(zip(("pixel", "feature", "vector"), (float(t / n) for t in totals)))
+    return result if result["vector"] else {k: v for k, v in result.items() if k != "vector"}
 
 
 @cached_task(name="train-image-decoder")

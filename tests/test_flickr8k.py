@@ -1,7 +1,8 @@
-"""Everyday photos end to end: `onenet train --source flickr8k` with its photo defaults, then
-`onenet evaluate` on the official dev split (the "val" split here), the tour and the explorer.
+"""Everyday photos end to end: `onenet train --source flickr8k --imagine-epochs 2` with its photo
+defaults, then `onenet evaluate` on the official dev split (the "val" split here), the tour and
+the explorer.
 
-Slow (about 25 minutes on 2 CPU cores) and only where Flickr8k is on the machine: set
+Slow (about 30 minutes on 2 CPU cores) and only where Flickr8k is on the machine: set
 ONENET_FLICKR8K, or keep the data at ../shared/data/flickr8k. The floors are what the photo
 defaults measured on dev (BENCHMARKS.md, "Flickr8k") less a margin for other CPUs' kernels.
 """
@@ -32,6 +33,13 @@ pytestmark = [
 FLOORS = {"BLEU-4": 15.5, "METEOR": 16.5, "CIDEr": 35.0}
 NN_MARGIN = {"BLEU-4": 3.0, "METEOR": 1.0, "CIDEr": 5.0}  # above the nearest-neighbour baseline by at least this
 SEARCH_R1_FLOOR = 14.0
+# Imagine through the image decoder (2 epochs + the photo defaults' alignment on 960 photos, ~4.6
+# min; BENCHMARKS.md, "Imagine, learned"): the picture's nearest dev photo is the described one
+# within the top 50 of 1,000 for 37.6% of 1,000 dev captions (issue 19's goal: 30%; 9.2% without
+# the alignment), and its caption keeps the description's subject noun for 40.8% (goal 50%, not
+# reached: the captioner keeps it for only 39.5% when it reads the described photo itself).
+IMAGINE_EPOCHS = 2
+IMAGINE_FLOORS = {"picture->photo R@50": 30.0, "subject noun shared": 33.0}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +51,7 @@ def flickr8k(tmp_path_factory):
 
     ws = Workspace.at(tmp_path_factory.mktemp("flickr8k"))
     started = time.perf_counter()
-    trained = train(workspace=str(ws.root), options=options_for("flickr8k", from_path=str(FLICKR8K)))
+    trained = train(workspace=str(ws.root), options=options_for("flickr8k", from_path=str(FLICKR8K), picture={"epochs": IMAGINE_EPOCHS}))
     trained_s = time.perf_counter() - started
     evaluated = evaluate(workspace=str(ws.root), options=EvalOptions(split="val"))  # what `onenet evaluate` runs
     seconds = {"train": round(trained_s), "evaluate": round(time.perf_counter() - started - trained_s)}
@@ -76,6 +84,14 @@ def test_search_and_words_on_dev(flickr8k, record_property):
     record_property("measured", f"text->image R@1 {r1:.1f} (re-ranked {reranked:.1f}) image->text R@1 {back:.1f} analogies {analogies:.0f}%")
     assert r1 >= SEARCH_R1_FLOOR
     assert analogies >= 50
+
+
+def test_imagined_pictures_find_their_photos(flickr8k, record_property):
+    rows = flickr8k["rows"]
+    measured = {m: round(value(rows, "imagine", "decoder", m), 1) for m in (*IMAGINE_FLOORS, "picture->photo R@10")}
+    record_property("measured", measured)
+    for metric, floor in IMAGINE_FLOORS.items():
+        assert measured[metric] >= floor, measured
 
 
 def test_tour_and_explorer_show_everyday_examples(flickr8k):

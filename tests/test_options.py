@@ -30,3 +30,11 @@ def test_a_wrong_caption_encoder_loss_is_one_clear_line():
         check_options(options_for("shapes", joint={"loss": "triplet"}))
     with pytest.raises(OnenetError, match="--imagine-frame"):
         check_options(options_for("shapes", picture={"frame": "crop"}))
+    with pytest.raises(OnenetError, match="--imagine-align"):
+        check_options(options_for("shapes", picture={"align_photos": -1}))
+
+
+def test_photos_align_the_image_decoder_and_shapes_do_not_unless_asked():
+    assert options_for("flickr8k").picture.align_photos == PHOTO_DEFAULTS["picture"].align_photos > 0
+    assert options_for("shapes").picture.align_photos == 0
+    assert options_for("shapes", picture={"align_photos": 300, "epochs": 5}).picture.align_photos == 300

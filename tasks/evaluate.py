@@ -409,9 +409,31 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
         for k in (1, 10, 50)
     ]
     rows.append({"task": "imagine", "method": "decoder", "metric": "subject noun shared", "value": 100.0 * sum(a == b for a, b in counted) / max(len(counted), 1), "n": len(counted)})
+    rows += subject_noun_ceilings(model, words, data, photos, pool, chosen, o.beam_size)
     samples = [{"description": t, "caption": c, "rank of its photo": int(r) + 1, "picture": png_uri(p), "photo": photos[pool[i][0]]}
                for t, c, r, p, i in zip(texts[:12], captions, ranks, pictures, chosen)]
     return rows, samples
+
+
+def subject_noun_ceilings(model: Captioner, words: list[str], data: SplitData, photos: list[str], pool: list[tuple[int, str]],
+                          chosen: list[int], beam_size: int) -> list[dict]:
+    """What "subject noun shared" can reach, for the same sampled descriptions: the share for the
+    model's caption of the described photo itself (no picture can be read better than its photo),
+    and for each of the photo's other reference captions (how often people agree; Flickr8k dev:
+    58.5%, BENCHMARKS.md "Imagine, learned")."""
+    device = next(model.parameters()).device
+    owners = [pool[i][0] for i in chosen]
+    with torch.no_grad():
+        vectors = model.image_vectors(torch.from_numpy(data.features[owners]).to(device))
+    own = [c for c, _ in caption_vectors(model, words, vectors, beam_size=beam_size)]
+    mine = [(subject_noun(pool[i][1]), subject_noun(c)) for i, c in zip(chosen, own)]
+    mine = [(a, b) for a, b in mine if a is not None]
+    people = [(subject_noun(pool[i][1]), subject_noun(r)) for i in chosen for r in data.clean[photos[pool[i][0]]] if r != pool[i][1]]
+    people = [(a, b) for a, b in people if a is not None]
+    return [
+        {"task": "imagine", "method": method, "metric": "subject noun shared", "value": 100.0 * sum(a == b for a, b in pairs) / max(len(pairs), 1), "n": len(pairs)}
+        for method, pairs in (("the photo's own caption", mine), ("another reference caption", people))
+    ]
 
 
 def png_uri(pixels: torch.Tensor) -> str:

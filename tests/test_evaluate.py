@@ -142,3 +142,18 @@ def test_recall_and_consensus_helpers():
     assert recall_at(np.array([0, 3, 7, 20])) == {"R@1": 25.0, "R@5": 50.0, "R@10": 75.0}
     assert consensus(["a red circle", "a big red circle", "a big red circle on white"]) == "a big red circle"
     assert consensus(["only one"]) == "only one"
+
+
+def test_subject_noun_ceilings_count_people_and_the_photos_own_caption(queries):
+    """Beside the pictures' "subject noun shared", evaluate reports what it can reach: the share for
+    the model's caption of the described photo, and for the photo's other reference captions (how
+    often people agree). Here: "a dog runs" has "two dogs ..." (dog: agrees) and "a man and a dog"
+    (man: does not) beside it; a shapes model's captions name no such noun."""
+    from tasks.evaluate import SplitData, subject_noun_ceilings
+
+    clean = {"p0": ["a dog runs", "two dogs play on the grass", "a man and a dog"], "p1": ["a red circle", "a big red circle"]}
+    data = SplitData(ids=["p0", "p1"], raw=clean, clean=clean, features=np.zeros((2, queries.model.feature_mean.shape[0]), np.float32))
+    pool = [(p, text) for p, photo in enumerate(data.ids) for text in clean[photo]]
+    own, people = subject_noun_ceilings(queries.model, queries.words, data, data.ids, pool, [0, 3], beam_size=1)
+    assert (own["method"], own["n"], own["value"]) == ("the photo's own caption", 1, 0.0)  # "a red circle" has no subject noun: not counted
+    assert (people["method"], people["n"], people["value"]) == ("another reference caption", 2, 50.0)

@@ -142,3 +142,20 @@ def test_the_page_in_a_browser(explorer):
         finally:
             browser.close()
     print(f"screenshots in {OUTPUT}")
+
+
+def test_a_browser_that_goes_away_mid_answer_is_not_an_error():
+    """A page closed while its images are still being sent: the write fails with a broken pipe,
+    which the server takes as the end of that connection, not as an error with a traceback."""
+    from onenet.explore import make_handler
+
+    class GoneAway:
+        def write(self, data):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    handler_class = make_handler(None)
+    handler = handler_class.__new__(handler_class)  # no socket: only what _send and its log line read
+    handler.request_version, handler.requestline, handler.command = "HTTP/1.1", "GET /photo HTTP/1.1", "GET"
+    handler.client_address, handler.wfile, handler.close_connection = ("127.0.0.1", 1), GoneAway(), False
+    handler._send(200, b"\xff\xd8 a photo", "image/jpeg")  # raised BrokenPipeError before
+    assert handler.close_connection

@@ -148,6 +148,13 @@ def retrieval_prior(scores: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
     return F.normalize((scores.clamp_min(1e-3)[..., None] * units).sum(1), dim=1)
 
 
+def cnn_features(encoder, pictures: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, s, s) pictures in [0, 1] -> the frozen CNN's pooled features of them upsampled
+    (bilinear) to `size` px, differentiable in the pictures."""
+    x = F.interpolate(pictures, size=(size, size), mode="bilinear", align_corners=False)
+    return encoder.pooled_features(encoder.normalise(x * 255))
+
+
 class FeatureLoss(nn.Module):
     """The frozen CNN as the comparator: standardised pooled features of pictures at `size` px.
 
@@ -161,8 +168,7 @@ class FeatureLoss(nn.Module):
         self.register_buffer("std", torch.ones(encoder.feature_dim))
 
     def raw(self, pictures: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(pictures, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return self.encoder.pooled_features(self.encoder.normalise(x * 255))
+        return cnn_features(self.encoder, pictures, self.size)
 
     def features(self, pictures: torch.Tensor) -> torch.Tensor:
         return (self.raw(pictures) - self.mean) / self.std
@@ -187,8 +193,7 @@ class VectorReader(nn.Module):
         self.encoder, self.project, self.size = encoder, project, size
 
     def forward(self, pictures: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(pictures, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return F.normalize(self.project(self.encoder.pooled_features(self.encoder.normalise(x * 255))), dim=1)
+        return F.normalize(self.project(cnn_features(self.encoder, pictures, self.size)), dim=1)
 
 
 def border_colour(photos: torch.Tensor) -> torch.Tensor:

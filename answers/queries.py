@@ -41,10 +41,10 @@ from core.workspace import Workspace
 from models.beam import caption_vectors
 from models.captioner import load_model, pad_batch
 from models.encoder import load_encoder
-from models.imagine import Goal, ImagineConfig, flat_pixels, imagine, palette_of, refine_picture
+from models.imagine import Goal, ImagineConfig, draw_best, flat_pixels, imagine, palette_of, refine_picture
 from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
-from models.picture import PRIOR_NEIGHBOURS, ImageDecoder, retrieval_prior, upsample
+from models.picture import ImageDecoder, upsample
 from warehouse import reads
 from warehouse.db import connect, current_version
 
@@ -355,8 +355,10 @@ class Queries:
         photos nearest to it.
 
         method "decoder" (models/picture.py; needs a version trained with --imagine-epochs and a
-        caption encoder): description -> caption encoder -> image vector (`prior_vector`) ->
-        image decoder; then `refine` steps of the optimisation below from that picture.
+        caption encoder): description -> caption encoder -> the vectors of its `cfg.candidates`
+        nearest photos (a retrieval prior, models/picture.py) -> image decoder -> the
+        picture the network reads closest to the description (`draw_best`); then `refine` steps
+        of the optimisation below from that picture.
         "optimise" (models/imagine.py): a sketch searched and refined through the frozen CNN
         and the captioner. "auto": the decoder where the version has one."""
         tokens, unknown = self.query_tokens(text)
@@ -369,10 +371,13 @@ class Queries:
         if method == "decoder":
             if self.picture_decoder is None or target is None:
                 raise OnenetError(f"model {self.version} has no image decoder: train with --imagine-epochs N (and a caption encoder)")
-            drawn = self.draw_vector(self.prior_vector(target.cpu().numpy()), cfg.size)
+            goal = Goal(tokens, target)
+            units = [normalise(v) for v in self.image_vectors([m.image_id for m in self.nearest_images(target.cpu().numpy(), max(cfg.candidates, 1))])]
+            small, _, _ = draw_best(self.picture_decoder, self.encoder, self.model, torch.from_numpy(np.stack(units)).to(self.device), goal, cfg)
+            drawn = upsample(small[None], cfg.size)[0].cpu()
             frames = [drawn]
             if refine:
-                drawn = refine_picture(self.encoder, self.model, Goal(tokens, target), drawn, replace(cfg, steps=refine))
+                drawn = refine_picture(self.encoder, self.model, goal, drawn, replace(cfg, steps=refine))
                 frames.append(drawn)
             pixels, nll = drawn, None
         elif method == "optimise":
@@ -390,14 +395,6 @@ class Queries:
             "text": text, "pixels": pixels, "frames": frames, "nll": nll, "caption": caption, "method": method,
             "unknown_words": unknown, "nearest": self.nearest_images(vector[0].cpu().numpy(), 3),
         }
-
-    def prior_vector(self, text_vector: np.ndarray, k: int = PRIOR_NEIGHBOURS) -> np.ndarray:
-        """A description's unit vector (caption encoder) -> the image vector to draw: the
-        retrieval prior (models/picture.py) over the `k` nearest collection photos."""
-        matches = self.nearest_images(text_vector, k)
-        units = torch.from_numpy(np.stack([normalise(v) for v in self.image_vectors([m.image_id for m in matches])]))  # (k, dim)
-        scores = torch.tensor([m.score for m in matches], dtype=torch.float32)
-        return retrieval_prior(scores[None], units[None])[0].numpy()
 
     def draw_vector(self, vector: np.ndarray, size: int | None = None) -> torch.Tensor:
         """Any vector of the image-vector space (a photo's, a description's, arithmetic of them)

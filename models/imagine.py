@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from models.captioner import Captioner
 from models.encoder import Encoder
+from models.picture import ImageDecoder, upsample
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class ImagineConfig:
     feature_range: float = 4.0
     target_weight: float = 10.0  # goal loss per unit of (1 - cosine), with a caption encoder
     frames: int = 0  # snapshots of the winning start kept for a strip/GIF
+    candidates: int = 8  # image decoder: pictures drawn from the description's nearest photos, the lowest goal loss kept
     seed: int = 0
 
 
@@ -248,6 +250,23 @@ def saved_vectors(encoder: Encoder, model: Captioner, image: torch.Tensor) -> to
     """(R, 3, S, S) in [0, 1] -> (R, dim) image vectors of the 8-bit pictures."""
     pixels = (image * 255).round().clamp(0, 255).to(torch.uint8)
     return model.image_vectors(encoder.features(pixels))
+
+
+@torch.no_grad()
+def draw_best(decoder: ImageDecoder, encoder: Encoder, model: Captioner, candidates: torch.Tensor, goal: Goal, cfg: ImagineConfig
+              ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The image decoder's pictures of `candidates` (K, dim) image vectors, read back through the
+    frozen CNN (at `cfg.size`) and the captioner; the one with the lowest goal loss is kept, as
+    an image generator reranks its samples by a model of text and image (DALL-E by CLIP).
+    Returns (picture (3, s, s) uint8 at the decoder's size, its image vector (dim,), its index).
+
+    One picture per description is a draw the network may misread: shapes' "a big green circle"
+    drawn green and round is captioned "a purple circle and a red star". The description's 8
+    nearest photos, drawn and reread, leave the network a choice (BENCHMARKS.md)."""
+    small = decoder.draw(candidates)  # (K, 3, s, s)
+    vectors = model.image_vectors(encoder.features(upsample(small, cfg.size)))  # (K, dim)
+    best = int(goal_loss(model, vectors, goal, cfg).argmin())
+    return small[best], vectors[best], best
 
 
 def flat_pixels(pixels: torch.Tensor, tolerance: float = 0.06) -> torch.Tensor:

@@ -28,9 +28,13 @@ subject stands, and L1 then draws the mean of every place, a blob. Photos are dr
 
 Inputs are made unit vectors, so a description's vector from the caption encoder (models/joint.py,
 also unit) can be decoded like a photo's. Decoded as it is, a description's vector draws a smear
-of the scenes it could stand for: answers/queries.py first moves it onto a photo's vector (the
-retrieval prior, `Queries.prior_vector`). Training on caption vectors as inputs was tried: a
-regression decoder then draws the mean of every matching photo (on shapes: flat gray).
+of the scenes it could stand for: the caption encoder's vector points where matching photos lie
+but is no photo's vector (cosine ~0.5-0.7 to its own photo). So imagine draws the vectors of the
+description's nearest photos instead (a retrieval prior: the role DALL-E 2's prior plays, text
+embedding -> image embedding, done by nearest neighbours; their similarity-weighted mean drew
+worse on shapes) and keeps the picture the network reads closest to the description
+(models/imagine.py `draw_best`). Training on caption vectors as inputs was tried: a regression
+decoder then draws the mean of every matching photo (on shapes: flat gray).
 """
 
 from __future__ import annotations
@@ -130,22 +134,6 @@ def upsample(pixels: torch.Tensor, size: int) -> torch.Tensor:
     """(B, 3, s, s) uint8 pictures -> (B, 3, size, size) uint8, bilinear: what the CNN is shown."""
     x = F.interpolate(pixels.float(), size=(size, size), mode="bilinear", align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8)
-
-
-# imagine's retrieval prior: how many nearest photos' vectors stand for a description (1 measured
-# best on shapes: BENCHMARKS.md, "Imagine, learned")
-PRIOR_NEIGHBOURS = 1
-
-
-def retrieval_prior(scores: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
-    """A description's nearest photos -> the vector to draw: scores (N, k) cosines, units (N, k, dim)
-    their unit image vectors -> (N, dim) the similarity-weighted mean, made unit.
-
-    The caption encoder's vector points where matching photos lie but is no photo's vector (cosine
-    ~0.5-0.7 to its own photo), and the decoder, trained on photos' vectors, draws such a point as
-    a smear of several scenes. A retrieval prior (the role DALL-E 2's prior plays, text embedding
-    -> image embedding, done by nearest neighbours) puts it back among the vectors it has learnt."""
-    return F.normalize((scores.clamp_min(1e-3)[..., None] * units).sum(1), dim=1)
 
 
 def cnn_features(encoder, pictures: torch.Tensor, size: int) -> torch.Tensor:

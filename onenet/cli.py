@@ -172,6 +172,8 @@ def evaluate(
     text_queries: int = typer.Option(50, help="text->image queries sampled for the generative search methods (0: every caption)"),
     image_queries: int = typer.Option(50, help="image->text queries (photos) sampled (0: every photo)"),
     rerank_queries: int = typer.Option(1000, help="text->image queries sampled for the caption encoder + likelihood re-rank (0: every caption)"),
+    imagine_refine: int = typer.Option(0, help="also judge imagine's pictures after N refinement steps (imagine --refine N; ~2.8 s per picture at 60 on photos)"),
+    imagine_refine_queries: int = typer.Option(200, help="photos: how many of the imagined captions are refined"),
 ) -> None:
     """Measure a model: BLEU/METEOR/ROUGE-L/CIDEr vs the nearest-neighbour baseline, recall@K, word checks."""
     c = _ctx(ctx)
@@ -179,7 +181,8 @@ def evaluate(
     from flows.evaluate import metrics_table
     from tasks.evaluate import EvalOptions
 
-    options = EvalOptions(split=split, beam_size=beam, retrieval_images=retrieval_images, text_queries=text_queries, image_queries=image_queries, rerank_queries=rerank_queries)
+    options = EvalOptions(split=split, beam_size=beam, retrieval_images=retrieval_images, text_queries=text_queries, image_queries=image_queries, rerank_queries=rerank_queries,
+                          imagine_refine=imagine_refine, imagine_refine_queries=imagine_refine_queries)
     from warehouse.db import connect, model_version
 
     con = connect(c.workspace, read_only=True)  # an unknown version is one line, not a failed flow run
@@ -191,8 +194,10 @@ def evaluate(
     if c.json:
         _emit(c, result, None)
         return
-    for task in ("captions", "retrieval", "words"):  # one table each: they have different columns
+    for task in ("captions", "retrieval", "words", "imagine"):  # one table each: they have different columns
         rows = [r for r in metrics_table(result["rows"]) if r["task"] == task]
+        if not rows:
+            continue
         columns = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "task"]
         table = _table(f"{task}: model {result['version']} on {split}", *columns)
         for r in rows:
@@ -506,6 +511,7 @@ def imagine(
     seed: int = typer.Option(0),
     method: str = typer.Option("auto", help="decoder (the learned image decoder: --imagine-epochs at training), optimise (a sketch searched and optimised through the network), auto: decoder where the model has one"),
     refine: int = typer.Option(0, help="decoder: pixel refinement steps through the network from the decoded picture (0: none)"),
+    candidates: int = typer.Option(8, help="decoder: pictures drawn from the description's nearest photos; the one the network reads closest to it is kept"),
 ) -> None:
     """Draw a picture for a description: decoded by the learned image decoder, or searched and optimised through the frozen network."""
     from pathlib import Path
@@ -517,7 +523,8 @@ def imagine(
     c = _ctx(ctx)
     q = _queries(c)
     want_frames = frames if (gif or strip) else 0
-    cfg = ImagineConfig(size=q.checkpoint["encoder"]["image_size"], restarts=restarts, sketch_steps=steps, steps=pixel_steps, frames=want_frames, seed=seed)
+    cfg = ImagineConfig(size=q.checkpoint["encoder"]["image_size"], restarts=restarts, sketch_steps=steps, steps=pixel_steps, frames=want_frames, seed=seed,
+                        candidates=candidates)
     result = q.imagine(text, cfg, method=method, refine=refine)
     to_image = lambda t: Image.fromarray(t.permute(1, 2, 0).numpy())  # noqa: E731
     Path(output).expanduser().parent.mkdir(parents=True, exist_ok=True)

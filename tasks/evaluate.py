@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -55,7 +55,9 @@ class EvalOptions:
     image_queries: int = 50  # image->text queries (photos) sampled (~2 s each on 2 CPU cores); 0 = every photo
     rerank: int = 100  # candidates the onenet search re-ranks by caption likelihood
     rerank_queries: int = 1000  # joint+rerank queries sampled (each scores `rerank` photos; ~0.1 s on 2 cores); 0 = every caption
-    imagine_queries: int = 1000  # captions imagined through the image decoder (photos; ~20 ms each); 0 = every caption
+    imagine_queries: int = 1000  # captions imagined through the image decoder (photos; ~70 ms each); 0 = every caption
+    imagine_refine: int = 0  # also judge the pictures after this many refinement steps (`imagine --refine`); 0 = not
+    imagine_refine_queries: int = 200  # of the imagined captions, the first this many are refined (~2.8 s each at 60 steps)
     seed: int = 0
 
 
@@ -343,52 +345,70 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
                       decoder_path: str, o: EvalOptions) -> tuple[list[dict], list[dict]]:
     """How a person would judge imagine's pictures (models/picture.py), as rows and samples.
 
-    Each description goes caption encoder -> retrieval prior over the *training* photos (the
-    similarity-weighted mean of the nearest ones' unit vectors, answers/queries.py
-    `prior_vector`) -> image decoder -> picture -> frozen CNN and captioner.
+    Each description goes caption encoder -> its `ImagineConfig.candidates` nearest *training*
+    photos -> image decoder -> the picture the network reads closest to it (models/imagine.py
+    `draw_best`, as answers/queries.py `imagine` does) -> frozen CNN and captioner.
     - shapes (ground truth): every "a big COLOUR SHAPE" description; the asked colour must cover
       >= 10% of the picture and the caption of the picture must name the colour and the shape;
     - photos: `imagine_queries` sampled captions of the split; the picture's nearest photo among
       the first `retrieval_images` of the split (by image vector) ranks the captioned photo
-      within the top 5% (R@50 of 1,000), and its caption shares the subject noun."""
+      within the top 5% (R@50 of 1,000), and its caption shares the subject noun.
+    With `imagine_refine` N, the same again for the pictures after N refinement steps through the
+    CNN and captioner (photos: the first `imagine_refine_queries` captions), as method
+    "decoder + refine N"."""
     from models.encoder import load_encoder
-    from models.picture import PRIOR_NEIGHBOURS, colour_share, retrieval_prior, upsample
+    from models.imagine import Goal, ImagineConfig, draw_best, refine_picture
+    from models.picture import colour_share, upsample
     from tasks.picture import load_picture_checkpoint
 
     device = next(model.parameters()).device
     decoder = load_picture_checkpoint(workspace.path(decoder_path), device)
     settings, words = checkpoint["encoder"], checkpoint["vocab"]
     cnn = load_encoder(settings["name"], settings["grid"], cache_dir=workspace.runtime_cache).to(device)
+    cfg = ImagineConfig(size=settings["image_size"])
     index = {w: i for i, w in enumerate(words)}
     with torch.no_grad():
         train_units = torch.nn.functional.normalize(model.image_vectors(torch.from_numpy(data.train_features).to(device)), dim=1)
 
-    def pictures_for(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """texts -> (pictures (N, 3, size, size) uint8 at the decoder's size, their image vectors (N, dim))."""
-        with torch.no_grad():
-            targets = joint(pad_batch([[index.get(w, 2) for w in t.split()] for t in texts]).to(device))
-            scores, nearest = (targets @ train_units.T).topk(PRIOR_NEIGHBOURS, dim=1)
-            small = decoder.draw(retrieval_prior(scores, train_units[nearest]))
-            vectors = torch.cat([model.image_vectors(cnn.features(upsample(b, settings["image_size"]))) for b in small.split(64)])
-        return small.cpu(), vectors
+    def pictures_for(texts: list[str], refine: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """texts -> (pictures (N, 3, s, s) uint8: the decoder's size, or the CNN's after `refine`
+        steps, their image vectors (N, dim))."""
+        drawn = []
+        for text in texts:
+            tokens = torch.tensor([[index[w] for w in text.split() if w in index]], device=device)
+            with torch.no_grad():
+                target = joint(pad_batch([[index.get(w, 2) for w in text.split()]]).to(device))[0]
+                nearest = (train_units @ target).topk(min(cfg.candidates, len(train_units))).indices
+            goal = Goal(tokens, target)
+            picture, vector, _ = draw_best(decoder, cnn, model, train_units[nearest], goal, cfg)
+            if refine:
+                picture = refine_picture(cnn, model, goal, upsample(picture[None], cfg.size)[0], replace(cfg, steps=refine))
+                with torch.no_grad():
+                    vector = model.image_vectors(cnn.features(picture[None].to(device)))[0]
+            drawn.append((picture.cpu(), vector))
+        return torch.stack([p for p, _ in drawn]), torch.stack([v for _, v in drawn])
 
+    methods = [("decoder", 0)] + ([(f"decoder + refine {o.imagine_refine}", o.imagine_refine)] if o.imagine_refine else [])
+    rows, samples = [], []
     if is_shapes(workspace):
         from tasks.shapes import BACKGROUNDS, COLOURS, SHAPES
 
         texts = [f"a big {c} {s}" for c in COLOURS for s in SHAPES]
-        pictures, vectors = pictures_for(texts)
-        captions = [c for c, _ in caption_vectors(model, words, vectors, beam_size=o.beam_size)]
         palette = [*COLOURS.values(), *BACKGROUNDS.values()]
-        samples = []
-        for text, picture, caption in zip(texts, pictures, captions):
-            colour, shape = text.split()[2:4]
-            share = colour_share(picture, COLOURS[colour], palette=palette)
-            samples.append({"description": text, "caption": caption, "colour share": round(share, 3), "picture": png_uri(picture),
-                            "colour shown": share >= 0.10, "caption right": colour in caption.split() and shape in caption.split()})
-        n = len(samples)
-        rows = [{"task": "imagine", "method": "decoder", "metric": m, "value": 100.0 * sum(s[k] for s in samples) / n, "n": n}
-                for m, k in (("colour >= 10%", "colour shown"), ("caption names colour and shape", "caption right"))]
-        rows.append({"task": "imagine", "method": "decoder", "metric": "both", "value": 100.0 * sum(s["colour shown"] and s["caption right"] for s in samples) / n, "n": n})
+        for method, refine in methods:
+            pictures, vectors = pictures_for(texts, refine)
+            captions = [c for c, _ in caption_vectors(model, words, vectors, beam_size=o.beam_size)]
+            judged = []
+            for text, picture, caption in zip(texts, pictures, captions):
+                colour, shape = text.split()[2:4]
+                share = colour_share(picture, COLOURS[colour], palette=palette)
+                judged.append({"description": text, "caption": caption, "colour share": round(share, 3), "picture": png_uri(picture),
+                               "colour shown": share >= 0.10, "caption right": colour in caption.split() and shape in caption.split()})
+            n = len(judged)
+            rows += [{"task": "imagine", "method": method, "metric": m, "value": 100.0 * sum(s[k] for s in judged) / n, "n": n}
+                     for m, k in (("colour >= 10%", "colour shown"), ("caption names colour and shape", "caption right"))]
+            rows.append({"task": "imagine", "method": method, "metric": "both", "value": 100.0 * sum(s["colour shown"] and s["caption right"] for s in judged) / n, "n": n})
+            samples = samples or judged
         return rows, samples
 
     photos = data.ids[: o.retrieval_images]
@@ -396,22 +416,23 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
         split_units = torch.nn.functional.normalize(model.image_vectors(torch.from_numpy(data.features[: len(photos)]).to(device)), dim=1)
     pool = [(p, text) for p, photo in enumerate(photos) for text in data.clean[photo]]
     chosen = _sample(np.random.default_rng(o.seed), len(pool), o.imagine_queries)
-    texts = [pool[i][1] for i in chosen]
-    truth = torch.tensor([pool[i][0] for i in chosen], device=device)
-    pictures, vectors = pictures_for(texts)
-    scores = torch.nn.functional.normalize(vectors, dim=1) @ split_units.T  # (Q, photos)
-    ranks = (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy()
-    captions = [c for c, _ in caption_vectors(model, words, vectors, beam_size=o.beam_size)]
-    nouns = [(subject_noun(t), subject_noun(c)) for t, c in zip(texts, captions)]
-    counted = [(a, b) for a, b in nouns if a is not None]
-    rows = [
-        {"task": "imagine", "method": "decoder", "metric": f"picture->photo R@{k}", "value": 100.0 * float((ranks < k).mean()), "n": len(texts)}
-        for k in (1, 10, 50)
-    ]
-    rows.append({"task": "imagine", "method": "decoder", "metric": "subject noun shared", "value": 100.0 * sum(a == b for a, b in counted) / max(len(counted), 1), "n": len(counted)})
-    rows += subject_noun_ceilings(model, words, data, photos, pool, chosen, o.beam_size)
-    samples = [{"description": t, "caption": c, "rank of its photo": int(r) + 1, "picture": png_uri(p), "photo": photos[pool[i][0]]}
-               for t, c, r, p, i in zip(texts[:12], captions, ranks, pictures, chosen)]
+    for method, refine in methods:
+        judged = chosen[: o.imagine_refine_queries] if refine else chosen
+        texts = [pool[i][1] for i in judged]
+        truth = torch.tensor([pool[i][0] for i in judged], device=device)
+        pictures, vectors = pictures_for(texts, refine)
+        scores = torch.nn.functional.normalize(vectors, dim=1) @ split_units.T  # (Q, photos)
+        ranks = (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy()
+        captions = [c for c, _ in caption_vectors(model, words, vectors, beam_size=o.beam_size)]
+        nouns = [(subject_noun(t), subject_noun(c)) for t, c in zip(texts, captions)]
+        counted = [(a, b) for a, b in nouns if a is not None]
+        rows += [{"task": "imagine", "method": method, "metric": f"picture->photo R@{k}", "value": 100.0 * float((ranks < k).mean()), "n": len(texts)}
+                 for k in (1, 10, 50)]
+        rows.append({"task": "imagine", "method": method, "metric": "subject noun shared", "value": 100.0 * sum(a == b for a, b in counted) / max(len(counted), 1), "n": len(counted)})
+        if not refine:
+            rows += subject_noun_ceilings(model, words, data, photos, pool, chosen, o.beam_size)
+            samples = [{"description": t, "caption": c, "rank of its photo": int(r) + 1, "picture": png_uri(p), "photo": photos[pool[i][0]]}
+                       for t, c, r, p, i in zip(texts[:12], captions, ranks, pictures, chosen)]
     return rows, samples
 
 

@@ -373,21 +373,25 @@ class Queries:
                 raise OnenetError(f"model {self.version} has no image decoder: train with --imagine-epochs N (and a caption encoder)")
             goal = Goal(tokens, target)
             units = [normalise(v) for v in self.image_vectors([m.image_id for m in self.nearest_images(target.cpu().numpy(), max(cfg.candidates, 1))])]
-            small, _, _ = draw_best(self.picture_decoder, self.encoder, self.model, torch.from_numpy(np.stack(units)).to(self.device), goal, cfg)
+            small, vector, _ = draw_best(self.picture_decoder, self.encoder, self.model, torch.from_numpy(np.stack(units)).to(self.device), goal, cfg)
             drawn = upsample(small[None], cfg.size)[0].cpu()
             frames = [drawn]
-            if refine:
+            if refine:  # the refined picture is a new one: read again below
                 drawn = refine_picture(self.encoder, self.model, goal, drawn, replace(cfg, steps=refine))
                 frames.append(drawn)
+                vector = None
+            else:
+                vector = vector[None]  # draw_best has read the kept picture already
             pixels, nll = drawn, None
         elif method == "optimise":
             palette, backgrounds = self.palette
             result = imagine(self.encoder, self.model, Goal(tokens, target), palette, backgrounds, cfg)
-            pixels, nll, frames = result.pixels, result.nll, result.frames
+            pixels, nll, frames, vector = result.pixels, result.nll, result.frames, None
         else:
             raise OnenetError(f"imagine method must be 'auto', 'decoder' or 'optimise', not {method!r}")
         with torch.no_grad():
-            vector = self.model.image_vectors(self.encoder.features(pixels[None].to(self.device)))  # (1, dim)
+            if vector is None:
+                vector = self.model.image_vectors(self.encoder.features(pixels[None].to(self.device)))  # (1, dim)
             if nll is None:
                 nll = float(self.model.sequence_nll(vector, tokens)[0])
         caption, _ = caption_vectors(self.model, self.words, vector, beam_size=3)[0]

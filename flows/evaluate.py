@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pyarrow as pa
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from core.errors import OnenetError
 from core.workspace import Workspace
 from tasks.artifacts import photo_cell
 from tasks.cache import TaskRuns
@@ -26,11 +29,18 @@ def evaluate(workspace: str, options: EvalOptions | None = None, version: str | 
     con = connect(ws, read_only=True)
     try:
         row = model_version(con, version)
+        judge = model_version(con, o.judge) if o.judge else None
     finally:
         con.close()
+    if judge is not None:
+        if judge["version"] == row["version"]:
+            raise OnenetError(f"--judge {o.judge}: the judge must be another model version than the one evaluated ({row['version']})")
+        if not row["picture_checkpoint"]:
+            raise OnenetError(f"--judge reads imagine's pictures, and model {row['version']} has no image decoder: train with --imagine-epochs N")
+        o = replace(o, judge=judge["version"])  # the full version: the cache key names exactly one judge
     run = TaskRuns(ws.results)
     result = run(evaluate_task, workspace=ws, version=row["version"], checkpoint_path=row["checkpoint"], options=o, joint_path=row["joint_checkpoint"],
-                 picture_path=row["picture_checkpoint"])
+                 picture_path=row["picture_checkpoint"], judge_path=judge["checkpoint"] if judge else None)
 
     captions = pa.table(
         {

@@ -94,6 +94,7 @@ def train(
     select_by: Optional[str] = typer.Option(None, help="keep the epoch with the best validation 'loss' or 'cider' [default: loss for shapes, cider for photos]"),
     patience: Optional[int] = typer.Option(None, help="stop after this many epochs without a better one (0: never)"),
     length_alpha: Optional[float] = typer.Option(None, help="beam search ranks captions by log-prob / length**alpha, kept with the model [default: 0.7 for shapes, 1.0 for photos]"),
+    decoder_seed: Optional[int] = typer.Option(None, help="the decoder's initial weights and caption order; another seed is another model (e.g. a judge for `evaluate --judge`) [default: 0]"),
     scst_epochs: Optional[int] = typer.Option(None, help="self-critical (CIDEr-D) fine-tuning epochs after cross-entropy (0: none) [default: 0 for shapes]"),
     scst_lr: Optional[float] = typer.Option(None, help="self-critical fine-tuning learning rate [default: 5e-05]"),
     scst_baseline: Optional[str] = typer.Option(None, help="self-critical baseline: 'greedy' caption's reward (Rennie et al.) or 'mean' of the other samples"),
@@ -129,7 +130,7 @@ def train(
         encoder=encoder, image_size=image_size, min_count=min_count, max_words=max_words, shard_size=shard_size,
         decoder=dict(
             dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
-            label_smoothing=label_smoothing, select_by=select_by, patience=patience, length_alpha=length_alpha,
+            label_smoothing=label_smoothing, select_by=select_by, patience=patience, length_alpha=length_alpha, seed=decoder_seed,
         ),
         scst=dict(epochs=scst_epochs, lr=scst_lr, baseline=scst_baseline), joint=dict(epochs=joint_epochs, hidden=joint_hidden, loss=joint_loss),
         picture=dict(epochs=imagine_epochs, frame=imagine_frame, align_photos=imagine_align),
@@ -174,6 +175,7 @@ def evaluate(
     rerank_queries: int = typer.Option(1000, help="text->image queries sampled for the caption encoder + likelihood re-rank (0: every caption)"),
     imagine_refine: int = typer.Option(0, help="also judge imagine's pictures after N refinement steps (imagine --refine N; ~2.8 s per picture at 60 on photos)"),
     imagine_refine_queries: int = typer.Option(200, help="photos: how many of the imagined captions are refined"),
+    judge: Optional[str] = typer.Option(None, help="another model version (same CNN, e.g. `train --decoder-seed 1`) that reads imagine's pictures again, beside the model that drew them"),
 ) -> None:
     """Measure a model: BLEU/METEOR/ROUGE-L/CIDEr vs the nearest-neighbour baseline, recall@K, word checks."""
     c = _ctx(ctx)
@@ -182,12 +184,14 @@ def evaluate(
     from tasks.evaluate import EvalOptions
 
     options = EvalOptions(split=split, beam_size=beam, retrieval_images=retrieval_images, text_queries=text_queries, image_queries=image_queries, rerank_queries=rerank_queries,
-                          imagine_refine=imagine_refine, imagine_refine_queries=imagine_refine_queries)
+                          imagine_refine=imagine_refine, imagine_refine_queries=imagine_refine_queries, judge=judge or "")
     from warehouse.db import connect, model_version
 
     con = connect(c.workspace, read_only=True)  # an unknown version is one line, not a failed flow run
     try:
         version = model_version(con, version)["version"]
+        if judge:
+            model_version(con, judge)  # an unknown judge is one line too
     finally:
         con.close()
     result = evaluate_flow(workspace=str(c.workspace.root), options=options, version=version)

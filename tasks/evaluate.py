@@ -58,6 +58,7 @@ class EvalOptions:
     imagine_queries: int = 1000  # captions imagined through the image decoder (photos; ~70 ms each); 0 = every caption
     imagine_refine: int = 0  # also judge the pictures after this many refinement steps (`imagine --refine`); 0 = not
     imagine_refine_queries: int = 200  # of the imagined captions, the first this many are refined (~2.8 s each at 60 steps)
+    judge: str = ""  # another model version (same CNN) that reads imagine's pictures again: a reader that did not pick them
     seed: int = 0
 
 
@@ -342,7 +343,7 @@ def subject_noun(text: str) -> str | None:
 
 
 def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, data: SplitData, joint: CaptionEncoder,
-                      decoder_path: str, o: EvalOptions) -> tuple[list[dict], list[dict]]:
+                      decoder_path: str, o: EvalOptions, judge: tuple[str, Captioner, dict] | None = None) -> tuple[list[dict], list[dict]]:
     """How a person would judge imagine's pictures (models/picture.py), as rows and samples.
 
     Each description goes caption encoder -> its `ImagineConfig.candidates` nearest *training*
@@ -355,7 +356,12 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
       within the top 5% (R@50 of 1,000), and its caption shares the subject noun.
     With `imagine_refine` N, the same again for the pictures after N refinement steps through the
     CNN and captioner (photos: the first `imagine_refine_queries` captions), as method
-    "decoder + refine N"."""
+    "decoder + refine N".
+
+    The captioner that picks among the candidates (and refines) is also the one that reads the
+    picture: it may favour what it alone misreads. `judge` (version, captioner, checkpoint: another
+    model on the same CNN, e.g. trained with another seed) reads the same pictures again, as
+    methods "... judged by VERSION": a second reader that took no part in drawing them."""
     from models.encoder import load_encoder
     from models.imagine import Goal, ImagineConfig, draw_best, refine_picture
     from models.picture import colour_share, upsample
@@ -367,6 +373,13 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
     cnn = load_encoder(settings["name"], settings["grid"], cache_dir=workspace.runtime_cache).to(device)
     cfg = ImagineConfig(size=settings["image_size"])
     index = {w: i for i, w in enumerate(words)}
+    readers: list[tuple[str, Captioner, list[str]]] = [("", model, words)]
+    if judge is not None:
+        judge_version, judge_model, judge_checkpoint = judge
+        if judge_checkpoint["encoder"] != settings:
+            raise OnenetError(f"judge {judge_version} reads photos through {judge_checkpoint['encoder']}, the model through {settings}: "
+                              "a judge must share the frozen CNN and its settings")
+        readers.append((f" judged by {judge_version}", judge_model.to(device), judge_checkpoint["vocab"]))
     with torch.no_grad():
         train_units = torch.nn.functional.normalize(model.image_vectors(torch.from_numpy(data.train_features).to(device)), dim=1)
 
@@ -388,6 +401,14 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
             drawn.append((picture.cpu(), vector))
         return torch.stack([p for p, _ in drawn]), torch.stack([v for _, v in drawn])
 
+    def read(reader: Captioner, pictures: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """The image vectors `reader` takes from the pictures (the drawing model's are at hand)."""
+        if reader is model:
+            return vectors
+        with torch.no_grad():
+            shown = pictures if pictures.size(-1) == cfg.size else upsample(pictures, cfg.size)
+            return torch.cat([reader.image_vectors(cnn.features(shown[s : s + 64].to(device))) for s in range(0, len(shown), 64)])
+
     methods = [("decoder", 0)] + ([(f"decoder + refine {o.imagine_refine}", o.imagine_refine)] if o.imagine_refine else [])
     rows, samples = [], []
     if is_shapes(workspace):
@@ -397,23 +418,26 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
         palette = [*COLOURS.values(), *BACKGROUNDS.values()]
         for method, refine in methods:
             pictures, vectors = pictures_for(texts, refine)
-            captions = [c for c, _ in caption_vectors(model, words, vectors, beam_size=o.beam_size)]
-            judged = []
-            for text, picture, caption in zip(texts, pictures, captions):
-                colour, shape = text.split()[2:4]
-                share = colour_share(picture, COLOURS[colour], palette=palette)
-                judged.append({"description": text, "caption": caption, "colour share": round(share, 3), "picture": png_uri(picture),
-                               "colour shown": share >= 0.10, "caption right": colour in caption.split() and shape in caption.split()})
-            n = len(judged)
-            rows += [{"task": "imagine", "method": method, "metric": m, "value": 100.0 * sum(s[k] for s in judged) / n, "n": n}
-                     for m, k in (("colour >= 10%", "colour shown"), ("caption names colour and shape", "caption right"))]
-            rows.append({"task": "imagine", "method": method, "metric": "both", "value": 100.0 * sum(s["colour shown"] and s["caption right"] for s in judged) / n, "n": n})
-            samples = samples or judged
+            shares = [colour_share(picture, COLOURS[text.split()[2]], palette=palette) for text, picture in zip(texts, pictures)]
+            for suffix, reader, reader_words in readers:
+                captions = [c for c, _ in caption_vectors(reader, reader_words, read(reader, pictures, vectors), beam_size=o.beam_size)]
+                judged = []
+                for text, picture, share, caption in zip(texts, pictures, shares, captions):
+                    colour, shape = text.split()[2:4]
+                    judged.append({"description": text, "caption": caption, "colour share": round(share, 3), "picture": png_uri(picture),
+                                   "colour shown": share >= 0.10, "caption right": colour in caption.split() and shape in caption.split()})
+                n = len(judged)
+                rows += [{"task": "imagine", "method": method + suffix, "metric": m, "value": 100.0 * sum(s[k] for s in judged) / n, "n": n}
+                         for m, k in (("colour >= 10%", "colour shown"), ("caption names colour and shape", "caption right"))]
+                rows.append({"task": "imagine", "method": method + suffix, "metric": "both", "value": 100.0 * sum(s["colour shown"] and s["caption right"] for s in judged) / n, "n": n})
+                samples = samples or judged
         return rows, samples
 
     photos = data.ids[: o.retrieval_images]
-    with torch.no_grad():
-        split_units = torch.nn.functional.normalize(model.image_vectors(torch.from_numpy(data.features[: len(photos)]).to(device)), dim=1)
+    split_units = {}
+    for _, reader, _ in readers:
+        with torch.no_grad():
+            split_units[id(reader)] = torch.nn.functional.normalize(reader.image_vectors(torch.from_numpy(data.features[: len(photos)]).to(device)), dim=1)
     pool = [(p, text) for p, photo in enumerate(photos) for text in data.clean[photo]]
     chosen = _sample(np.random.default_rng(o.seed), len(pool), o.imagine_queries)
     for method, refine in methods:
@@ -421,18 +445,22 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
         texts = [pool[i][1] for i in judged]
         truth = torch.tensor([pool[i][0] for i in judged], device=device)
         pictures, vectors = pictures_for(texts, refine)
-        scores = torch.nn.functional.normalize(vectors, dim=1) @ split_units.T  # (Q, photos)
-        ranks = (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy()
-        captions = [c for c, _ in caption_vectors(model, words, vectors, beam_size=o.beam_size)]
-        nouns = [(subject_noun(t), subject_noun(c)) for t, c in zip(texts, captions)]
-        counted = [(a, b) for a, b in nouns if a is not None]
-        rows += [{"task": "imagine", "method": method, "metric": f"picture->photo R@{k}", "value": 100.0 * float((ranks < k).mean()), "n": len(texts)}
-                 for k in (1, 10, 50)]
-        rows.append({"task": "imagine", "method": method, "metric": "subject noun shared", "value": 100.0 * sum(a == b for a, b in counted) / max(len(counted), 1), "n": len(counted)})
-        if not refine:
-            rows += subject_noun_ceilings(model, words, data, photos, pool, chosen, o.beam_size)
-            samples = [{"description": t, "caption": c, "rank of its photo": int(r) + 1, "picture": png_uri(p), "photo": photos[pool[i][0]]}
-                       for t, c, r, p, i in zip(texts[:12], captions, ranks, pictures, chosen)]
+        for suffix, reader, reader_words in readers:
+            seen = read(reader, pictures, vectors)
+            scores = torch.nn.functional.normalize(seen, dim=1) @ split_units[id(reader)].T  # (Q, photos)
+            ranks = (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy()
+            captions = [c for c, _ in caption_vectors(reader, reader_words, seen, beam_size=o.beam_size)]
+            nouns = [(subject_noun(t), subject_noun(c)) for t, c in zip(texts, captions)]
+            counted = [(a, b) for a, b in nouns if a is not None]
+            rows += [{"task": "imagine", "method": method + suffix, "metric": f"picture->photo R@{k}", "value": 100.0 * float((ranks < k).mean()), "n": len(texts)}
+                     for k in (1, 10, 50)]
+            rows.append({"task": "imagine", "method": method + suffix, "metric": "subject noun shared", "value": 100.0 * sum(a == b for a, b in counted) / max(len(counted), 1), "n": len(counted)})
+            if not refine:
+                ceilings = subject_noun_ceilings(reader, reader_words, data, photos, pool, chosen, o.beam_size)
+                rows += [{**r, "method": r["method"] + suffix} for r in ceilings if not suffix or r["method"] == "the photo's own caption"]
+            if not refine and not suffix:
+                samples = [{"description": t, "caption": c, "rank of its photo": int(r) + 1, "picture": png_uri(p), "photo": photos[pool[i][0]]}
+                           for t, c, r, p, i in zip(texts[:12], captions, ranks, pictures, chosen)]
     return rows, samples
 
 
@@ -481,8 +509,9 @@ def is_shapes(workspace: Workspace) -> bool:
 
 
 def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOptions, joint_path: str | None = None,
-             picture_path: str | None = None) -> dict:
-    """All metrics of one model version on one split: {"rows", "captions", "ids", "word_checks"}."""
+             picture_path: str | None = None, judge_path: str | None = None) -> dict:
+    """All metrics of one model version on one split: {"rows", "captions", "ids", "word_checks"}.
+    judge_path: the checkpoint of `o.judge` (imagine's pictures read by a second model)."""
     model, checkpoint = load_model(workspace.path(checkpoint_path))
     words = checkpoint["vocab"]
     data = load_split_data(workspace, checkpoint, o.split)
@@ -491,7 +520,8 @@ def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOp
     joint = load_encoder_checkpoint(workspace.path(joint_path)) if joint_path else None
     retrieval_rows = evaluate_retrieval(model, words, data, o, joint)
     word_rows, word_checks = evaluate_words(model, words)
-    picture_rows, pictures = evaluate_pictures(workspace, model, checkpoint, data, joint, picture_path, o) if picture_path and joint else ([], [])
+    judge = (o.judge, *load_model(workspace.path(judge_path))) if judge_path else None
+    picture_rows, pictures = evaluate_pictures(workspace, model, checkpoint, data, joint, picture_path, o, judge) if picture_path and joint else ([], [])
     return {
         "rows": caption_rows + retrieval_rows + word_rows + picture_rows,
         "pictures": pictures,
@@ -504,5 +534,5 @@ def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOp
 
 @cached_task(name="evaluate-model", timeout_seconds=12 * 3600)  # METEOR talks to a Java process: a hang ends here
 def evaluate_task(workspace: Workspace, version: str, checkpoint_path: str, options: EvalOptions, joint_path: str | None = None,
-                  picture_path: str | None = None) -> dict:
-    return evaluate(workspace, version, checkpoint_path, options, joint_path, picture_path)
+                  picture_path: str | None = None, judge_path: str | None = None) -> dict:
+    return evaluate(workspace, version, checkpoint_path, options, joint_path, picture_path, judge_path)

@@ -97,6 +97,7 @@ def test_source_options_are_checked_with_one_clear_line(ws, tmp_path):
     assert_clean_error(onenet(tmp_path / "w", "train", "--source", "karpathy"), "needs --from DATASET.json and --images FOLDER")
     assert_clean_error(onenet(tmp_path / "w", "train", "--source", "flickr8k", "--from", str(tmp_path / "nowhere")), "no such file or folder")
     assert_clean_error(onenet(ws, "evaluate", "--version", "nope"), "no model version 'nope'")
+    assert_clean_error(onenet(ws, "evaluate", "--judge", "nope"), "no model version 'nope'")
 
 
 def test_operations_options_are_checked_with_one_clear_line(ws, tmp_path):

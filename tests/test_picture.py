@@ -14,6 +14,7 @@ import torch
 from conftest import copy_of_trained, small_options
 from PIL import Image
 
+from core.errors import OnenetError
 from core.vectors import normalise
 from models.picture import ImageDecoder, PictureConfig, colour_share, frame_subject, salience, upsample
 from tasks.shapes import BACKGROUNDS, COLOURS, SHAPES
@@ -205,6 +206,32 @@ def test_evaluate_reports_the_pictures(pictured):
         assert rows["both"]["value"] <= min(rows["colour >= 10%"]["value"], rows["caption names colour and shape"]["value"])
 
 
+def test_evaluate_has_a_second_model_judge_the_pictures(pictured, tmp_path, record_property):
+    """`evaluate --judge V`: a captioner trained with another seed (`train --decoder-seed 1`), which
+    took no part in picking the pictures, reads the same pictures again. It sees the same colours
+    and, being a captioner of the same photos, names colour and shape for most: a judge shown the
+    drawing model's image vectors instead of its own reading would name almost none."""
+    from flows.evaluate import evaluate
+    from flows.train import train
+    from models.joint import JointConfig
+    from tasks.evaluate import EvalOptions
+
+    ws = copy_of_trained(pictured, tmp_path)
+    second = train(workspace=str(ws.root), options=replace(small_options(seed=1), joint=JointConfig(epochs=0)), promote=False)
+    version, judge = pictured["result"]["version"], second["version"]
+    assert judge != version and second["tasks"]["train-decoder"] == "Completed"
+    result = evaluate(workspace=str(ws.root), options=EvalOptions(text_queries=5, image_queries=5, rerank_queries=20, judge=judge[:7]))
+    assert result["version"] == version  # the promoted model is evaluated; the judge only reads
+    rows = {(r["method"], r["metric"]): r["value"] for r in result["rows"] if r["task"] == "imagine"}
+    by_judge = f"decoder judged by {judge}"
+    assert {m for m, _ in rows} == {"decoder", by_judge}
+    assert rows[(by_judge, "colour >= 10%")] == rows[("decoder", "colour >= 10%")]  # the same pictures
+    record_property("judged", {m: v for (m, k), v in rows.items() if k == "caption names colour and shape"})
+    assert rows[(by_judge, "caption names colour and shape")] >= 50, rows
+    with pytest.raises(OnenetError, match="another model version"):
+        evaluate(workspace=str(ws.root), options=EvalOptions(judge=version))
+
+
 def test_imagine_grid_shows_every_description(pictured):
     from flows.evaluate import imagine_grid
     from tasks.evaluate import EvalOptions, evaluate_pictures, load_split_data
@@ -245,7 +272,5 @@ def test_explorer_shows_the_imagined_picture_beside_the_photos(pictured):
 
 
 def test_imagine_without_a_decoder_says_how_to_get_one(queries):
-    from core.errors import OnenetError
-
     with pytest.raises(OnenetError, match="--imagine-epochs"):
         queries.imagine("a big red circle", method="decoder")

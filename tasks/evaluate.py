@@ -419,12 +419,13 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
         for method, refine in methods:
             pictures, vectors = pictures_for(texts, refine)
             shares = [colour_share(picture, COLOURS[text.split()[2]], palette=palette) for text, picture in zip(texts, pictures)]
+            uris = [png_uri(picture) for picture in pictures]  # once: every reader sees the same pictures
             for suffix, reader, reader_words in readers:
                 captions = [c for c, _ in caption_vectors(reader, reader_words, read(reader, pictures, vectors), beam_size=o.beam_size)]
                 judged = []
-                for text, picture, share, caption in zip(texts, pictures, shares, captions):
+                for text, uri, share, caption in zip(texts, uris, shares, captions):
                     colour, shape = text.split()[2:4]
-                    judged.append({"description": text, "caption": caption, "colour share": round(share, 3), "picture": png_uri(picture),
+                    judged.append({"description": text, "caption": caption, "colour share": round(share, 3), "picture": uri,
                                    "colour shown": share >= 0.10, "caption right": colour in caption.split() and shape in caption.split()})
                 n = len(judged)
                 rows += [{"task": "imagine", "method": method + suffix, "metric": m, "value": 100.0 * sum(s[k] for s in judged) / n, "n": n}
@@ -434,10 +435,9 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
         return rows, samples
 
     photos = data.ids[: o.retrieval_images]
-    split_units = {}
-    for _, reader, _ in readers:
-        with torch.no_grad():
-            split_units[id(reader)] = torch.nn.functional.normalize(reader.image_vectors(torch.from_numpy(data.features[: len(photos)]).to(device)), dim=1)
+    with torch.no_grad():  # each reader ranks the split's photos by its own vectors of them
+        split_units = [torch.nn.functional.normalize(reader.image_vectors(torch.from_numpy(data.features[: len(photos)]).to(device)), dim=1)
+                       for _, reader, _ in readers]
     pool = [(p, text) for p, photo in enumerate(photos) for text in data.clean[photo]]
     chosen = _sample(np.random.default_rng(o.seed), len(pool), o.imagine_queries)
     for method, refine in methods:
@@ -445,9 +445,9 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
         texts = [pool[i][1] for i in judged]
         truth = torch.tensor([pool[i][0] for i in judged], device=device)
         pictures, vectors = pictures_for(texts, refine)
-        for suffix, reader, reader_words in readers:
+        for (suffix, reader, reader_words), units in zip(readers, split_units):
             seen = read(reader, pictures, vectors)
-            scores = torch.nn.functional.normalize(seen, dim=1) @ split_units[id(reader)].T  # (Q, photos)
+            scores = torch.nn.functional.normalize(seen, dim=1) @ units.T  # (Q, photos)
             ranks = (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy()
             captions = [c for c, _ in caption_vectors(reader, reader_words, seen, beam_size=o.beam_size)]
             nouns = [(subject_noun(t), subject_noun(c)) for t, c in zip(texts, captions)]

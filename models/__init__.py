@@ -1,42 +1,64 @@
-"""Plain PyTorch: the frozen encoder, the captioner, beam search and inversion. No Prefect, no DuckDB."""
+"""Plain PyTorch: the frozen encoder, the captioner, beam search and inversion. No Prefect, no DuckDB.
 
-import torch
+Numbers that must not depend on where they were computed (a shard on a Dask worker or in a thread
+of this process; training in the CLI or in a test) come from a thread count that is set, not
+inherited: see `threads`. MKL, which computes PyTorch's fp32 matrix products on x86, runs in its
+strict reproducible mode (MKL_CBWR=AUTO,STRICT), whose GEMMs give the same bits at any thread
+count; on AVX-512 Intel CPUs its default mode does not (on AMD it does either way).
+"""
+
+import os
+
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # read by MKL at its first call, so before any model runs
+
+import torch  # noqa: E402
 
 
 def default_device() -> torch.device:
     """CUDA when present, CPU otherwise (ONENET_DEVICE overrides)."""
-    import os
-
     if name := os.environ.get("ONENET_DEVICE"):
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-_single_thread_users = 0
-_single_thread_saved = 0
-_single_thread_lock = __import__("threading").Lock()
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity: `taskset` and container limits count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class single_thread:
-    """Run torch on one intra-op thread inside the block (re-entrant across Python threads).
+def compute_threads() -> int:
+    """Torch threads for whole-process work (training, evaluation): ONENET_THREADS, else every core."""
+    value = os.environ.get("ONENET_THREADS", "").strip()
+    if not value:
+        return cpu_cores()
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"ONENET_THREADS={value!r}: give a whole number of threads, at least 1")
+    return int(value)
 
-    Shards are the unit of parallelism (several at once in threads, or on Dask workers); each
-    shard on exactly one thread makes its numbers independent of where it ran: oneDNN's sums
-    depend on the thread count, so a shard on 2 threads and on 1 differ in the last float bits.
-    torch's thread count is process-wide: the first shard in sets it, the last one out restores it.
+
+class threads:
+    """Run torch on exactly `n` intra-op threads in the calling thread inside the block (default:
+    `compute_threads()`), and restore that thread's count after it.
+
+    PyTorch keeps the count per thread (OpenMP's and MKL's settings are thread-local); a thread
+    that never set it takes whatever the process-wide default was when it first ran a parallel
+    op. So every computation whose numbers are compared sets its own: pipeline tasks run on
+    `compute_threads()` (tasks/cache.py), shards on one (`single_thread`), wherever they run.
     """
 
+    def __init__(self, n: int | None = None):
+        self.n = n
+
     def __enter__(self) -> None:
-        global _single_thread_users, _single_thread_saved
-        with _single_thread_lock:
-            if _single_thread_users == 0:
-                _single_thread_saved = torch.get_num_threads()
-                torch.set_num_threads(1)
-            _single_thread_users += 1
+        self.saved = torch.get_num_threads()
+        torch.set_num_threads(self.n or compute_threads())
 
     def __exit__(self, *exc) -> None:
-        global _single_thread_users
-        with _single_thread_lock:
-            _single_thread_users -= 1
-            if _single_thread_users == 0:
-                torch.set_num_threads(_single_thread_saved)
+        torch.set_num_threads(self.saved)
+
+
+def single_thread() -> threads:
+    """One intra-op thread in this thread: how a shard runs, so that its numbers are the same in
+    a thread of this process (several shards at once) and on a one-thread Dask worker."""
+    return threads(1)
+

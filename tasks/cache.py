@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ def _source_file(module: str, root: Path = ROOT) -> Path | None:
     return None
 
 
-@cache
+@functools.cache
 def _imported(module: str, root: Path) -> frozenset[str]:
     """The first-party modules `module`'s source imports (anywhere in it, functions included)."""
     path = _source_file(module, root)
@@ -78,7 +78,7 @@ def _imported(module: str, root: Path) -> frozenset[str]:
     return frozenset(found)
 
 
-@cache
+@functools.cache
 def code_closure(module: str, root: Path = ROOT) -> tuple[str, ...]:
     """`module` and every first-party module it imports, directly or through others, sorted."""
     parts = module.split(".")
@@ -91,7 +91,7 @@ def code_closure(module: str, root: Path = ROOT) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
-@cache
+@functools.cache
 def source_digest(module: str, root: Path = ROOT) -> str:
     """sha256 of the source of `module` and of every first-party module it reaches (read once
     per process: a running process runs the code it imported at start)."""
@@ -111,10 +111,23 @@ def task_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 
 
 def cached_task(cache_key_fn: Any = task_cache_key, **options: Any):
-    """`@task` with onenet's content-keyed, persisted cache (result storage set by the flow)."""
+    """`@task` with onenet's content-keyed, persisted cache (result storage set by the flow).
+
+    The task runs on `models.compute_threads()` torch threads, set on whichever thread runs it
+    (models.threads), so its numbers do not hang on what that thread ran before."""
     from prefect import task
 
-    return task(cache_key_fn=cache_key_fn, persist_result=True, **options)
+    def decorate(fn):
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            from models import threads  # torch, imported when a task runs, not when it is declared
+
+            with threads():
+                return fn(*args, **kwargs)
+
+        return task(cache_key_fn=cache_key_fn, persist_result=True, **options)(run)
+
+    return decorate
 
 
 class TaskRuns:

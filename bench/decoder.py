@@ -1,5 +1,6 @@
 """Decoder: training tokens/s against its FLOP bound, and captioning photos/s with batched beam
-search against a per-photo beam loop (the original article decoded one photo at a time).
+search against a per-photo beam loop (the original article decoded one photo at a time); and both
+in MKL's reproducible mode, which onenet runs in, against its default mode.
 
 Synthetic inputs of the real shapes: 6,720-d stored features, captions of 6-14 words, vocabularies
 the size of the shapes set (48 words) and of Flickr8k's (3,000). Random weights make the decoder
@@ -8,6 +9,10 @@ run to the length cap on every photo, the same work for both ways of captioning.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -74,6 +79,38 @@ def captioning_rates(vocab: int, device: torch.device, n_batched: int, n_single:
     return batched, rate(n_single, time.perf_counter() - started)
 
 
+_MODE_PROBE = """
+import json, torch
+from bench.decoder import captioning_rates, training_rate
+cpu = torch.device("cpu")
+print(json.dumps({"training": training_rate(3000, 64, cpu, steps=12), "captioning": captioning_rates(3000, cpu, 512, 1)[0]}))
+"""
+
+
+def mkl_mode_rates(mode: str) -> dict:
+    """Training tokens/s and batched captioning photos/s (vocab 3,000) in a fresh process whose
+    MKL runs in `mode` (MKL reads MKL_CBWR once, at its first call)."""
+    done = subprocess.run([sys.executable, "-c", _MODE_PROBE], env={**os.environ, "MKL_CBWR": mode}, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def mkl_mode_rows(rounds: int = 3) -> list[Row]:
+    """What MKL's reproducible mode (models/__init__.py: the same bits at any thread count) costs,
+    against its default mode: the two alternate in fresh processes, best of `rounds` each."""
+    best: dict[str, dict] = {}
+    for _ in range(rounds):
+        for mode in ("AUTO", "AUTO,STRICT"):
+            rates = mkl_mode_rates(mode)
+            best[mode] = {k: max(v, best.get(mode, {}).get(k, 0.0)) for k, v in rates.items()}
+    strict, default = best["AUTO,STRICT"], best["AUTO"]
+    return [
+        Row("decoder", "training, vocab 3000, batch 64, MKL_CBWR=AUTO,STRICT (onenet's) vs AUTO", f"{strict['training']:,.0f} tokens/s",
+            f"{default['training']:,.0f} tokens/s in MKL's default mode", strict["training"] / default["training"], ">= 0.9x"),
+        Row("captioning", "beam 3, vocab 3000, batched, MKL_CBWR=AUTO,STRICT (onenet's) vs AUTO", f"{strict['captioning']:,.0f} photos/s",
+            f"{default['captioning']:,.0f} photos/s in MKL's default mode", strict["captioning"] / default["captioning"], ">= 0.9x"),
+    ]
+
+
 def run(bounds: dict, device: torch.device, full: bool) -> list[Row]:
     rows: list[Row] = []
     gpu = device.type == "cuda"
@@ -90,4 +127,6 @@ def run(bounds: dict, device: torch.device, full: bool) -> list[Row]:
         batched, single = captioning_rates(vocab, device, n_batched=2048 if gpu else 1024, n_single=64 if gpu else 32)
         rows.append(Row("captioning", f"beam 3, up to 20 words, vocab {vocab}: batched (512 photos per call)",
                         f"{batched:,.0f} photos/s", f"{single:,.1f} photos/s one photo at a time", batched / single, ">= 10x"))
+    if device.type == "cpu":
+        rows += mkl_mode_rows()
     return rows

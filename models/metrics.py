@@ -73,6 +73,19 @@ def caption_scores(references: dict[str, list[str]], candidates: dict[str, str],
     return scores
 
 
+def cider_by_image(references: dict[str, list[str]], candidates: dict[str, str]) -> dict[str, float]:
+    """CIDEr-D (x100) of each image's candidate, PTB-tokenised raw text as in caption_scores, with
+    the document frequencies of the whole set: their mean is the corpus CIDEr. For paired
+    comparisons of two captioners on the same images (their spread, a confidence bound)."""
+    from pycocoevalcap.cider.cider import Cider
+
+    keys = sorted(candidates)
+    refs = ptb_tokenize({k: references[k] for k in keys})
+    cands = {k: [c[0] if c[0].strip() else "<empty>"] for k, c in ptb_tokenize({k: [candidates[k]] for k in keys}).items()}
+    _, per_image = Cider().compute_score(refs, cands)
+    return {k: 100 * float(v) for k, v in zip(keys, per_image)}
+
+
 def cider(references: dict[str, list[str]], candidates: dict[str, str]) -> float:
     """CIDEr-D (x100) of already-tokenised text (space-separated): cheap enough to run every epoch."""
     from pycocoevalcap.cider.cider import Cider

@@ -24,16 +24,56 @@ def _value(rows, method, metric):
     return next(r["value"] for r in rows if r["method"] == method and r["metric"] == metric)
 
 
-def test_the_decoder_beats_the_nearest_neighbour_baseline_on_held_out_scenes(evaluated, record_property):
-    rows = evaluated["rows"]
-    beam, greedy, baseline = (_value(rows, m, "CIDEr") for m in ("beam3", "greedy", "nn-baseline"))
-    record_property("measured", {"beam": beam, "greedy": greedy, "baseline": baseline})
-    # Shapes captions are compositional (colour x shape x place): copying the nearest training
-    # scene's caption gets some of it wrong, the decoder composes it. Measured with the model
-    # trained under AVX2 kernels: beam 1.18x, greedy 1.20x the baseline; 150 scenes and a model
-    # whose last bits differ from CPU to CPU move that by a few percent, so the floor is 1.08x.
-    assert beam >= 1.08 * baseline, (beam, baseline)
-    assert greedy >= 1.08 * baseline, (greedy, baseline)
+def held_out(trained):
+    """The trained model and every held-out scene (val and test splits: 300), as evaluate reads them."""
+    from models.captioner import load_model
+    from tasks.evaluate import load_split_data
+    from warehouse import db
+
+    ws = trained["workspace"]
+    con = db.connect(ws, read_only=True)
+    try:
+        checkpoint_path = db.current_version(con)["checkpoint"]
+    finally:
+        con.close()
+    model, checkpoint = load_model(ws.path(checkpoint_path))
+    data, test = load_split_data(ws, checkpoint, "val"), load_split_data(ws, checkpoint, "test", with_train=False)
+    data.ids, data.features = data.ids + test.ids, np.concatenate([data.features, test.features])
+    data.raw, data.clean = data.raw | test.raw, data.clean | test.clean
+    return model, checkpoint["vocab"], data
+
+
+# The one-sided 95% bound of the decoder's mean CIDEr gain per scene must clear this share of the
+# baseline's CIDEr. Seven models trained the suite's way (seeds 0-5 natively, seed 0 on baseline
+# kernels; one thread gives seed 0's bits on AMD), scored on these 300 scenes: greedy 1.195-1.256x
+# the baseline, gain 68-90 CIDEr points per scene with a standard error of ~12, bound 47-70 points
+# (13-20% of the baseline). On the 150 val scenes alone the same models measured 1.13-1.21x and an
+# AVX-512 Intel model 1.07x: too few scenes for a ratio floor.
+GAIN_FLOOR = 0.05
+
+
+def test_the_decoder_beats_the_nearest_neighbour_baseline_on_held_out_scenes(trained, record_property):
+    """Shapes captions are compositional (colour x shape x place): copying the nearest training
+    scene's caption gets some of it wrong, the decoder composes it. Scored scene by scene with the
+    code `onenet evaluate` runs, on all 300 held-out scenes, so that a model whose last bits
+    differ from CPU to CPU (another training, in effect) moves the bound far less than its margin."""
+    from models.metrics import cider_by_image
+    from tasks.evaluate import evaluate_captions
+
+    model, words, data = held_out(trained)
+    rows, captions = evaluate_captions(model, words, data, beam_size=3)
+    per_scene = {m: np.array(list(cider_by_image(data.raw, dict(zip(data.ids, captions[m]))).values())) for m in ("greedy", "beam3", "nn-baseline")}
+    baseline = per_scene["nn-baseline"].mean()
+    measured = {"scenes": len(data.ids), "baseline": round(float(baseline), 1)}
+    for method in ("greedy", "beam3"):
+        gain = per_scene[method] - per_scene["nn-baseline"]
+        bound = gain.mean() - 1.645 * gain.std(ddof=1) / np.sqrt(len(gain))
+        measured[method] = {"CIDEr": round(float(per_scene[method].mean()), 1), "gain": round(float(gain.mean()), 1), "95% bound": round(float(bound), 1)}
+        assert _value(rows, method, "CIDEr") == pytest.approx(per_scene[method].mean())  # per scene, as the corpus score
+    record_property("measured", measured)
+    assert len(data.ids) == 300
+    for method in ("greedy", "beam3"):
+        assert measured[method]["95% bound"] >= GAIN_FLOOR * baseline, measured
     assert _value(rows, "beam3", "BLEU-4") > 40
     metrics = {r["metric"] for r in rows if r["method"] == "beam3"}
     assert {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"} <= metrics

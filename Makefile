@@ -27,7 +27,7 @@ test: $(STAMP)
 ## The tests whose results hang on float kernels and thread counts (model, beam search, imagine,
 ## search, evaluation floors), again as other machines would compute them: PyTorch, oneDNN and MKL
 ## told to use only AVX2 kernels, on ONE torch thread (ONENET_THREADS=1: training, evaluation and
-## shards); then baseline kernels (no AVX2) on every core. With the plain `make test` (this CPU's
+## shards); then PyTorch's baseline kernels (no AVX2; MKL and oneDNN keep theirs) on every core. With the plain `make test` (this CPU's
 ## own kernels, every core) each result is computed three ways, and one that holds on one CPU or
 ## one thread count only fails here. The quality figures each test measured are printed side by
 ## side at the end.

@@ -4,14 +4,20 @@ Numbers that must not depend on where they were computed (a shard on a Dask work
 of this process; training in the CLI or in a test) come from a thread count that is set, not
 inherited: see `threads`. MKL, which computes PyTorch's fp32 matrix products on x86, runs in its
 strict reproducible mode (MKL_CBWR=AUTO,STRICT), whose GEMMs give the same bits at any thread
-count; on AVX-512 Intel CPUs its default mode does not (on AMD it does either way).
+count (Intel's documentation; on the AMD EPYC measured, MKL's default mode gave the same bits at 1
+and 2 threads too, and on an AVX-512 Intel Xeon results moved with the thread count, issue 37).
 """
 
 import os
 
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # read by MKL at its first call, so before any model runs
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # read at MKL's first call (importing torch makes none)
+
+import threading  # noqa: E402
 
 import torch  # noqa: E402
+
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice (physical cores, OMP_NUM_THREADS), before anyone sets it
+_setting = threading.Lock()  # set_num_threads also sets the default new threads start with: one caller at a time
 
 
 def default_device() -> torch.device:
@@ -27,10 +33,11 @@ def cpu_cores() -> int:
 
 
 def compute_threads() -> int:
-    """Torch threads for whole-process work (training, evaluation): ONENET_THREADS, else every core."""
+    """Torch threads for whole-process work (training, evaluation): ONENET_THREADS, else what
+    torch chose for this process at start (its physical cores, or OMP_NUM_THREADS)."""
     value = os.environ.get("ONENET_THREADS", "").strip()
     if not value:
-        return cpu_cores()
+        return _TORCH_DEFAULT_THREADS
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"ONENET_THREADS={value!r}: give a whole number of threads, at least 1")
     return int(value)
@@ -47,14 +54,18 @@ class threads:
     """
 
     def __init__(self, n: int | None = None):
+        if n is not None and n < 1:
+            raise ValueError(f"threads({n}): at least 1")
         self.n = n
 
     def __enter__(self) -> None:
-        self.saved = torch.get_num_threads()
-        torch.set_num_threads(self.n or compute_threads())
+        with _setting:
+            self.saved = torch.get_num_threads()
+            torch.set_num_threads(compute_threads() if self.n is None else self.n)
 
     def __exit__(self, *exc) -> None:
-        torch.set_num_threads(self.saved)
+        with _setting:
+            torch.set_num_threads(self.saved)
 
 
 def single_thread() -> threads:

@@ -4,7 +4,7 @@ Eager PyTorch runs EfficientNet-Lite's depthwise convolutions far below the CPU'
 OpenVINO compiles the whole graph (normalisation, CNN, pooling) for the CPU it finds and runs it
 two to three times as fast (BENCHMARKS.md, "Features through OpenVINO"). The features stay the
 same features: fp32 inference (`INFERENCE_PRECISION_HINT=f32`; OpenVINO would pick bf16 by itself
-on CPUs that have it), within 1e-5 of their scale of PyTorch's (tests/test_runtime.py), so the caches, versions
+on CPUs that have it), equal to PyTorch's within 1e-5 of the features' scale (tests/test_runtime.py), so the caches, versions
 and test results do not depend on the backend. bf16 is an explicit encoder variant
 ("efficientnet-lite0+bf16"): its features are different, and so is its name in every cache key.
 

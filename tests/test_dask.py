@@ -6,12 +6,12 @@ directory and environment), with a worker killed in the middle of a shard.
 What "the same" means: photos, paths, model versions and caption texts are equal; the CNN features
 are equal bit for bit (OpenVINO computes each photo alone, one stream per core); image vectors,
 beam scores and training metrics are equal within the tolerances below. Every shard and task sets
-its own torch thread count (models.threads) and MKL runs in its reproducible mode, so on the CPUs
-measured they come out bit-identical too; the tolerances are for a CPU or thread layout that sums
-in another order, which moves a float32 vector in its last bits (~1e-7 relative) and a beam score,
-a sum over ~10 decoder steps, by ~1e-6. They are 100x that, and 1,000x below what tells captions
-apart (scores of different captions of one photo differ by >= 1e-3; vectors of different photos by
-far more), so a real difference (another model, another photo, a lost or doubled row) still fails.
+its own torch thread count (models.threads) and MKL runs in its reproducible mode, so on the AMD
+CPU measured they come out bit-identical too. The tolerances are for a thread layout that sums in
+another order (a cluster whose workers differ, a CPU whose kernels split sums by thread), which
+moves a float32 vector in its last bits (~1e-7 relative) and a beam score, a sum over ~10 decoder
+steps, by ~1e-6: they are about 100x that. A real difference (another model, another photo, a
+lost or doubled row) changes ids, texts or vectors by far more, and texts are compared exactly.
 """
 
 from __future__ import annotations

@@ -43,8 +43,8 @@ def held_out(trained):
     return model, checkpoint["vocab"], data
 
 
-# The one-sided 95% bound of the decoder's mean CIDEr gain per scene must clear this share of the
-# baseline's CIDEr. Seven models trained the suite's way (seeds 0-5 natively, seed 0 on baseline
+# The decoder's mean CIDEr gain per scene less 1.645 standard errors (a one-sided 95% bound on these
+# scenes) must clear this share of the baseline's CIDEr: at the measured spread, ~1.11x the baseline. Seven models trained the suite's way (seeds 0-5 natively, seed 0 on baseline
 # kernels; one thread gives seed 0's bits on AMD), scored on these 300 scenes: greedy 1.195-1.256x
 # the baseline, gain 68-90 CIDEr points per scene with a standard error of ~12, bound 47-70 points
 # (13-20% of the baseline). On the 150 val scenes alone the same models measured 1.13-1.21x and an
@@ -64,16 +64,17 @@ def test_the_decoder_beats_the_nearest_neighbour_baseline_on_held_out_scenes(tra
     rows, captions = evaluate_captions(model, words, data, beam_size=3)
     per_scene = {m: np.array(list(cider_by_image(data.raw, dict(zip(data.ids, captions[m]))).values())) for m in ("greedy", "beam3", "nn-baseline")}
     baseline = per_scene["nn-baseline"].mean()
-    measured = {"scenes": len(data.ids), "baseline": round(float(baseline), 1)}
+    measured, bounds = {"scenes": len(data.ids), "baseline": round(float(baseline), 1)}, {}
     for method in ("greedy", "beam3"):
         gain = per_scene[method] - per_scene["nn-baseline"]
         bound = gain.mean() - 1.645 * gain.std(ddof=1) / np.sqrt(len(gain))
+        bounds[method] = bound
         measured[method] = {"CIDEr": round(float(per_scene[method].mean()), 1), "gain": round(float(gain.mean()), 1), "95% bound": round(float(bound), 1)}
         assert _value(rows, method, "CIDEr") == pytest.approx(per_scene[method].mean())  # per scene, as the corpus score
     record_property("measured", measured)
     assert len(data.ids) == 300
     for method in ("greedy", "beam3"):
-        assert measured[method]["95% bound"] >= GAIN_FLOOR * baseline, measured
+        assert bounds[method] >= GAIN_FLOOR * baseline, measured
     assert _value(rows, "beam3", "BLEU-4") > 40
     metrics = {r["metric"] for r in rows if r["method"] == "beam3"}
     assert {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"} <= metrics

@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from models import compute_threads, cpu_cores, single_thread, threads
+from models import compute_threads, single_thread, threads
 
 
 def test_every_thread_in_single_thread_runs_on_one_thread_and_gets_its_own_count_back():
@@ -41,6 +41,7 @@ def test_every_thread_in_single_thread_runs_on_one_thread_and_gets_its_own_count
 def test_tasks_run_on_the_configured_thread_count(monkeypatch):
     from tasks.cache import cached_task
 
+    monkeypatch.delenv("ONENET_THREADS", raising=False)
     @cached_task(name="count-threads")
     def count() -> int:
         return torch.get_num_threads()
@@ -48,7 +49,7 @@ def test_tasks_run_on_the_configured_thread_count(monkeypatch):
     outside = torch.get_num_threads()
     torch.set_num_threads(1)  # a thread left on one by an earlier shard
     try:
-        assert count.fn() == compute_threads() == cpu_cores()
+        assert count.fn() == compute_threads()  # torch's own default for the process
         monkeypatch.setenv("ONENET_THREADS", "3")
         assert count.fn() == 3
         assert torch.get_num_threads() == 1  # restored
@@ -59,3 +60,5 @@ def test_tasks_run_on_the_configured_thread_count(monkeypatch):
     monkeypatch.setenv("ONENET_THREADS", "none")
     with pytest.raises(ValueError, match="ONENET_THREADS"):
         compute_threads()
+    with pytest.raises(ValueError, match="at least 1"):
+        threads(0)

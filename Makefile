@@ -27,9 +27,9 @@ test: $(STAMP)
 ## The tests whose results hang on float kernels and thread counts (model, beam search, imagine,
 ## search, evaluation floors), again as other machines would compute them: PyTorch, oneDNN and MKL
 ## told to use only AVX2 kernels, on ONE torch thread (ONENET_THREADS=1: training, evaluation and
-## shards); then PyTorch's baseline kernels (no AVX2; MKL and oneDNN keep theirs) on every core. With the plain `make test` (this CPU's
-## own kernels, every core) each result is computed three ways, and one that holds on one CPU or
-## one thread count only fails here. The quality figures each test measured are printed side by
+## shards); then PyTorch's baseline kernels (no AVX2; MKL and oneDNN keep theirs) on every core.
+## With the plain `make test` (this CPU's own kernels, every core) each result is computed three
+## ways, and one that holds on one CPU or one thread count only fails here. The quality figures each test measured are printed side by
 ## side at the end.
 CPU_SENSITIVE := tests/test_models.py tests/test_beam.py tests/test_imagine.py tests/test_search.py tests/test_pipeline.py \
 	tests/test_evaluate.py::test_the_decoder_beats_the_nearest_neighbour_baseline_on_held_out_scenes \

@@ -23,7 +23,7 @@ def main(label: str, seed: int) -> None:
     from flows.train import TrainOptions, train
     from models.captioner import load_model
     from models.joint import JointConfig
-    from models.metrics import cider_by_image
+    from models.metrics import cider_by_image, paired_gain
     from tasks.evaluate import generate, load_split_data, nearest_neighbour_captions
     from tasks.train import TrainConfig
     from warehouse import db
@@ -48,9 +48,8 @@ def main(label: str, seed: int) -> None:
         per = {m: np.array(list(cider_by_image(refs, dict(zip(ids, (c for s in chosen for c in splits[s][2][m])))).values())) for m in ("greedy", "beam3", "nn")}
         line = [f"{label} seed {seed} {name} ({len(ids)} scenes)"]
         for m in ("greedy", "beam3"):
-            gain = per[m] - per["nn"]
-            se = gain.std(ddof=1) / np.sqrt(len(gain))
-            line.append(f"{m} {per[m].mean():.1f}/{per['nn'].mean():.1f} = {per[m].mean() / per['nn'].mean():.3f}x, gain {gain.mean():.1f} +- {se:.1f}, bound {gain.mean() - 1.645 * se:.1f}")
+            gain, se, bound = paired_gain(per[m], per["nn"])
+            line.append(f"{m} {per[m].mean():.1f}/{per['nn'].mean():.1f} = {per[m].mean() / per['nn'].mean():.3f}x, gain {gain:.1f} +- {se:.1f}, bound {bound:.1f}")
         print("  ".join(line), flush=True)
 
 

@@ -42,6 +42,15 @@ def ptb_tokenize(texts: dict[str, list[str]]) -> dict[str, list[str]]:
     return {k: [clean(t) for t in v] for k, v in texts.items()}
 
 
+def tokenised(references: dict[str, list[str]], candidates: dict[str, str]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """References and candidates, PTB-tokenised, keyed alike, as pycocoevalcap's scorers take them."""
+    keys = sorted(candidates)
+    refs = ptb_tokenize({k: references[k] for k in keys})
+    cands = ptb_tokenize({k: [candidates[k]] for k in keys})
+    # An empty candidate would trip BLEU's assertion; score it as a caption of one unknown token.
+    return refs, {k: [c[0] if c[0].strip() else "<empty>"] for k, c in cands.items()}
+
+
 def caption_scores(references: dict[str, list[str]], candidates: dict[str, str], meteor: bool = True) -> dict[str, float | None]:
     """Corpus-level scores (x100) of one candidate caption per image against its references.
 
@@ -51,11 +60,7 @@ def caption_scores(references: dict[str, list[str]], candidates: dict[str, str],
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    keys = sorted(candidates)
-    refs = ptb_tokenize({k: references[k] for k in keys})
-    cands = ptb_tokenize({k: [candidates[k]] for k in keys})
-    # An empty candidate would trip BLEU's assertion; score it as a caption of one unknown token.
-    cands = {k: [c[0] if c[0].strip() else "<empty>"] for k, c in cands.items()}
+    refs, cands = tokenised(references, candidates)
     scores: dict[str, float | None] = {}
     bleu, _ = Bleu(4).compute_score(refs, cands, verbose=0)
     for n, value in enumerate(bleu, 1):
@@ -79,11 +84,16 @@ def cider_by_image(references: dict[str, list[str]], candidates: dict[str, str])
     comparisons of two captioners on the same images (their spread, a confidence bound)."""
     from pycocoevalcap.cider.cider import Cider
 
-    keys = sorted(candidates)
-    refs = ptb_tokenize({k: references[k] for k in keys})
-    cands = {k: [c[0] if c[0].strip() else "<empty>"] for k, c in ptb_tokenize({k: [candidates[k]] for k in keys}).items()}
+    refs, cands = tokenised(references, candidates)
     _, per_image = Cider().compute_score(refs, cands)
-    return {k: 100 * float(v) for k, v in zip(keys, per_image)}
+    return {k: 100 * float(v) for k, v in zip(sorted(candidates), per_image)}
+
+
+def paired_gain(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """(mean, standard error, one-sided 95% lower bound) of a - b, scored on the same items."""
+    gain = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    se = float(gain.std(ddof=1) / np.sqrt(len(gain)))
+    return float(gain.mean()), se, float(gain.mean()) - 1.645 * se
 
 
 def cider(references: dict[str, list[str]], candidates: dict[str, str]) -> float:

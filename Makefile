@@ -4,16 +4,28 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-all test-cpus lint bench bench-scale bench-against bench-full server browser clean
+.PHONY: install lock demo test test-all test-cpus lint bench bench-scale bench-against bench-full server browser clean
 
-$(STAMP): pyproject.toml
+# Installs come from requirements.lock (every package, exact versions), so a fresh machine gets
+# what the tests ran on; pip-sync then removes anything the lock does not name. onenet itself is
+# installed editable, without dependencies (they are all in the lock).
+$(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet "$$(grep '^pip==' requirements.lock)"
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip-sync --quiet requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## requirements.lock from pyproject.toml (keeps the current pins that still fit;
+## `make lock ARGS=--upgrade` takes the newest allowed). Then `make install`.
+lock:
+	test -x $(BIN)/pip-compile || $(MAKE) install
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --extra dev --strip-extras --allow-unsafe \
+	  --no-emit-find-links --no-emit-index-url -o requirements.lock $(ARGS) pyproject.toml
 
 ## Train on the embedded shapes set, then tour the four uses.
 demo: $(STAMP)

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lock demo test test-all test-cpus lint bench bench-scale bench-against bench-full server browser clean
+.PHONY: install lock demo test test-all test-cpus lint bench bench-scale bench-against bench-full server browser postgres clean
 
 # Installs come from requirements.lock (every package, exact versions), so a fresh machine gets
 # what the tests ran on; pip-sync then removes anything the lock does not name. onenet itself is
@@ -89,6 +89,11 @@ server: $(STAMP)
 browser:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
 	  || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+
+## Debian's PostgreSQL server programs, for `onenet server --postgres` (root, apt).
+postgres:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql \
+	  || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
 
 clean:
 	rm -rf onenet-data

@@ -46,7 +46,7 @@ from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
 from models.picture import ImageDecoder, upsample
 from warehouse import reads
-from warehouse.db import connect, current_version
+from warehouse.db import connect, current_version, published_mark
 
 # faiss-cpu 1.15 only switches to a BLAS matrix product for batches of 128,000+ queries, so a batch
 # of 100 was scanned one query at a time: 6.7x slower than with the product (BENCHMARKS.md,
@@ -110,8 +110,8 @@ class Queries:
     """serving: this process answers many queries (the explorer), so text queries are worth
     compiling for the CPU (models/runtime.py, OpenVinoQueries: ~70 ms once, ~3 ms saved each)."""
 
-    def __init__(self, workspace: Workspace, con: reads.Connection, serving: bool = False):
-        self.workspace, self.con, self.serving = workspace, con, serving
+    def __init__(self, workspace: Workspace, con: reads.Connection, serving: bool = False, mark: tuple | None = None):
+        self.workspace, self.con, self.serving, self._mark = workspace, con, serving, mark
         current = current_version(con)
         if current is None:
             raise OnenetError("no trained model yet: run `onenet train` first")
@@ -124,7 +124,26 @@ class Queries:
 
     @classmethod
     def open(cls, workspace: Workspace, serving: bool = False) -> "Queries":
-        return cls(workspace, connect(workspace, read_only=True), serving)
+        mark = published_mark(workspace)  # taken first: a publish while opening shows as a change
+        return cls(workspace, connect(workspace, read_only=True), serving, mark)
+
+    # What a refresh keeps when the promoted version is the same: the model and what is computed
+    # from its weights. Everything read from the warehouse's rows (the index, its ids) is read again.
+    MODEL_STATE = ("device", "_loaded", "vocabulary", "palette", "_joint", "picture_decoder", "_query_runtime", "encoder")
+
+    def refresh(self) -> bool:
+        """Read the warehouse as a writer left it since this object opened it (new photos, another
+        promoted version); cheap when nothing changed (two stats). True when it reopened."""
+        if self._mark == published_mark(self.workspace):
+            return False
+        kept = {name: self.__dict__[name] for name in self.MODEL_STATE if name in self.__dict__}
+        self.close()  # first: DuckDB hands a second connection to an open file's path the same (old) database
+        fresh = Queries.open(self.workspace, self.serving)
+        if fresh.version == self.version:
+            fresh.__dict__.update(kept)
+        self.__dict__.clear()
+        self.__dict__.update(fresh.__dict__)
+        return True
 
     def close(self) -> None:
         if self._sql_udf:  # the UDF lives in the database instance, beyond this connection

@@ -63,6 +63,24 @@ def without_heartbeats() -> None:
     prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.SettingsContext(profile=current.profile, settings=settings)
 
 
+def onenet_logs_to_runs() -> None:
+    """onenet's progress lines (the "onenet" logger, INFO) go to the logs of the flow or task run
+    they belong to, whatever process runs it: the CLI, a worker's flow-run process, a Dask worker.
+    Prefect does this for the loggers in PREFECT_LOGGING_EXTRA_LOGGERS when it sets up logging,
+    but a worker or a Dask worker was not started by onenet and has not got that variable; so
+    importing flows/ or tasks/ gives the logger Prefect's API handler here, once."""
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import APILogHandler
+
+    ensure_logging_setup()
+    logger = logging.getLogger("onenet")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        for handler in logging.getLogger("prefect.extra").handlers:
+            logger.addHandler(handler)
+
+
 def running_server(home: Path) -> str | None:
     """The API URL of the `onenet server` started for `home`, if it answers on its port."""
     try:

@@ -5,7 +5,10 @@
            thread each, on loopback; or an existing cluster at `address` (tcp://HOST:PORT)
 
 Dask workers must see the workspace at the same path (one machine, or a shared filesystem) and
-have onenet installed; results are the same as in process (tests/test_dask.py).
+have onenet installed; results are the same as in process (tests/test_dask.py). They must also
+report to the flow's Prefect server (PREFECT_API_URL), or each would start a server of its own and
+its task runs would never reach the dashboard: the local cluster is given the URL, and the
+workers of an existing cluster are asked for theirs before the flow starts (refused if missing).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def task_runner(name: str = "local", address: str | None = None, workers: int = 
     if address:
         if not address.startswith(("tcp://", "tls://", "ws://", "wss://", "inproc://")):
             raise OnenetError(f"--dask-address {address!r}: expected a scheduler address like tcp://HOST:8786")
+        check_workers_report(address)
         return DaskTaskRunner(address=address)
     if workers < 1:
         raise OnenetError("--dask-workers must be at least 1")
@@ -61,3 +65,33 @@ def current_api_url() -> str | None:
 
     server = SubprocessASGIServer()  # the process's temporary server (a singleton), if one runs
     return server.api_url if server.running else None
+
+
+def check_workers_report(address: str) -> None:
+    """OnenetError unless the flow has a Prefect server and every worker of the cluster at
+    `address` has a PREFECT_API_URL to report to (a worker on another host reaches the same server
+    by another name, so the URLs are not compared)."""
+    url = current_api_url()
+    if url is None:
+        raise OnenetError(
+            "--dask-address: no Prefect server for the Dask workers to report to; start `onenet server`, "
+            "and the workers with PREFECT_API_URL=http://THIS-HOST:4200/api"
+        )
+    from distributed import Client
+
+    try:
+        with Client(address, timeout=15) as client:
+            urls = client.run(worker_api_url)
+    except OSError as e:
+        raise OnenetError(f"--dask-address {address}: no Dask scheduler answers ({e})") from None
+    missing = sorted(worker for worker, worker_url in urls.items() if not worker_url)
+    if missing:
+        raise OnenetError(
+            f"Dask worker(s) {', '.join(missing)} have no PREFECT_API_URL: each would start a Prefect server of its own and its "
+            f"task runs would not reach {url.removesuffix('/api')}; restart them as `PREFECT_API_URL={url} dask worker {address}`"
+        )
+
+
+def worker_api_url() -> str | None:
+    """Run on each Dask worker: the Prefect API its task runs would report to."""
+    return os.environ.get("PREFECT_API_URL")

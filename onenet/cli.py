@@ -241,9 +241,9 @@ def server(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", help="interface to listen on (loopback: only this machine)"),
     port: int = typer.Option(4200, help="port of the API and the UI"),
+    postgres: bool = typer.Option(False, "--postgres", help="keep Prefect's database in a PostgreSQL cluster of the workspace's own (many writers at once) instead of SQLite"),
 ) -> None:
     """Run the Prefect server (API + UI) on this workspace's database; flows report to it while it runs."""
-    import os
     import signal
     import subprocess
     import time
@@ -259,24 +259,34 @@ def server(
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     ui = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     env["PREFECT_UI_API_URL"] = f"{ui}/api"  # where the browser's UI calls (Prefect assumes port 4200)
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)], env=env)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server too, not just this wrapper
-    marker = home / SERVER_FILE
-    marker.write_text(json.dumps({"api_url": f"{ui}/api", "ui_url": ui, "pid": proc.pid, "home": str(home)}))
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the server (and its database) too, not just this wrapper
+    cluster, database = None, f"SQLite {home}/prefect.db"
+    if postgres:
+        from onenet import postgres as pg
+
+        cluster = pg.start(home)
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = cluster.url
+        database = f"PostgreSQL {cluster.data} on 127.0.0.1:{cluster.port}"
     try:
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline and not running_server(home):
-            time.sleep(0.5)
-        if proc.poll() is None:
-            console.print(f"[bold]Prefect UI: {ui}[/]  (API {ui}/api, database {home}/prefect.db)")
-            console.print("onenet commands on this workspace now report their flow runs here. Ctrl-C stops the server.")
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        code = proc.wait(30)
+        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)], env=env)
+        marker = home / SERVER_FILE
+        marker.write_text(json.dumps({"api_url": f"{ui}/api", "ui_url": ui, "pid": proc.pid, "home": str(home), "database": database}))
+        try:
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline and not running_server(home):
+                time.sleep(0.5)
+            if proc.poll() is None:
+                console.print(f"[bold]Prefect UI: {ui}[/]  (API {ui}/api, database: {database})")
+                console.print("onenet commands on this workspace now report their flow runs here. Ctrl-C stops the server.")
+            code = proc.wait()
+        except KeyboardInterrupt:
+            code = _stop(proc)
+        finally:
+            if marker.exists() and json.loads(marker.read_text()).get("pid") == proc.pid:
+                marker.unlink()
     finally:
-        if marker.exists() and json.loads(marker.read_text()).get("pid") == proc.pid:
-            marker.unlink()
+        if cluster:
+            cluster.stop()
     if code not in (0, -15):
         raise OnenetError(f"the Prefect server exited with code {code} (is port {port} taken? try --port)")
 
@@ -285,30 +295,118 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-@app.command()
-def serve(
-    ctx: typer.Context,
-    deployment: list[str] = typer.Argument(None, help="deployment names from prefect.yaml [default: all]"),
-    inbox: Optional[str] = typer.Option(None, help="folder the hourly ingest watches [default: WORKSPACE/inbox, created]"),
-) -> None:
-    """Serve prefect.yaml's deployments (scheduled retrain, hourly ingest, evaluate) from this process."""
-    import os
+_DEPLOYMENTS = typer.Argument(None, help="deployment names from prefect.yaml [default: all]")
+_INBOX = typer.Option(None, help="folder the hourly ingest watches [default: WORKSPACE/inbox, created]")
+_SCHEDULE = typer.Option(None, "--schedule", help="NAME=CRON or NAME=SECONDS: replaces that deployment's schedule (UTC), e.g. hourly-ingest=300")
+_PARAM = typer.Option(None, "--param", help="NAME.KEY=JSON: replaces a parameter, e.g. 'weekly-retrain.options={\"source\": \"shapes\"}'")
 
-    c = _ctx(ctx)
+
+def _deployments(c: Context, names: list[str] | None, inbox: str | None, schedule: list[str] | None, param: list[str] | None) -> list:
+    """prefect.yaml's deployments for this workspace, with the operator's overrides."""
     if "PREFECT_API_URL" not in os.environ:
         raise OnenetError("no Prefect server to register the deployments with: start `onenet server` first (another terminal)")
     from pathlib import Path
 
-    from prefect import serve as prefect_serve
-
     from flows.deployments import runner_deployments
 
+    schedules = dict(_key_value("--schedule", item) for item in schedule or [])
+    parameters: dict[str, dict] = {}
+    for item in param or []:
+        key, value = _key_value("--param", item)
+        name, dot, parameter = key.partition(".")
+        if not dot or not parameter:
+            raise OnenetError(f"--param {item!r}: expected NAME.KEY=JSON, e.g. hourly-ingest.exclude='[\"*.tmp\"]'")
+        try:
+            parameters.setdefault(name, {})[parameter] = json.loads(value)
+        except ValueError:
+            parameters.setdefault(name, {})[parameter] = value  # a bare string
     folder = Path(inbox).expanduser().resolve() if inbox else c.workspace.path("inbox")
     folder.mkdir(parents=True, exist_ok=True)
-    deployments = runner_deployments(str(c.workspace.root), only=deployment or None, inbox=str(folder))
-    console.print(f"hourly ingest watches {folder}")
-    console.print(f"serving {', '.join(d.name for d in deployments)} for workspace {c.workspace.root}; runs show in {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
+    deployments = runner_deployments(str(c.workspace.root), only=names or None, inbox=str(folder), schedules=schedules, parameters=parameters)
+    console.print(f"workspace {c.workspace.root}; the hourly ingest watches {folder}")
+    return deployments
+
+
+def _when(d) -> str:
+    return ", ".join(s.schedule.cron if getattr(s.schedule, "cron", None) else f"every {s.schedule.interval.total_seconds():g} s" for s in d.schedules) or "on demand"
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    deployment: list[str] = _DEPLOYMENTS,
+    inbox: Optional[str] = _INBOX,
+    schedule: list[str] = _SCHEDULE,
+    param: list[str] = _PARAM,
+) -> None:
+    """Serve prefect.yaml's deployments (scheduled retrain, hourly ingest, evaluate) from this process."""
+    from prefect import serve as prefect_serve
+
+    deployments = _deployments(_ctx(ctx), deployment, inbox, schedule, param)
+    console.print(f"serving {', '.join(f'{d.name} ({_when(d)})' for d in deployments)}; runs show in {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
     prefect_serve(*deployments)
+
+
+@app.command()
+def deploy(
+    ctx: typer.Context,
+    deployment: list[str] = _DEPLOYMENTS,
+    inbox: Optional[str] = _INBOX,
+    schedule: list[str] = _SCHEDULE,
+    param: list[str] = _PARAM,
+    pool: str = typer.Option("onenet-process", help="process work pool (created if missing)"),
+) -> None:
+    """Register prefect.yaml's deployments for this workspace with a work pool; `onenet worker` runs them."""
+    from flows.deployments import deploy_to_pool
+
+    c = _ctx(ctx)
+    deployments = _deployments(c, deployment, inbox, schedule, param)
+    deploy_to_pool(deployments, pool)
+    _emit(c, [{"name": d.name, "flow": d.flow_name, "schedule": _when(d), "pool": pool, "parameters": d.parameters} for d in deployments], None)
+    if not c.json:
+        for d in deployments:
+            console.print(f"deployed {d.flow_name}/{d.name} to pool {pool}: {_when(d)}")
+        console.print(f"`onenet -w {c.workspace.root} worker --pool {pool}` runs them; runs show in {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    pool: str = typer.Option("onenet-process", help="process work pool (created if missing)"),
+    limit: int = typer.Option(1, help="flow runs at once (one: an ingest and a retrain never share the cores)"),
+) -> None:
+    """Run Prefect's process worker for the pool: it starts the deployments' scheduled and requested runs."""
+    import signal
+    import subprocess
+
+    from flows.deployments import ensure_work_pool
+
+    if "PREFECT_API_URL" not in os.environ:
+        raise OnenetError("no Prefect server to take runs from: start `onenet server` first (another terminal)")
+    if limit < 1:
+        raise OnenetError("--limit must be at least 1")
+    ensure_work_pool(pool)
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--limit", str(limit)])
+    signal.signal(signal.SIGTERM, _interrupt)
+    console.print(f"worker on pool {pool} ({limit} run(s) at once), taking runs from {os.environ['PREFECT_API_URL'].removesuffix('/api')}. Ctrl-C stops it.")
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        code = _stop(proc)
+    if code not in (0, -15, -9, 130):
+        raise OnenetError(f"the Prefect worker exited with code {code}")
+
+
+def _stop(proc, grace: float = 8) -> int:
+    """SIGTERM, then SIGKILL after `grace` seconds: Prefect's worker can hang on a server that is gone."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        return proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 @app.command()

@@ -25,6 +25,8 @@ import mimetypes
 import os
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -70,17 +72,33 @@ class Explorer:
         self.queries = Queries.open(workspace, serving=True)
         self.lock = threading.Lock()
         self._word_map: bytes | None = None
+        self.roots = self._roots()
+
+    def _roots(self) -> set[Path]:
+        """The folders photos were registered from (their directories, with directory symlinks
+        resolved but not the file's own: a photo that is a link out of its folder is refused)."""
         paths = [p for (p,) in self.queries.sql("SELECT path FROM images")[1]]
-        # The folders photos were registered from (their directories, with directory symlinks
-        # resolved but not the file's own: a photo that is a link out of its folder is refused).
-        self.roots = {Path(os.path.realpath(workspace.root))} | {Path(os.path.realpath(workspace.path(p).parent)) for p in paths}
+        return {Path(os.path.realpath(self.workspace.root))} | {Path(os.path.realpath(self.workspace.path(p).parent)) for p in paths}
+
+    @contextmanager
+    def reading(self) -> Iterator:
+        """The queries, alone, reading the warehouse as last published: an ingest or a promotion
+        while the explorer runs shows in the next request (Queries.refresh)."""
+        with self.lock:
+            version = self.queries.version
+            if self.queries.refresh():
+                self.roots = self._roots()
+                if self.queries.version != version:
+                    self._word_map = None
+                log.info("explore: the warehouse changed; reading it anew (model %s)", self.queries.version)
+            yield self.queries
 
     def _match(self, m) -> dict:
         return {"image_id": m.image_id, "caption": m.caption, "score": round(m.score, 4), "url": f"/photo/{m.image_id}", "name": Path(m.path).name}
 
     def search(self, text: str, k: int, method: str, since: str = "", until: str = "") -> dict:
         since_date, until_date = _date(since, "since"), _date(until, "until")
-        with self.lock:
+        with self.reading():
             if since_date or until_date:
                 result = self.queries.search_taken(text, k, since_date, until_date)
             else:
@@ -94,14 +112,14 @@ class Explorer:
         """The image decoder's picture for a description, as PNG (models/picture.py; ~20 ms)."""
         from PIL import Image
 
-        with self.lock:
+        with self.reading():
             result = self.queries.imagine(text, method="decoder")
         buffer = io.BytesIO()
         Image.fromarray(result["pixels"].permute(1, 2, 0).numpy()).save(buffer, format="PNG")
         return buffer.getvalue()
 
     def similar(self, image_id: str, k: int) -> dict:
-        with self.lock:
+        with self.reading():
             matches = self.queries.similar_images(image_id, k)
             row = self.queries.con.execute("SELECT caption FROM current_captions WHERE image_id = ?", [image_id]).fetchone()
         caption = row[0] if row else None
@@ -110,19 +128,19 @@ class Explorer:
     def examples(self) -> dict:
         from onenet.examples import examples_for
 
-        with self.lock:
+        with self.reading():
             ex = examples_for(self.queries.vocabulary)
         return {"family": ex.family, "query": ex.query, "words": list(ex.words)}
 
     def words(self, word: str, k: int) -> dict:
-        with self.lock:
+        with self.reading():
             try:
                 return {"word": word, "neighbours": [{"word": w, "similarity": round(s, 4)} for w, s in self.queries.similar_words(word, k)]}
             except OnenetError as e:
                 return {"word": word, "error": str(e), "close": self.queries.close_words(word.strip().lower())}
 
     def word_map(self) -> bytes:
-        with self.lock:
+        with self.reading():
             if self._word_map is None:
                 import numpy as np
 
@@ -140,7 +158,7 @@ class Explorer:
         """The file of a collection photo, or OnenetError (unknown id, or a path outside the roots)."""
         if not IMAGE_ID.match(image_id):
             raise FileNotFoundError(image_id)
-        with self.lock:
+        with self.reading():
             rows = self.queries.con.execute("SELECT path FROM images WHERE image_id = ?", [image_id]).fetchall()
         if not rows:
             raise FileNotFoundError(image_id)

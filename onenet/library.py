@@ -10,7 +10,9 @@
 
 Reads only: the warehouse's read snapshot, the promoted model, its index, as `onenet search`,
 `similar`, `caption`, `words` and `sql` do (answers/queries.py), and the same errors (OnenetError,
-one line). The models load on first use. Close it, or use it as a context manager.
+one line). The models load on first use. Each call first looks (two file stats) whether an ingest
+or a promotion published since, and reads the new state if so: a library object held across an
+ingest finds its photos. Close it, or use it as a context manager.
 """
 
 from __future__ import annotations
@@ -34,27 +36,39 @@ class Library:
 
     def search(self, text: str, k: int = 10, method: str = "auto") -> pd.DataFrame:
         """Photos matching a description, best first."""
+        self.refresh()
         result = self.queries.search(text, k, method=method)
         self.unknown_words = result.unknown_words
         return self._matches(result.matches)
 
     def similar(self, photo_or_id: str | Path, k: int = 10) -> pd.DataFrame:
         """Photos that look like a photo file (also one never ingested) or a collection image id."""
+        self.refresh()
         return self._matches(self.queries.similar_images(str(photo_or_id), k))
 
     def caption(self, path: str | Path) -> dict:
         """The promoted model's caption of any photo file."""
+        self.refresh()
         return self.queries.caption(path)
 
     def words(self, word: str, k: int = 10) -> pd.DataFrame:
         """The words whose vectors are nearest `word`'s (an unknown word: OnenetError naming known words like it)."""
+        self.refresh()
         return pd.DataFrame(self.queries.similar_words(word, k), columns=["word", "similarity"])
 
     def sql(self, query: str) -> pd.DataFrame:
         """Read-only SQL over the warehouse, with text_vector(text) and search_text(q, k)."""
+        self.refresh()
         columns, rows = self.queries.sql(query)
         self.unknown_words = self.queries.sql_unknown_words
         return pd.DataFrame.from_records(rows, columns=columns)
+
+    def refresh(self) -> bool:
+        """Read what a writer published since (new photos, another promoted version): True if it did."""
+        if not self.queries.refresh():
+            return False
+        self.version = self.queries.version
+        return True
 
     def _matches(self, matches: list[Match]) -> pd.DataFrame:
         """Matches as rows; paths absolute (the warehouse keeps photos inside the workspace relative)."""

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from servers import api, free_port
 
 from core.errors import OnenetError
 from core.vectors import to_matrix
@@ -184,14 +185,6 @@ def _api_env(url: str | None) -> dict:
 # --- a cluster started from the command line, as on separate hosts --------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def clean_env(**extra: str) -> dict:
     """A shell of its own: none of this test session's Prefect or onenet settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ONENET_"))}
@@ -264,7 +257,8 @@ def test_a_cluster_started_from_the_command_line_survives_killed_workers(local, 
     procs = Processes(tmp_path / "logs")
     port, scheduler_port = free_port(), free_port()
     address = f"tcp://127.0.0.1:{scheduler_port}"
-    api_url = f"http://127.0.0.1:{port}/api"
+    base = f"http://127.0.0.1:{port}"
+    api_url = f"{base}/api"
 
     def worker(name: str, *options: str, **env: str) -> subprocess.Popen:
         home = tmp_path / f"host-{name}"  # each "host": its own directory, Prefect home and runtime cache
@@ -280,11 +274,23 @@ def test_a_cluster_started_from_the_command_line_survives_killed_workers(local, 
         procs.wait_until("server", lambda: healthy(api_url), timeout=120)
         worker("a"), worker("b")
 
+        # A worker without PREFECT_API_URL would start a Prefect server of its own, where its task
+        # runs would stay: the flow refuses the cluster in one line, before any work.
+        procs.start("worker-x", [dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", "x"], tmp_path / "host-x", clean_env())
+        procs.wait_for("worker-x", "Registered to", timeout=120)
+        refused = onenet(ws, *ingest_args, env=clean_env())
+        assert refused.returncode == 1 and "have no PREFECT_API_URL" in refused.stderr.strip().splitlines()[-1], refused.stderr[-3000:]
+        procs.stop("worker-x")
+
         trained = onenet(ws, "--json", "train", *TRAIN_ARGS, "--runner", "dask", "--dask-address", address, env=clean_env())
         assert trained.returncode == 0, trained.stderr[-3000:]
         assert json.loads(trained.stdout)["version"] == local["train"]["version"]
         assert_same_captions(generated(ws, local["train"]["version"]), local["captions"])
         assert "encode-shard" in procs.log("worker-a") + procs.log("worker-b")  # the shards ran there, not in the CLI
+        shard_runs = api(base, "/task_runs/filter", {"task_runs": {"name": {"like_": "encode-shard"}}})
+        assert shard_runs and {t["state_type"] for t in shard_runs} == {"COMPLETED"}  # and reported to the dashboard
+        logs = api(base, "/logs/filter", {"logs": {"task_run_id": {"any_": [t["id"] for t in shard_runs]}}, "limit": 200})
+        assert any(entry["message"].startswith("features: ") for entry in logs), logs  # with onenet's lines from the workers
 
         # A shard that kills every worker that takes it (its nanny restarts it, it dies again):
         # after three deaths Dask gives up on the shard, and the run fails in one line.
@@ -307,6 +313,11 @@ def test_a_cluster_started_from_the_command_line_survives_killed_workers(local, 
         assert procs.log("worker-e").count("Worker process") >= 2, procs.log("worker-e")[-3000:]  # restarted after dying
         assert json.loads(again.stdout)["new"] == NEW_PHOTOS
         assert_same_landing(ingested(ws), local["ingested"])  # nothing lost, nothing twice, the same numbers
+        # The dashboard shows each shard once, as the attempt that finished: a task run reports from
+        # its worker as it goes, and what a killed worker had to report dies with it (the failed
+        # run above shows no shard runs at all).
+        shards = api(base, "/task_runs/filter", {"task_runs": {"name": {"like_": "ingest-shard"}}})
+        assert len(shards) == NEW_PHOTOS // INGEST_SHARD and {t["state_name"] for t in shards} <= {"Completed", "Cached"}, shards
     finally:
         procs.stop()
 

@@ -159,3 +159,26 @@ def test_a_browser_that_goes_away_mid_answer_is_not_an_error():
     handler.client_address, handler.wfile, handler.close_connection = ("127.0.0.1", 1), GoneAway(), False
     handler._send(200, b"\xff\xd8 a photo", "image/jpeg")  # raised BrokenPipeError before
     assert handler.close_connection
+
+
+def test_photos_ingested_while_the_explorer_runs_are_found(explorer, tmp_path):
+    """An `onenet ingest` (another process) while the explorer runs: its photos answer in similar,
+    search and /photo/ at the next request, with no restart. Last in this module: it adds photos."""
+    from servers import onenet
+
+    from tasks import shapes
+
+    ws, base = explorer["workspace"], explorer["base"]
+    assert json.loads(get(f"{base}/api/search?q=a+red+circle&k=3")[1])["matches"]  # the explorer has read the warehouse
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for k in range(2):
+        shapes.scene(4242, k).image.save(inbox / f"late-{k}.png")
+    assert (result := onenet(ws, "ingest", str(inbox))).returncode == 0, result.stderr
+    found = json.loads(onenet(ws, "--json", "sql", "SELECT image_id, path FROM images WHERE path LIKE '%late-%' ORDER BY path").stdout)
+    assert len(found) == 2
+    for row in found:
+        status, body = get(f"{base}/api/similar?id={row['image_id']}&k=3")
+        assert status == 200 and len(json.loads(body)["matches"]) == 3, body
+        status, body = get(f"{base}/photo/{row['image_id']}")
+        assert status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n"

@@ -56,3 +56,23 @@ def test_a_folder_without_a_trained_model_is_one_clear_error(tmp_path):
 
     with pytest.raises(OnenetError, match="onenet train"):
         onenet.open(tmp_path)
+
+
+def test_a_library_held_across_an_ingest_finds_the_new_photos(trained, tmp_path):
+    from conftest import copy_of_trained
+    from servers import onenet as run_onenet
+
+    import onenet
+    from tasks import shapes
+
+    ws = copy_of_trained(trained, tmp_path)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shapes.scene(4343, 0).image.save(inbox / "late.png")
+    with onenet.open(ws.root) as lib:
+        before = lib.sql("SELECT count(*) AS n FROM images").n[0]
+        assert lib.search("a red circle", k=3).shape[0] == 3  # models and index loaded before the ingest
+        assert (result := run_onenet(ws, "ingest", str(inbox))).returncode == 0, result.stderr
+        assert lib.sql("SELECT count(*) AS n FROM images").n[0] == before + 1
+        late = lib.sql("SELECT image_id FROM images WHERE path LIKE '%late.png'").image_id[0]
+        assert len(lib.similar(late, k=3)) == 3 and not lib.refresh()  # read anew once, then nothing to do

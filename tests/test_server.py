@@ -7,58 +7,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import copy_of_trained
+from servers import api, free_port, onenet, onenet_env, stop
 
-from core.workspace import Workspace
 from tasks import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = Path(os.environ.get("ONENET_TEST_OUTPUT", ROOT / "test-output"))
 CHROMIUM = Path(os.environ.get("ONENET_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def onenet_env(ws: Workspace) -> dict:
-    """What a user's shell has: no test-session PREFECT_HOME, so Prefect lives in the workspace."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
-    return env
-
-
-def onenet(ws: Workspace, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), *args],
-        env=onenet_env(ws), capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def api(base: str, path: str, body: dict | None = None, attempts: int = 5):
-    """One call to Prefect's REST API. 503 means its SQLite database was busy (a flow run and a
-    runner writing at once): asked again after a pause, as Prefect's own client does."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{base}/api{path}", data=data, headers={"Content-Type": "application/json"})
-    for attempt in range(attempts):
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as e:
-            if e.code != 503 or attempt == attempts - 1:
-                raise
-            time.sleep(2 * (attempt + 1))
 
 
 @pytest.fixture(scope="module")
@@ -202,11 +165,7 @@ def test_onenet_serve_runs_a_deployment_on_demand(served, tmp_path):
         summary = json.loads(summary) if isinstance(summary, str) else summary
         assert summary[0]["new"] == 1
     finally:
-        serving.send_signal(signal.SIGINT)
-        try:
-            serving.wait(30)
-        except subprocess.TimeoutExpired:
-            serving.kill()
+        assert stop(serving) < 10, "onenet serve took over 10 s to stop after SIGTERM"
 
 
 def test_prefect_yaml_deploys_to_a_process_work_pool(served):

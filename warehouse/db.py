@@ -189,6 +189,19 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
+def published_mark(workspace: Workspace) -> tuple:
+    """What changes when a writer publishes (the snapshot's file and time) or writes the warehouse:
+    a reader that kept the mark from before it opened can tell it reads an old state."""
+    marks = []
+    for path in (workspace.read_snapshot, workspace.warehouse):
+        try:
+            st = path.stat()
+            marks.append((st.st_ino, st.st_mtime_ns))
+        except FileNotFoundError:
+            marks.append(None)
+    return tuple(marks)
+
+
 def _snapshot_is_current(workspace: Workspace) -> bool:
     snapshot = workspace.read_snapshot
     if not snapshot.exists():

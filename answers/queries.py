@@ -128,13 +128,16 @@ class Queries:
         return cls(workspace, connect(workspace, read_only=True), serving, mark)
 
     # What a refresh keeps when the promoted version is the same: the model and what is computed
-    # from its weights. Everything read from the warehouse's rows (the index, its ids) is read again.
-    MODEL_STATE = ("device", "_loaded", "vocabulary", "palette", "_joint", "picture_decoder", "_query_runtime", "encoder")
+    # from its weights alone (cached properties, by name). What is read from the warehouse's rows
+    # (the index, its ids, the palette) is read again.
+    MODEL_STATE = ("device", "_loaded", "vocabulary", "_joint", "picture_decoder", "_query_runtime", "encoder")
 
     def refresh(self) -> bool:
-        """Read the warehouse as a writer left it since this object opened it (new photos, another
-        promoted version); cheap when nothing changed (two stats). True when it reopened."""
-        if self._mark == published_mark(self.workspace):
+        """Read the warehouse as a writer last published it, if that is newer than what this object
+        opened (new photos, another promoted version); cheap otherwise (a few stats). While a
+        writer is between its commit and its publish, keeps reading what it has. True when it reopened."""
+        mark = published_mark(self.workspace)
+        if mark is None or mark == self._mark:
             return False
         kept = {name: self.__dict__[name] for name in self.MODEL_STATE if name in self.__dict__}
         self.close()  # first: DuckDB hands a second connection to an open file's path the same (old) database

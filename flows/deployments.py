@@ -10,7 +10,8 @@ on the same folders whichever folder the command ran in; entrypoints are module 
 An operator may change a deployment here without editing prefect.yaml:
     schedules   {name: "cron expression" or seconds}: replaces its schedule (e.g. `--every
                 hourly-ingest=300`, or a few seconds in the scheduler's own test)
-    parameters  {name: {key: value}}: replaces top-level parameters (e.g. the retrain's options)
+    parameters  {name: {key: value}}: replaces top-level parameters whole (e.g. the retrain's
+                options); not `workspace` or `folders`, which come from the workspace and inbox
 """
 
 from __future__ import annotations
@@ -79,10 +80,13 @@ def runner_deployments(
             continue
         flow = load_entrypoint(spec["entrypoint"])
         given = dict(spec.get("parameters", {}))
-        unknown = set((parameters or {}).get(name, {})) - set(flow.parameters.properties)
+        asked = (parameters or {}).get(name, {})
+        if fixed := {"workspace", "folders"} & set(asked):
+            raise OnenetError(f"{name}: {', '.join(sorted(fixed))} come from -w and --inbox, not --param")
+        unknown = set(asked) - set(flow.parameters.properties)
         if unknown:
             raise OnenetError(f"{name} has no parameter {', '.join(sorted(unknown))}; it has {', '.join(flow.parameters.properties)}")
-        given.update((parameters or {}).get(name, {}))
+        given.update(asked)  # a whole top-level value: `gate={"tolerance": 0.05}` drops the file's gate metrics
         given["workspace"] = root
         if "folders" in given:
             given["folders"] = [str(Path(inbox).expanduser().resolve()) if inbox else str(Path(root, "inbox"))]

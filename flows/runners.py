@@ -81,10 +81,10 @@ def check_workers_report(address: str) -> None:
 
     try:
         with Client(address, timeout=15) as client:
-            urls = client.run(worker_api_url)
+            urls = client.run(worker_api_url, on_error="return")  # a worker restarting answers with an error: passed over
     except OSError as e:
         raise OnenetError(f"--dask-address {address}: no Dask scheduler answers ({e})") from None
-    missing = sorted(worker for worker, worker_url in urls.items() if not worker_url)
+    missing = sorted(worker for worker, worker_url in urls.items() if worker_url is None)
     if missing:
         raise OnenetError(
             f"Dask worker(s) {', '.join(missing)} have no PREFECT_API_URL: each would start a Prefect server of its own and its "

@@ -268,7 +268,7 @@ def server(
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = cluster.url
         database = f"PostgreSQL {cluster.data} on 127.0.0.1:{cluster.port}"
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)], env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)], env=env, start_new_session=True)
         marker = home / SERVER_FILE
         marker.write_text(json.dumps({"api_url": f"{ui}/api", "ui_url": ui, "pid": proc.pid, "home": str(home), "database": database}))
         try:
@@ -280,14 +280,14 @@ def server(
                 console.print("onenet commands on this workspace now report their flow runs here. Ctrl-C stops the server.")
             code = proc.wait()
         except KeyboardInterrupt:
-            code = _stop(proc)
+            code = _stop(proc, grace=4)  # and the database in at most 6 s: stopped within 10 s
         finally:
             if marker.exists() and json.loads(marker.read_text()).get("pid") == proc.pid:
                 marker.unlink()
     finally:
         if cluster:
             cluster.stop()
-    if code not in (0, -15):
+    if code not in (0, -15, -9):
         raise OnenetError(f"the Prefect server exited with code {code} (is port {port} taken? try --port)")
 
 
@@ -386,26 +386,29 @@ def worker(
     if limit < 1:
         raise OnenetError("--limit must be at least 1")
     ensure_work_pool(pool)
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--limit", str(limit)])
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops Prefect's worker too, not just this wrapper
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--limit", str(limit)]
+    proc = subprocess.Popen(command, start_new_session=True)  # its own group: with its flow-run processes, killed as one if it hangs
     console.print(f"worker on pool {pool} ({limit} run(s) at once), taking runs from {os.environ['PREFECT_API_URL'].removesuffix('/api')}. Ctrl-C stops it.")
     try:
         code = proc.wait()
     except KeyboardInterrupt:
-        code = _stop(proc)
+        code = _stop(proc, grace=8)
     if code not in (0, -15, -9, 130):
         raise OnenetError(f"the Prefect worker exited with code {code}")
 
 
-def _stop(proc, grace: float = 8) -> int:
-    """SIGTERM, then SIGKILL after `grace` seconds: Prefect's worker can hang on a server that is gone."""
+def _stop(proc, grace: float) -> int:
+    """SIGTERM, then SIGKILL to its whole process group after `grace` seconds (Prefect's worker
+    hung ~3 min on a server that was gone)."""
+    import signal
     import subprocess
 
     proc.terminate()
     try:
         return proc.wait(grace)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         return proc.wait()
 
 

@@ -4,12 +4,13 @@ Prefect's SQLite database takes one writer at a time, and a transaction that rea
 writes fails at once with `database is locked` when another wrote meanwhile: with a worker, its
 runs and CLI runs reporting at once, the server logged such errors (tests/test_schedules.py).
 PostgreSQL takes concurrent writers. The cluster lives in WORKSPACE/prefect/postgres, listens on
-127.0.0.1 at a free port (and a socket in its own folder), and lets in one role, `onenet`, by
-password (WORKSPACE/prefect/postgres.password, readable by its owner only). `onenet server`
-starts it, points Prefect at it (PREFECT_API_DATABASE_CONNECTION_URL, asyncpg) and stops it on
-exit. Needs PostgreSQL's server programs (Debian: apt-get install postgresql). PostgreSQL does not
-run as root: as root, the cluster runs as the `postgres` system user, in its home
-(/var/lib/postgresql/onenet/<hash of the workspace's path>), where that user can reach it.
+127.0.0.1 at a free port (TCP only, no socket file), and lets in one role, `onenet`, by password
+(in postgres.password beside the cluster, readable by its owner only). `onenet server` starts it,
+points Prefect at it (PREFECT_API_DATABASE_CONNECTION_URL, asyncpg) and stops it on exit; a
+cluster left running by a killed server is stopped first. Needs PostgreSQL's server programs
+(Debian: apt-get install postgresql). PostgreSQL does not run as root: as root, the cluster runs
+as the `postgres` system user, in its home (/var/lib/postgresql/onenet/<hash of the workspace's
+path>, password in <hash>.password there), where that user can reach it.
 """
 
 from __future__ import annotations
@@ -48,10 +49,17 @@ class Cluster:
         return f"postgresql+asyncpg://{ROLE}:{self.password}@127.0.0.1:{self.port}/{DATABASE}"
 
     def stop(self) -> None:
-        _run([pg_bin("pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "8"], check=False)
+        stop(self.data)
+
+
+def stop(data: Path) -> None:
+    """Stop the cluster in `data` if it runs: fast (sessions ended), else at once, in under 6 s."""
+    if _run([pg_bin("pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w", "-t", "4"], check=False).returncode != 0:
+        _run([pg_bin("pg_ctl"), "stop", "-D", str(data), "-m", "immediate", "-w", "-t", "2"], check=False)
 
 
 def data_dir(home: Path) -> Path:
+    """Where the cluster of the Prefect home `home` lives; its password file is beside it."""
     if os.geteuid() != 0:
         return home / "postgres"
     import hashlib
@@ -88,35 +96,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _create(data: Path, secret: Path) -> None:
+    """A new cluster in `data`, its role's password in `secret` (owner-only): made in a folder
+    beside it and renamed into place, so a failed initdb leaves nothing half made."""
+    fresh = data.with_name(f".{data.name}.init")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    password = secrets.token_urlsafe(24)
+    pwfile = data.with_name(f".{data.name}.initpw")  # readable by the cluster's owner, for initdb only
+    for path in (secret, pwfile):
+        path.unlink(missing_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(password)
+    if _as_owner():
+        account = _postgres_user()
+        for path in (data.parent, fresh, pwfile):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    try:
+        _run([pg_bin("initdb"), "-D", str(fresh), "-U", ROLE, "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C"])
+    finally:
+        pwfile.unlink()
+    fresh.rename(data)
+
+
 def start(home: Path) -> Cluster:
     """Create the cluster on first use, start it, and make sure the database exists."""
-    data, secret = data_dir(home), home / "postgres.password"
-    if not (data / "PG_VERSION").exists():
-        data.mkdir(parents=True, exist_ok=True)
-        secret.write_text(secrets.token_urlsafe(24))
-        secret.chmod(0o600)
-        pwfile = data.parent / f".{data.name}.password"  # where the cluster's owner can read it, for initdb only
-        shutil.copyfile(secret, pwfile)
-        if _as_owner():
-            account = _postgres_user()
-            for path in (data.parent, data, pwfile):
-                os.chown(path, account.pw_uid, account.pw_gid)
-        try:
-            _run([pg_bin("initdb"), "-D", str(data), "-U", ROLE, "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C"])
-        finally:
-            pwfile.unlink()
+    data = data_dir(home)
+    secret = data.with_name(f"{data.name}.password")
+    if not (data / "PG_VERSION").exists() or not secret.exists():
+        if data.exists():  # a cluster whose password is gone: of no use to anyone
+            stop(data)
+            shutil.rmtree(data)
+        data.parent.mkdir(parents=True, exist_ok=True)
+        _create(data, secret)
+    elif (data / "postmaster.pid").exists():  # left running by a server that was killed (SIGKILL)
+        stop(data)
     password = secret.read_text().strip()
     port = _free_port()
-    options = f"-p {port} -h 127.0.0.1 -k {data}"
-    _run([pg_bin("pg_ctl"), "start", "-D", str(data), "-w", "-t", "60", "-l", str(data / "server.log"), "-o", options])  # log: in the cluster's folder
     cluster = Cluster(data, port, password)
     try:
+        # TCP on loopback only: no socket file, whose path could be too long or hold a space
+        options = f"-p {port} -h 127.0.0.1 -c unix_socket_directories=''"
+        _run([pg_bin("pg_ctl"), "start", "-D", str(data), "-w", "-t", "60", "-l", str(data / "server.log"), "-o", options])
         env = {**os.environ, "PGPASSWORD": password}
         exists = _run([pg_bin("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", ROLE, "-d", "postgres", "-tAc",
                        f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"], env=env, as_owner=False).stdout.strip()
         if not exists:
             _run([pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", ROLE, DATABASE], env=env, as_owner=False)
     except BaseException:
-        cluster.stop()
+        cluster.stop()  # also when interrupted while pg_ctl waited: the postmaster it forked runs on
         raise
     return cluster

@@ -65,7 +65,7 @@ def start_server(ws: Workspace, *options: str, log: Path | None = None) -> tuple
     port = free_port()
     server = start(ws, "server", "--port", str(port), *options, log=log)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180  # --postgres: initdb and Prefect's migrations first
     while True:
         try:
             if api(base, "/health") is True:
@@ -76,7 +76,7 @@ def start_server(ws: Workspace, *options: str, log: Path | None = None) -> tuple
             raise AssertionError(f"onenet server exited: {log.read_text() if log else server.stdout.read()}")
         if time.monotonic() > deadline:
             stop(server)
-            raise AssertionError("onenet server did not answer within 120 s")
+            raise AssertionError("onenet server did not answer within 180 s")
         time.sleep(0.5)
 
 

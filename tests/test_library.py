@@ -76,3 +76,12 @@ def test_a_library_held_across_an_ingest_finds_the_new_photos(trained, tmp_path)
         assert lib.sql("SELECT count(*) AS n FROM images").n[0] == before + 1
         late = lib.sql("SELECT image_id FROM images WHERE path LIKE '%late.png'").image_id[0]
         assert len(lib.similar(late, k=3)) == 3 and not lib.refresh()  # read anew once, then nothing to do
+
+
+def test_what_a_refresh_keeps_is_model_state_by_name():
+    """Queries.refresh keeps cached properties by name: a renamed one must fail here, not reload."""
+    from functools import cached_property
+
+    from answers.queries import Queries
+
+    assert all(isinstance(Queries.__dict__.get(name), cached_property) for name in Queries.MODEL_STATE)

@@ -35,9 +35,13 @@ def test_the_installed_packages_are_exactly_the_lock():
     assert not strays, f"installed but not in requirements.lock: {strays}; add them to pyproject.toml and run `make lock`, or remove them"
 
 
-def test_the_lock_holds_every_dependency_pyproject_names():
+def test_the_lock_holds_every_dependency_pyproject_names_at_an_allowed_version():
+    from packaging.requirements import Requirement
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
-    names = {canonical(re.match(r"[A-Za-z0-9_.-]+", spec).group()) for spec in wanted}
-    missing = sorted(names - set(locked()))
+    wanted = [Requirement(spec) for spec in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    pins = locked()
+    missing = sorted(r.name for r in wanted if canonical(r.name) not in pins)
     assert not missing, f"pyproject.toml names {missing}, requirements.lock does not: run `make lock`"
+    outside = {str(r): pins[canonical(r.name)] for r in wanted if not r.specifier.contains(pins[canonical(r.name)], prereleases=True)}
+    assert not outside, f"requirements.lock pins versions pyproject.toml does not allow: {outside}; run `make lock`"

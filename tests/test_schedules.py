@@ -120,11 +120,17 @@ def operated(trained, tmp_path_factory):
             assert time.monotonic() < deadline, f"scheduled runs not completed within {WITHIN} s (done: {sorted(done)}):\n{(folder / 'worker.log').read_text()[-5000:]}"
             time.sleep(2)
         load = under_load(ws, folder) if POSTGRES else None  # the worker still takes scheduled runs meanwhile
-        for d in deployments.values():  # as an operator pauses a schedule (`prefect deployment schedule pause`)
+        # Drain as an operator would: pause the pool (the worker takes no more runs; late runs stay
+        # late) and the schedules, then wait until nothing is in flight, twice in a row.
+        api(base, "/work_pools/onenet-process", {"is_paused": True}, method="PATCH")
+        for d in deployments.values():
             api(base, f"/deployments/{d['id']}", {"paused": True}, method="PATCH")
-        while api(base, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING"]}}}}):
-            assert time.monotonic() < deadline + 300, "runs still in flight 300 s after the schedules were paused"
-            time.sleep(1)
+        quiet = 0
+        while quiet < 2:
+            in_flight = api(base, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING"]}}}})
+            quiet = 0 if in_flight else quiet + 1
+            assert time.monotonic() < deadline + 300, "runs still in flight 300 s after the pool was paused"
+            time.sleep(5)
         measured = {"worker_stop_s": stop(worker)}
         worker = None
         yield {"ws": ws, "base": base, "deployments": deployments, "runs": done, "folder": folder, "measured": measured, "load": load}

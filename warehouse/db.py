@@ -189,17 +189,13 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
-def published_mark(workspace: Workspace) -> tuple:
-    """What changes when a writer publishes (the snapshot's file and time) or writes the warehouse:
-    a reader that kept the mark from before it opened can tell it reads an old state."""
-    marks = []
-    for path in (workspace.read_snapshot, workspace.warehouse):
-        try:
-            st = path.stat()
-            marks.append((st.st_ino, st.st_mtime_ns))
-        except FileNotFoundError:
-            marks.append(None)
-    return tuple(marks)
+def published_mark(workspace: Workspace) -> tuple | None:
+    """What changes when a writer publishes: the read snapshot's file and time. None while the
+    snapshot is older than the warehouse (a writer is between its commit and its publish)."""
+    if not _snapshot_is_current(workspace):
+        return None
+    st = workspace.read_snapshot.stat()
+    return (st.st_ino, st.st_mtime_ns)
 
 
 def _snapshot_is_current(workspace: Workspace) -> bool:

@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ SYSTEM_FOLDERS = {"@eaDir", "#recycle", "System Volume Information", "$RECYCLE.B
 # Why a file or folder was passed over (not rejected: nothing was wrong with it). A folder passed
 # over counts once, its contents are not walked.
 # "RAW beside its JPEG": a camera set to RAW+JPEG writes both of one shot; the JPEG is taken.
-SKIPPED = ("hidden", "AppleDouble", "system folder", "excluded", "other file type", "RAW beside its JPEG")
+SKIPPED = ("hidden", "AppleDouble", "system folder", "excluded", "other file type", "RAW beside its JPEG", "not a regular file")
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,12 @@ def skip_reason(name: str, relative: str, is_dir: bool, exclude: tuple[str, ...]
 
     AppleDouble `._*` files (what macOS writes beside each file on a non-Mac drive) are metadata,
     never photos, whatever the options; hidden names and system folders are walked with
-    `include_hidden`; `exclude` globs match the name or the relative path."""
+    `include_hidden`; `exclude` globs match the name or the relative path, whatever the case
+    (photo folders mix IMG_0001.JPG and img_0002.jpg)."""
     if not is_dir and name.startswith("._"):
         return "AppleDouble"
-    if any(fnmatch.fnmatchcase(name, g) or fnmatch.fnmatchcase(relative, g) for g in exclude):
+    folded_name, folded_path = name.casefold(), relative.casefold()
+    if any(fnmatch.fnmatchcase(folded_name, g.casefold()) or fnmatch.fnmatchcase(folded_path, g.casefold()) for g in exclude):
         return "excluded"
     if not include_hidden and name.startswith("."):
         return "hidden"
@@ -123,14 +126,20 @@ def scan_folders(folders: list[str], exclude: list[str] | tuple[str, ...] = (), 
                 if reason := reason or ("RAW beside its JPEG" if name in twins else None):
                     skipped.append((str(path), reason))
                     continue
-                files += 1
                 try:
+                    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO, socket or device (or a link to one): reading it could wait forever
+                        skipped.append((str(path), "not a regular file"))
+                        continue
+                    files += 1
                     photos.setdefault(sha256_file(path), str(path))
                 except FileNotFoundError:
+                    files += 1
                     rejects.append((str(path), "broken symlink or file vanished"))
                 except PermissionError:
+                    files += 1
                     rejects.append((str(path), "permission denied"))
                 except OSError as e:
+                    files += 1
                     rejects.append((str(path), f"cannot read: {e.strerror or e}"))
     return Scan(tuple(sorted(photos.items(), key=lambda p: p[1])), tuple(rejects), files, tuple(skipped))
 

@@ -279,3 +279,33 @@ def test_phone_and_camera_formats_land_with_when_where_and_camera(ws, tmp_path):
         assert q.similar_images(str(root / "IMG_0001.HEIC"), 3)
     finally:
         q.close()
+
+
+def test_special_files_with_photo_names_are_passed_over_not_waited_on(tmp_path):
+    """A FIFO named like a photo (and a link to it) is no photo: the scan passes over it at once
+    (opening it to hash would wait forever for a writer), counted as not a regular file."""
+    from tasks.ingest import scan_folders
+
+    root = tmp_path / "special"
+    root.mkdir()
+    (root / "real.png").write_bytes(scene_png(51, 0))
+    os.mkfifo(root / "fifo.jpg")
+    (root / "link-to-fifo.png").symlink_to(root / "fifo.jpg")
+    scan = scan_folders([str(root)])
+    assert [os.path.basename(p) for _, p in scan.photos] == ["real.png"] and scan.rejects == ()
+    assert sorted((os.path.basename(p), r) for p, r in scan.skipped) == [
+        ("fifo.jpg", "not a regular file"), ("link-to-fifo.png", "not a regular file"),
+    ]
+
+
+def test_exclude_globs_match_whatever_the_case(tmp_path):
+    """Photo folders mix cases (IMG_0001.AVIF beside img_0002.avif): `--exclude '*.avif'` passes over both."""
+    from tasks.ingest import scan_folders
+
+    root = tmp_path / "mixed"
+    (root / "Drafts").mkdir(parents=True)
+    for name in ("IMG_0001.AVIF", "img_0002.avif", "keep.png", "Drafts/d.png"):
+        (root / name).write_bytes(scene_png(52, len(name)))
+    scan = scan_folders([str(root)], exclude=["*.avif", "drafts"])
+    assert [os.path.basename(p) for _, p in scan.photos] == ["keep.png"]
+    assert sorted(os.path.basename(p) for p, r in scan.skipped if r == "excluded") == ["Drafts", "IMG_0001.AVIF", "img_0002.avif"]

@@ -246,3 +246,10 @@ def test_a_warehouse_from_before_capture_metadata_is_migrated_on_open(tmp_path):
     con = db.connect(ws)  # a second open reads nothing again
     assert con.execute("SELECT taken_at_source FROM images WHERE path = 'photos/0.jpg'").fetchone()[0] == "exif"
     con.close()
+
+
+@pytest.mark.parametrize("statement", [";", "/* a comment */", "-- a comment", " ; ; "])
+def test_sql_with_no_statement_is_one_line(queries, statement):
+    with pytest.raises(OnenetError, match="no SQL statement") as error:
+        queries.sql(statement)
+    assert "\n" not in str(error.value)

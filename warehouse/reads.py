@@ -184,6 +184,8 @@ def run_sql(con: Connection, query: str) -> tuple[list[str], list[tuple]]:
                           "(use `onenet export TABLE -o FILE` to write a table out)") from None
     except duckdb.Error as e:
         raise OnenetError(f"SQL error: {e}") from None
+    if cursor is None:  # only `;` or comments: DuckDB runs nothing and returns no cursor
+        raise OnenetError("no SQL statement in the query (only ';' or comments)")
     return [d[0] for d in cursor.description or []], cursor.fetchall()
 
 

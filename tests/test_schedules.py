@@ -143,7 +143,9 @@ def operated(trained, tmp_path_factory):
 
             from onenet.postgres import data_dir
 
-            shutil.rmtree(data_dir(ws.prefect_home), ignore_errors=True)
+            data = data_dir(ws.prefect_home)
+            shutil.rmtree(data, ignore_errors=True)
+            data.with_name(f"{data.name}.password").unlink(missing_ok=True)
     assert measured_server < 10, f"onenet server took {measured_server:.1f} s to stop after SIGTERM"
 
 

@@ -8,7 +8,7 @@ on the same folders whichever folder the command ran in; entrypoints are module 
 (`flows.ingest:ingest`), which the installed package resolves anywhere.
 
 An operator may change a deployment here without editing prefect.yaml:
-    schedules   {name: "cron expression" or seconds}: replaces its schedule (e.g. `--every
+    schedules   {name: "cron expression" or seconds}: replaces its schedule (e.g. `--schedule
                 hourly-ingest=300`, or a few seconds in the scheduler's own test)
     parameters  {name: {key: value}}: replaces top-level parameters whole (e.g. the retrain's
                 options); not `workspace` or `folders`, which come from the workspace and inbox
@@ -111,8 +111,8 @@ def runner_deployments(
     return out
 
 
-def ensure_work_pool(name: str = WORK_POOL) -> bool:
-    """The process work pool `name` (created with Prefect's default template if missing: True)."""
+def ensure_work_pool(name: str = WORK_POOL) -> None:
+    """The process work pool `name`, created with Prefect's default template if missing."""
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
@@ -124,10 +124,9 @@ def ensure_work_pool(name: str = WORK_POOL) -> bool:
         except ObjectNotFound:
             template = ProcessWorker.get_default_base_job_template()
             client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=template))
-            return True
+            return
     if pool.type != "process":
         raise OnenetError(f"work pool {name!r} is of type {pool.type}; onenet's deployments need a process pool")
-    return False
 
 
 def deploy_to_pool(deployments: list, pool: str = WORK_POOL) -> list:

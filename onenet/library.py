@@ -10,7 +10,7 @@
 
 Reads only: the warehouse's read snapshot, the promoted model, its index, as `onenet search`,
 `similar`, `caption`, `words` and `sql` do (answers/queries.py), and the same errors (OnenetError,
-one line). The models load on first use. Each call first looks (two file stats) whether an ingest
+one line). The models load on first use. Each call first looks (a few file stats) whether an ingest
 or a promotion published since, and reads the new state if so: a library object held across an
 ingest finds its photos. Close it, or use it as a context manager.
 """
@@ -31,7 +31,6 @@ class Library:
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
         self.queries = Queries.open(workspace)
-        self.version = self.queries.version
         self.unknown_words: list[str] = []  # the words the last search or sql left out
 
     def search(self, text: str, k: int = 10, method: str = "auto") -> pd.DataFrame:
@@ -63,12 +62,14 @@ class Library:
         self.unknown_words = self.queries.sql_unknown_words
         return pd.DataFrame.from_records(rows, columns=columns)
 
+    @property
+    def version(self) -> str:
+        """The promoted model version this library reads."""
+        return self.queries.version
+
     def refresh(self) -> bool:
         """Read what a writer published since (new photos, another promoted version): True if it did."""
-        if not self.queries.refresh():
-            return False
-        self.version = self.queries.version
-        return True
+        return self.queries.refresh()
 
     def _matches(self, matches: list[Match]) -> pd.DataFrame:
         """Matches as rows; paths absolute (the warehouse keeps photos inside the workspace relative)."""

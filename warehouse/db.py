@@ -192,19 +192,17 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 def published_mark(workspace: Workspace) -> tuple | None:
     """What changes when a writer publishes: the read snapshot's file and time. None while the
     snapshot is older than the warehouse (a writer is between its commit and its publish)."""
-    if not _snapshot_is_current(workspace):
+    try:
+        snapshot = workspace.read_snapshot.stat()
+    except FileNotFoundError:
         return None
-    st = workspace.read_snapshot.stat()
-    return (st.st_ino, st.st_mtime_ns)
+    wal = workspace.warehouse.with_name(workspace.warehouse.name + ".wal")
+    newest = max(p.stat().st_mtime_ns for p in (workspace.warehouse, wal) if p.exists())
+    return (snapshot.st_ino, snapshot.st_mtime_ns) if snapshot.st_mtime_ns >= newest else None
 
 
 def _snapshot_is_current(workspace: Workspace) -> bool:
-    snapshot = workspace.read_snapshot
-    if not snapshot.exists():
-        return False
-    wal = workspace.warehouse.with_name(workspace.warehouse.name + ".wal")
-    newest = max(p.stat().st_mtime_ns for p in (workspace.warehouse, wal) if p.exists())
-    return snapshot.stat().st_mtime_ns >= newest
+    return published_mark(workspace) is not None
 
 
 def publish_snapshot(con: duckdb.DuckDBPyConnection, workspace: Workspace) -> str:

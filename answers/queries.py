@@ -120,7 +120,7 @@ class Queries:
         self._joint_checkpoint = current["joint_checkpoint"]
         self._picture_checkpoint = current["picture_checkpoint"]
         self.metrics = json.loads(current["metrics"]) if current["metrics"] else {}
-        self._sql_udf, self.sql_unknown_words, self._sql_error = None, [], None
+        self._sql_udf, self.sql_unknown_words, self._sql_error, self.sql_more_rows = None, [], None, 0
 
     @classmethod
     def open(cls, workspace: Workspace, serving: bool = False) -> "Queries":
@@ -432,22 +432,31 @@ class Queries:
 
     # --- SQL -------------------------------------------------------------------------------------
 
-    def sql(self, query: str) -> tuple[list[str], list[tuple]]:
+    def sql(self, query: str, limit: int | None = None, timeout_s: float | None = None) -> tuple[list[str], list[tuple]]:
         """Run read-only SQL on the warehouse (no other file is reachable); (column names, rows).
 
         Descriptions enter SQL through `text_vector(text)` (the caption encoder: the same
         FLOAT[dim] as the stored image vectors) and the table macro `search_text(q, k)`. Words
         the model does not know are left out and listed in `self.sql_unknown_words`; a text
-        with no known word fails with `onenet search`'s message."""
+        with no known word fails with `onenet search`'s message. At most `limit` rows are kept
+        (`self.sql_more_rows`: how many more there were); a query running past `timeout_s` is
+        stopped. A column named `path` comes back absolute (the warehouse keeps the photos of a
+        workspace's own datasets relative to it)."""
         if re.search(r"text_vector|search_text", query, re.IGNORECASE):
             self._define_sql_functions()
-        self.sql_unknown_words, self._sql_error = [], None
+        self.sql_unknown_words, self._sql_error, self.sql_more_rows = [], None, 0
         try:
-            return reads.run_sql(self.con, query)
+            result = reads.run_sql(self.con, query, limit, timeout_s)
         except OnenetError:
             if self._sql_error is not None:  # the UDF's own message, not DuckDB's wrapping of it
                 raise self._sql_error from None
             raise
+        self.sql_more_rows = result.more
+        if "path" not in result.columns:
+            return result.columns, result.rows
+        at = result.columns.index("path")
+        absolute = lambda p: p if not isinstance(p, str) or p.startswith("/") else f"{self.workspace.root}/{p}"  # noqa: E731
+        return result.columns, [(*row[:at], absolute(row[at]), *row[at + 1:]) for row in result.rows]
 
     def _define_sql_functions(self) -> None:
         """text_vector and search_text on this connection. A Python UDF lives in the database

@@ -112,6 +112,7 @@ class PhotoMetadata:
     gps_lat: float | None = None  # decimal degrees, north positive
     gps_lon: float | None = None  # decimal degrees, east positive
     orientation: int | None = None  # EXIF orientation 1..8 as stored (the pixels onenet reads are turned upright)
+    # width and height are the upright photo's, as a person sees it (orientation 5-8: the stored pixels turned a quarter)
 
     def row(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # asdict() deep-copies: 15% of an ingest's metadata time
@@ -150,7 +151,8 @@ def upright_thumbnail(path: Path | str, longest: int, min_side: int) -> Image.Im
 # EXIF tags (TIFF/EXIF 2.32)
 _MAKE, _MODEL, _ORIENTATION, _EXIF_IFD, _GPS_IFD = 0x010F, 0x0110, 0x0112, 0x8769, 0x8825
 _DATETIME, _DATETIME_ORIGINAL, _DATETIME_DIGITIZED, _OFFSET_ORIGINAL, _OFFSET = 0x0132, 0x9003, 0x9004, 0x9011, 0x9010
-_RAW_HEAD = 4 << 20  # RAW files are TIFF-structured; their EXIF lies near the start
+_RAW_HEAD = 4 << 20
+UPRIGHT_SWAPS = (5, 6, 7, 8)  # EXIF orientations that turn the stored pixels a quarter: width and height trade places  # RAW files are TIFF-structured; their EXIF lies near the start
 
 
 def photo_metadata(path: Path | str) -> PhotoMetadata:
@@ -181,6 +183,8 @@ def photo_metadata(path: Path | str) -> PhotoMetadata:
     except Exception:  # noqa: BLE001 - a header that does not parse is a photo without metadata here
         exif = None
     found = _from_exif(exif, original_orientation) if exif else {}
+    if found.get("orientation") in UPRIGHT_SWAPS and original_orientation is None and not is_raw(path):
+        width, height = height, width  # the size a person sees: EXIF turns it upright (pillow-heif and RAW sizes are already)
     if found.get("taken_at") is None:
         local = datetime.fromtimestamp(mtime).astimezone()
         found.update(taken_at=local.replace(tzinfo=None), taken_at_offset=_offset_text(local.utcoffset()), taken_at_source="file")

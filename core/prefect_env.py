@@ -73,6 +73,7 @@ def onenet_logs_to_runs() -> None:
     from prefect.logging.handlers import APILogHandler
 
     ensure_logging_setup()
+    user_errors_in_one_line()
     logger = logging.getLogger("onenet")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
@@ -93,3 +94,58 @@ def running_server(home: Path) -> str | None:
             return url
     except OSError:
         return None  # a stale file from a server that is gone: run ephemeral
+
+
+class _UserErrorInOneLine(logging.Filter):
+    """A run that fails with an OnenetError (a message for a person, not a bug) is logged as
+    that message, without the traceback; the record is marked for `_SaidByTheCli`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from core.errors import OnenetError
+
+        if record.exc_info and isinstance(record.exc_info[1], OnenetError):
+            record.exc_info, record.exc_text, record.onenet_error = None, None, True
+        return True
+
+
+class _SaidByTheCli(logging.Filter):
+    """On the CLI's console: the CLI prints an OnenetError itself, as its last line, so neither
+    the run's exception nor its "Finished in state Failed(... OnenetError: ...)" repeat it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "onenet_error", False):
+            return False
+        if record.name.startswith(("prefect.flow_runs", "prefect.task_runs")) and "Failed(" in (message := record.getMessage()):
+            return not any(f"{name}: " in message or f"{name}(" in message for name in _error_names())
+        return True
+
+
+def _error_names() -> set[str]:
+    from core.errors import OnenetError
+
+    names, todo = set(), [OnenetError]
+    while todo:
+        kind = todo.pop()
+        names.add(kind.__name__)
+        todo += kind.__subclasses__()
+    return names
+
+
+CLI_SAYS_ERRORS = False  # set by onenet's CLI, which prints an OnenetError as its last line
+
+
+def user_errors_in_one_line() -> None:
+    """Flow and task runs that fail with an OnenetError log one line, not a traceback (in run
+    logs too); under the CLI, none on the console, where the CLI says it."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _UserErrorInOneLine) for f in logger.filters):
+            logger.addFilter(_UserErrorInOneLine())
+    if CLI_SAYS_ERRORS:
+        from prefect.logging.handlers import PrefectConsoleHandler
+
+        for handler in logging.getLogger().handlers:
+            if not isinstance(handler, PrefectConsoleHandler):
+                continue
+            if not any(isinstance(f, _SaidByTheCli) for f in handler.filters):
+                handler.addFilter(_SaidByTheCli())

@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.paths import os_path
+
 ENV_VAR = "ONENET_HOME"
 DEFAULT_DIR = "onenet-data"
 
@@ -34,8 +36,9 @@ class Workspace:
         return cls(Path(chosen).expanduser().resolve())
 
     def path(self, relative: str) -> Path:
-        """Absolute path of a workspace-relative path (what tasks pass between each other)."""
-        return self.root / relative
+        """Absolute path of a workspace-relative path (what tasks pass between each other), or of
+        a stored photo path (core/paths.py: absolute ones stay as they are)."""
+        return self.root / os_path(relative)
 
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.root).as_posix()

@@ -1,6 +1,7 @@
 """Ingest photo folders into the promoted model version: new photos only, no retraining.
 
     scan-folders -> ingest-shard x N (encode + caption; mapped like training's shards) -> land-photos
+                                 (-> ingest-raw-twins: a RAW whose JPEG twin was unreadable)
 
 The shards run on the flow's task runner: threads of this process (local), or the workers of a
 Dask cluster (`onenet ingest --runner dask`, flows/runners.py), with the same results either way.
@@ -18,13 +19,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from core.workspace import Workspace
 from tasks.artifacts import photo_grid
 from tasks.cache import TaskRuns
-from tasks.ingest import INGEST_SHARD_SIZE, ingest_shard, land, plan, scan_folders, summary
+from tasks.ingest import INGEST_SHARD_SIZE, ingest_shard, land, plan, scan, summary, twins_instead
 
 # Not cached by Prefect: what is new depends on the disk and the warehouse, and the work is
 # incremental by content hash already (known photos cost one sha256; a shard's part file, once
 # written, is reused by a re-run). A shard whose Dask worker died is run again by Dask on another
 # worker (tests/test_dask.py). No task timeouts: Prefect cannot interrupt a thread blocked in I/O.
-scan_task = task(scan_folders, name="scan-folders")
+scan_task = task(scan, name="scan-folders")
 shard_task = task(ingest_shard, name="ingest-shard")
 land_task = task(land, name="land-photos")
 
@@ -36,13 +37,19 @@ def ingest(
 ) -> dict:
     ws = Workspace.at(workspace)
     run = TaskRuns(ws.results)
-    scan = scan_task(folders, exclude or [], include_hidden)
-    todo = plan(ws, scan, captions_file, shard_size)
-    parts = run.map(
-        shard_task, {"photos": [list(s) for s in todo.shards]}, workspace=ws, version=todo.current["version"],
-        checkpoint=todo.current["checkpoint"], batch_size=None,
-    )
-    counts = summary(scan, todo, land_task(ws, todo, parts, prune))
+    found = scan_task(ws, folders, exclude or [], include_hidden)
+    todo = plan(ws, found, captions_file, shard_size)
+
+    def run_shards(task, shards) -> list:
+        return run.map(
+            task, {"photos": [list(s) for s in shards]}, workspace=ws, version=todo.current["version"],
+            checkpoint=todo.current["checkpoint"], batch_size=None,
+        )
+
+    parts = run_shards(shard_task, todo.shards)
+    found, todo, more = twins_instead(ws, found, todo, parts)  # RAWs whose JPEG twin was unreadable
+    parts += run_shards(shard_task.with_options(name="ingest-raw-twins"), more)
+    counts = summary(found, todo, land_task(ws, todo, parts, prune))
     counts["tasks"] = run.states
     summary_row = {k: v for k, v in counts.items() if k not in ("rejects", "tasks", "skipped_files")}
     summary_row["skipped"] = ", ".join(f"{reason} {n}" for reason, n in counts["skipped"].items()) or "none"

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import sys
+import traceback
 from typing import Any, Optional
 
 import typer
@@ -43,6 +44,7 @@ def main_options(
 ) -> None:
     ws = Workspace.at(workspace)
     prefect_env.configure(ws)  # before anything imports prefect
+    prefect_env.CLI_SAYS_ERRORS = True
     ctx.obj = Context(ws, as_json)
 
 
@@ -688,12 +690,20 @@ def latent(
 
 
 @app.command()
-def sql(ctx: typer.Context, query: str) -> None:
-    """Run read-only SQL on the warehouse (tables: images, captions, model_versions, word_vectors, ...)."""
+def sql(
+    ctx: typer.Context, query: str,
+    limit: int = typer.Option(1000, "--limit", help="rows shown at most (the rest are counted); 0: none"),
+    timeout: float = typer.Option(60.0, "--timeout", help="seconds a query may run before it is stopped"),
+) -> None:
+    """Run read-only SQL on the warehouse (tables: images, captions, model_versions, word_vectors, ...).
+    A result too big to show goes to a file with `onenet export`."""
     c = _ctx(ctx)
+    if timeout <= 0:
+        raise OnenetError("--timeout must be more than 0 seconds")
     q = _queries(c)
     try:
-        columns, rows = q.sql(query)
+        columns, rows = q.sql(query, limit=limit, timeout_s=timeout)
+        more = q.sql_more_rows
         _warn_unknown(c, q, q.sql_unknown_words)
     finally:
         q.close()
@@ -701,6 +711,9 @@ def sql(ctx: typer.Context, query: str) -> None:
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     _emit(c, [dict(zip(columns, row)) for row in rows], table)
+    if more:  # after the rows (on stderr under --json, which stays one JSON document)
+        (errors if c.json else console).print(
+            f"{more:,} more rows not shown (--limit {limit}); all of them: `onenet export`, or a LIMIT in the query", soft_wrap=True)
 
 
 @app.command()
@@ -789,11 +802,24 @@ def global_options_first(argv: list[str]) -> list[str]:
     return head + rest
 
 
+def _release(error: BaseException) -> None:
+    """Free what a failed command's frames still hold (DuckDB connections, query results) before
+    the interpreter exits: DuckDB's bindings print a 'leaked instances' report for any left."""
+    import gc
+
+    while error is not None:
+        traceback.clear_frames(error.__traceback__)
+        error.__traceback__ = None
+        error = error.__context__ or error.__cause__
+    gc.collect()
+
+
 def main() -> None:
     try:
         app(args=global_options_first(sys.argv[1:]), prog_name="onenet")
     except OnenetError as e:
         errors.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
+        _release(e)
         sys.exit(1)
     except KeyboardInterrupt:
         errors.print("[red]interrupted[/]")

@@ -55,10 +55,11 @@ class Library:
         self.refresh()
         return pd.DataFrame(self.queries.similar_words(word, k), columns=["word", "similarity"])
 
-    def sql(self, query: str) -> pd.DataFrame:
-        """Read-only SQL over the warehouse, with text_vector(text) and search_text(q, k)."""
+    def sql(self, query: str, timeout_s: float | None = None) -> pd.DataFrame:
+        """Read-only SQL over the warehouse, with text_vector(text) and search_text(q, k); a
+        query running past `timeout_s` seconds is stopped (OnenetError). Paths come back absolute."""
         self.refresh()
-        columns, rows = self.queries.sql(query)
+        columns, rows = self.queries.sql(query, timeout_s=timeout_s)
         self.unknown_words = self.queries.sql_unknown_words
         return pd.DataFrame.from_records(rows, columns=columns)
 

@@ -21,7 +21,7 @@ import logging
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import faiss
@@ -33,6 +33,7 @@ import torch
 from core.errors import OnenetError
 from core.faults import crash_point
 from core.files import atomic_path, sha256_file, sha256_text, write_parquet
+from core.paths import os_path, path_text, preferred_path, shown
 from core.photo_files import JPEG_SUFFIXES, METADATA_COLUMNS, METADATA_SCHEMA, PHOTO_SUFFIXES, is_raw, metadata_table
 from core.served_index import delta_path, read_delta
 from core.text import clean
@@ -58,10 +59,25 @@ SKIPPED = ("hidden", "AppleDouble", "system folder", "excluded", "other file typ
 
 @dataclass(frozen=True)
 class Scan:
-    photos: tuple[tuple[str, str], ...]  # (image_id, absolute path): one path per distinct content
-    rejects: tuple[tuple[str, str], ...] = field(default=())  # (path, reason)
-    files: int = 0  # image-named files seen, duplicates included
+    """What the walk found. Paths are absolute, as stored (core/paths.py: `path_text`)."""
+
+    photos: tuple[tuple[str, str], ...]  # (image_id, path): one per distinct content, the one a person would pick
+    rejects: tuple[tuple[str, str], ...] = field(default=())  # (path, reason): unreadable here, or judged bad before and unchanged
+    files: int = 0  # photo files seen, copies included
     skipped: tuple[tuple[str, str], ...] = field(default=())  # (path, one of SKIPPED): passed over, not read
+    seen: tuple[tuple[str, str, int, int], ...] = field(default=())  # (path, image_id, size, mtime_ns) of the files hashed (new or changed)
+    twins: tuple[tuple[str, str], ...] = field(default=())  # (RAW, its JPEG): RAWs passed over for the JPEG beside them
+    stats: dict = field(default_factory=dict)  # path -> (size, mtime_ns) of every photo file hashed or judged a reject before
+
+
+@dataclass(frozen=True)
+class Known:
+    """What earlier ingests judged of files still unchanged (same size and modification time):
+    path -> (size, mtime_ns, image_id) of photos, path -> (size, mtime_ns, reason) of rejects.
+    A rescan costs one stat for each (no hash, no decode)."""
+
+    photos: dict = field(default_factory=dict)
+    rejects: dict = field(default_factory=dict)
 
 
 def skip_reason(name: str, relative: str, is_dir: bool, exclude: tuple[str, ...] = (), include_hidden: bool = False) -> str | None:
@@ -85,26 +101,28 @@ def skip_reason(name: str, relative: str, is_dir: bool, exclude: tuple[str, ...]
     return None
 
 
-def raw_with_jpeg(names: list[str]) -> set[str]:
-    """The RAW files among `names` (one folder's) that have a JPEG of the same stem beside them."""
-    jpeg_stems = {Path(n).stem.lower() for n in names if Path(n).suffix.lower() in JPEG_SUFFIXES}
-    return {n for n in names if is_raw(n) and Path(n).stem.lower() in jpeg_stems}
-
-
-def scan_folders(folders: list[str], exclude: list[str] | tuple[str, ...] = (), include_hidden: bool = False) -> Scan:
+def scan_folders(
+    folders: list[str], exclude: list[str] | tuple[str, ...] = (), include_hidden: bool = False, known: Known | None = None
+) -> Scan:
     """Hash every photo file under `folders` (recursively, following symlinks once), passing over
     (and counting) hidden files and folders, AppleDouble twins, system folders, `exclude` globs,
-    files of other types, and RAW files whose JPEG lies beside them."""
-    photos: dict[str, str] = {}
+    files of other types, special files (FIFOs, sockets, devices), and RAW files whose JPEG beside
+    them is taken. A file `known` unchanged is not read again: a photo keeps its id, a reject its
+    reason. An empty file is rejected here."""
+    known = known or Known()
+    copies: dict[str, list[str]] = {}
     rejects: list[tuple[str, str]] = []
     skipped: list[tuple[str, str]] = []
+    seen: list[tuple[str, str, int, int]] = []
+    twins: list[tuple[str, str]] = []
+    stats: dict[str, tuple[int, int]] = {}
     seen_dirs: set[str] = set()
     files = 0
     exclude = tuple(exclude)
     for folder in folders:
         root = Path(folder).expanduser().absolute()
         if not root.is_dir():
-            raise OnenetError(f"not a folder: {folder}")
+            raise OnenetError(f"not a folder: {path_text(folder)}")
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
             real = os.path.realpath(dirpath)
             if real in seen_dirs:  # a symlink loop, or a folder reached twice
@@ -115,33 +133,122 @@ def scan_folders(folders: list[str], exclude: list[str] | tuple[str, ...] = (), 
             walk = []
             for name in sorted(dirnames):
                 if reason := skip_reason(name, (here / name).relative_to(root).as_posix(), True, exclude, include_hidden):
-                    skipped.append((str(here / name), reason))
+                    skipped.append((path_text(here / name), reason))
                 else:
                     walk.append(name)
             dirnames[:] = walk
-            twins = raw_with_jpeg(filenames)
+            taken: dict[str, str] = {}  # name -> image id, of this folder's photos
+            raws: list[str] = []
             for name in sorted(filenames):
-                path = here / name
-                reason = skip_reason(name, path.relative_to(root).as_posix(), False, exclude, include_hidden)
-                if reason := reason or ("RAW beside its JPEG" if name in twins else None):
-                    skipped.append((str(path), reason))
+                path, text = here / name, path_text(here / name)
+                if reason := skip_reason(name, path.relative_to(root).as_posix(), False, exclude, include_hidden):
+                    skipped.append((text, reason))
                     continue
                 try:
-                    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO, socket or device (or a link to one): reading it could wait forever
-                        skipped.append((str(path), "not a regular file"))
+                    st = path.stat()
+                    if not stat.S_ISREG(st.st_mode):  # a FIFO, socket or device (or a link to one): reading it could wait forever
+                        skipped.append((text, "not a regular file"))
+                        continue
+                    if is_raw(name):  # judged once the folder's JPEGs are: its JPEG twin may be no photo
+                        raws.append(name)
                         continue
                     files += 1
-                    photos.setdefault(sha256_file(path), str(path))
-                except FileNotFoundError:
-                    files += 1
-                    rejects.append((str(path), "broken symlink or file vanished"))
-                except PermissionError:
-                    files += 1
-                    rejects.append((str(path), "permission denied"))
+                    judged = _judge(path, text, st, known, seen, stats)
                 except OSError as e:
                     files += 1
-                    rejects.append((str(path), f"cannot read: {e.strerror or e}"))
-    return Scan(tuple(sorted(photos.items(), key=lambda p: p[1])), tuple(rejects), files, tuple(skipped))
+                    judged = (None, _unreadable(e))
+                if judged[0] is None:
+                    rejects.append((text, judged[1]))
+                else:
+                    taken[name] = judged[0]
+                    copies.setdefault(judged[0], []).append(text)
+            jpegs = {Path(n).stem.lower(): n for n in taken if Path(n).suffix.lower() in JPEG_SUFFIXES}
+            for name in raws:
+                path, text = here / name, path_text(here / name)
+                if (jpeg := jpegs.get(Path(name).stem.lower())) is not None:
+                    skipped.append((text, "RAW beside its JPEG"))
+                    twins.append((text, path_text(here / jpeg)))
+                    continue
+                files += 1
+                try:
+                    judged = _judge(path, text, path.stat(), known, seen, stats)
+                except OSError as e:
+                    judged = (None, _unreadable(e))
+                if judged[0] is None:
+                    rejects.append((text, judged[1]))
+                else:
+                    copies.setdefault(judged[0], []).append(text)
+    photos = sorted(((i, preferred_path(paths)) for i, paths in copies.items()), key=lambda p: p[1])
+    return Scan(tuple(photos), tuple(rejects), files, tuple(skipped), tuple(seen), tuple(twins), stats)
+
+
+def _judge(path: Path, text: str, st: os.stat_result, known: Known, seen: list, stats: dict) -> tuple[str | None, str]:
+    """(image id, "") of a photo file, or (None, why it is no photo): from `known` when the file
+    is unchanged since, else by hashing it (noted in `seen`). Its size and time go to `stats`,
+    where the next ingest finds them with a reject."""
+    size, mtime = st.st_size, st.st_mtime_ns
+    if (was := known.photos.get(text)) and was[:2] == (size, mtime):
+        return was[2], ""
+    stats[text] = (size, mtime)
+    if (was := known.rejects.get(text)) and was[:2] == (size, mtime):
+        return None, was[2]
+    if size == 0:
+        return None, f"cannot read photo {text}: empty file (0 bytes)"
+    image_id = sha256_file(path)
+    seen.append((text, image_id, size, mtime))
+    return image_id, ""
+
+
+def _unreadable(e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "broken symlink or file vanished"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return f"cannot read: {e.strerror or e}"
+
+
+def known_files(workspace: Workspace) -> Known:
+    """What earlier ingests recorded of the files they read (photo_paths, rejects)."""
+    if not workspace.warehouse.exists():
+        return Known()
+    con = db.connect(workspace, read_only=True)
+    try:
+        return Known(*db.judged_files(con))
+    finally:
+        con.close()
+
+
+def scan(workspace: Workspace, folders: list[str], exclude: list[str] | tuple[str, ...] = (), include_hidden: bool = False) -> Scan:
+    """`scan_folders`, files the warehouse knows unchanged not read again."""
+    return scan_folders(folders, exclude, include_hidden, known_files(workspace))
+
+
+def twins_instead(workspace: Workspace, scan: Scan, plan: "Plan", parts: list["Part"]) -> tuple[Scan, "Plan", tuple]:
+    """A RAW passed over for its JPEG is read after all when the JPEG turned out unreadable (a
+    camera's RAW+JPEG pair is one shot: it lands once, whichever file holds it). Returns the scan
+    and plan with those RAWs as photos, and the new shards to run for them."""
+    bad = {p for part in parts for p, _ in part.rejects}
+    raws = [raw for raw, jpeg in scan.twins if jpeg in bad]
+    if not raws:
+        return scan, plan, ()
+    seen, stats, copies, rejects = list(scan.seen), dict(scan.stats), {i: p for i, p in scan.photos}, list(scan.rejects)
+    for raw in raws:
+        try:
+            image_id, why = _judge(Path(os_path(raw)), raw, os.stat(os_path(raw)), Known(), seen, stats)
+        except OSError as e:
+            image_id, why = None, _unreadable(e)
+        if image_id is None:
+            rejects.append((raw, why))
+        elif image_id not in copies:
+            copies[image_id] = raw
+    scan = replace(
+        scan, files=scan.files + len(raws), photos=tuple(sorted(copies.items(), key=lambda p: p[1])), rejects=tuple(rejects), seen=tuple(seen), stats=stats,
+        skipped=tuple(s for s in scan.skipped if s[0] not in raws), twins=tuple(t for t in scan.twins if t[0] not in raws),
+    )
+    _, have = _promoted_and_known(workspace, [i for i, p in scan.photos if p in raws])
+    more = plan_shards([(i, p) for i, p in scan.photos if p in raws and i not in have])
+    log.info("ingest: %d RAW files read instead of their unreadable JPEG", len(raws))
+    return scan, replace(plan, shards=plan.shards + more, rejects=tuple(rejects), seen=tuple(seen), stats=stats), more
 
 
 def read_captions_file(path: Path, scan: Scan) -> list[tuple[str, int, str, str]]:
@@ -186,6 +293,8 @@ class Plan:
     shards: tuple[tuple[tuple[str, str], ...], ...]  # (image_id, absolute path), in image-id order
     rejects: tuple[tuple[str, str], ...] = ()  # (path, reason) found before encoding (the scan)
     human: tuple[tuple[str, int, str, str], ...] = ()  # human captions to land (image_id, n, raw, clean)
+    seen: tuple[tuple[str, str, int, int], ...] = ()  # (path, image_id, size, mtime_ns): the copies to record
+    stats: dict = field(default_factory=dict)  # path -> (size, mtime_ns) of the files read: a reject is not read again
 
 
 @dataclass(frozen=True)
@@ -209,9 +318,10 @@ def plan(workspace: Workspace, scan: Scan, captions_file: str | None = None, sha
     """The photos of `scan` the promoted version has no vectors for, in shards."""
     current, have = _promoted_and_known(workspace, [i for i, _ in scan.photos])
     new = [(i, p) for i, p in scan.photos if i not in have]
-    log.info("ingest: %d image files, %d distinct, %d new, %d unreadable", scan.files, len(scan.photos), len(new), len(scan.rejects))
+    log.info("ingest: %d photo files, %d distinct, %d not seen by model %s yet (to read), %d unreadable",
+             scan.files, len(scan.photos), len(new), current["version"], len(scan.rejects))
     human = read_captions_file(Path(captions_file), scan) if captions_file else []
-    return Plan(current, plan_shards(new, shard_size), tuple(scan.rejects), tuple(human))
+    return Plan(current, plan_shards(new, shard_size), tuple(scan.rejects), tuple(human), scan.seen, scan.stats)
 
 
 def ingest(
@@ -221,19 +331,20 @@ def ingest(
 ) -> dict:
     """Add the new photos of `folders` to the promoted model version, shards in threads of this
     process. Returns counts. (flows/ingest.py runs the same steps as Prefect tasks, on any runner.)"""
-    scan = scan_folders(folders, exclude, include_hidden)
-    p = plan(workspace, scan, captions_file, shard_size)
-    counts = land(workspace, p, in_threads(workspace, p, batch_size), prune)
-    return summary(scan, p, counts)
+    found = scan(workspace, folders, exclude, include_hidden)
+    p = plan(workspace, found, captions_file, shard_size)
+    parts = in_threads(workspace, p, batch_size)
+    found, p, more = twins_instead(workspace, found, p, parts)
+    parts += in_threads(workspace, replace(p, shards=more), batch_size)
+    return summary(found, p, land(workspace, p, parts, prune))
 
 
 def summary(scan: Scan, plan: Plan, counts: dict) -> dict:
-    new = sum(map(len, plan.shards))
     return {
         "files": scan.files,
         "distinct": len(scan.photos),
         "new": counts["added"],
-        "known": len(scan.photos) - new,
+        "known": len(scan.photos) - counts["added"] - counts["rejected"],  # another ingest at once may have landed some
         "rejected": len(scan.rejects) + counts["rejected"],
         "human_captions": len(plan.human),
         "pruned": counts["pruned"],
@@ -254,7 +365,7 @@ def catch_up_ingested(workspace: Workspace, batch_size: int | None = None) -> di
     photo whose file is gone is recorded as rejected, and pruned by `ingest --prune`)."""
     con = db.connect(workspace, read_only=True)
     try:
-        rows = con.execute("SELECT image_id, path FROM images WHERE source = 'folder' ORDER BY path").fetchall()
+        rows = con.execute("SELECT image_id, path FROM images WHERE source = 'folder' ORDER BY path").fetchall()  # path: a copy that exists, as of the last ingest
     finally:
         con.close()
     current, have = _promoted_and_known(workspace, [i for i, _ in rows])
@@ -305,7 +416,8 @@ def ingest_shard(
         settings = saved["encoder"]
         fresh: dict[str, np.ndarray] = {}
         features = extract_features(workspace, photos, settings["name"], settings["image_size"], settings["grid"], batch_size, fresh=fresh)
-        bad = {p for p, _ in features.rejects}
+        rejects = [(p, shown(reason)) for p, reason in features.rejects]  # a name that is not UTF-8: its bytes as \\xHH
+        bad = {p for p, _ in rejects}
         accepted = [(i, p) for i, p in photos if p not in bad]
         ids = [i for i, _ in accepted]
         vectors, captions = np.zeros((0, model.cfg.dim), np.float32), []
@@ -317,7 +429,7 @@ def ingest_shard(
                 image_vecs = model.image_vectors(torch.from_numpy(feats).to(device))
             captions = caption_vectors(model, saved["vocab"], image_vecs, beam_size=3)
             vectors = image_vecs.cpu().numpy()
-    described = metadata_table([p for _, p in accepted])  # width, height, taken_at, camera, GPS, orientation
+    described = metadata_table([os_path(p) for _, p in accepted])  # width, height, taken_at, camera, GPS, orientation
     table = pa.table(
         {
             "image_id": pa.array(ids, pa.string()),
@@ -327,10 +439,10 @@ def ingest_shard(
             "caption": pa.array([c for c, _ in captions], pa.string()),
             "score": pa.array([float(s) for _, s in captions], pa.float64()),
         }
-    ).replace_schema_metadata({"rejects": json.dumps(list(features.rejects))})
+    ).replace_schema_metadata({"rejects": json.dumps(rejects)})
     write_parquet(table, path)
     crash_point("ingest-shard")
-    return Part(workspace.relative(path), tuple(features.rejects))
+    return Part(workspace.relative(path), tuple(map(tuple, rejects)))
 
 
 def shared_captioner(path: Path):
@@ -350,20 +462,23 @@ def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = Fals
     """Land every part of `plan` in one transaction, make the version's faiss index match the
     table, publish the read snapshot; then delete the parts (the warehouse holds them now)."""
     current = plan.current
-    tables = [pq.read_table(workspace.path(p.path)) for p in parts]
+    # A part gone was landed by another ingest of the same photos at once (parts are removed only
+    # once all their photos have vectors): nothing of it is left to land.
+    tables = [pq.read_table(workspace.path(p.path)) for p in parts if workspace.path(p.path).exists()]
     photos = pa.concat_tables(tables, promote_options="default") if tables else None  # a part of older code lacks some columns
     rejected = [r for p in parts for r in p.rejects]
     ids = photos.column("image_id").to_pylist() if photos is not None else []
     con = db.connect(workspace)
     try:
-        db.land_photos(
+        ids = db.land_photos(
             con,
             version=current["version"],
             images=photos.select(["image_id", "path", *(c for c in METADATA_COLUMNS if c in photos.column_names)]) if photos is not None else _NO_PHOTOS,
             vectors=to_matrix(photos.column("vec")) if ids else np.zeros((0, 1), np.float32),
             captions=list(zip(photos.column("caption").to_pylist(), photos.column("score").to_pylist())) if ids else [],
             human_captions=list(plan.human),
-            rejects=list(plan.rejects) + rejected,
+            rejects=[(p, r, *plan.stats.get(p, (None, None))) for p, r in list(plan.rejects) + rejected],
+            paths=[s for s in plan.seen if s[0] not in {p for p, _ in rejected}],  # the copies of photos
         )
         pruned = db.prune_missing_photos(con) if prune else []
         added, removed = sync_index(workspace, con, current, landed=ids)
@@ -371,6 +486,7 @@ def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = Fals
         _remove_landed_parts(workspace, con, current["version"])
     finally:
         con.close()
+    log.info("ingest: %d new photos landed in model %s, %d unreadable", len(ids), current["version"], len(plan.rejects) + len(rejected))
     return {
         "added": len(ids), "rejected": len(rejected), "rejects": rejected, "pruned": len(pruned),
         "index_added": added, "index_removed": removed,

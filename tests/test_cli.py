@@ -108,3 +108,49 @@ def test_operations_options_are_checked_with_one_clear_line(ws, tmp_path):
     assert_clean_error(onenet(ws, "rollback"), "nothing to roll back to")
     assert_clean_error(onenet(ws, "promote", "m0000"), "no model version 'm0000'")
     assert_clean_error(onenet(tmp_path / "w", "serve"), "start `onenet server` first")
+
+
+def test_sql_that_holds_no_statement_or_runs_away_ends_in_one_line(ws):
+    """`;` and comments, a result too big to show, a query that would run for hours: one line
+    each (the shown rows capped, the rest counted), never a traceback."""
+    for query in (";", "/* c */", "-- c", " ; -- c\n /* d */ ;"):
+        assert_clean_error(onenet(ws, "sql", "--", query), "no SQL statement")
+    assert_clean_error(onenet(ws, "sql", "SELEC 1"), "SQL error: Parser Error")
+    big = onenet(ws, "--json", "sql", "--limit", "5", "SELECT * FROM range(100000000)")
+    assert big.returncode == 0 and [r["range"] for r in json.loads(big.stdout)] == [0, 1, 2, 3, 4]
+    assert "99,999,995 more rows" in big.stderr
+    shown = onenet(ws, "sql", "--limit", "3", "SELECT * FROM range(10)")
+    assert "7 more rows" in shown.stdout and "onenet export" in shown.stdout
+    assert_clean_error(
+        onenet(ws, "sql", "--timeout", "1", "SELECT count(*) FROM range(100000) a, range(10000000) b"), "query stopped after 1 s")
+
+
+def test_a_writer_that_waits_says_so_once_and_gives_up_in_one_line(trained, tmp_path):
+    """A writer finding the warehouse locked says once that it waits, and for which process; when
+    it gives up, the last line says so, without a traceback (nor DuckDB's leak warnings)."""
+    import os
+
+    from conftest import copy_of_trained
+    from servers import onenet_env
+
+    ws = copy_of_trained(trained, tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
+         str(ws.warehouse)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        (tmp_path / "photos").mkdir()
+        proc = subprocess.run(
+            [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "ingest", str(tmp_path / "photos")],
+            env={**onenet_env(ws), "ONENET_LOCK_WAIT_S": "3"}, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out and "nanobind" not in out, out
+    assert out.count("waiting for the warehouse") == 1 and f"process {holder.pid} (" in out
+    last = [line for line in out.splitlines() if "Stopping temporary server" not in line][-1]
+    assert last.startswith("error: the warehouse") and "is busy" in last and f"process {holder.pid}" in last, out
+    assert out.count("is busy") == 1, out
+    assert os.path.exists(ws.warehouse)

@@ -309,3 +309,130 @@ def test_exclude_globs_match_whatever_the_case(tmp_path):
     scan = scan_folders([str(root)], exclude=["*.avif", "drafts"])
     assert [os.path.basename(p) for _, p in scan.photos] == ["keep.png"]
     assert sorted(os.path.basename(p) for p, r in scan.skipped if r == "excluded") == ["Drafts", "IMG_0001.AVIF", "img_0002.avif"]
+
+
+def _stored(ws: Workspace, sql: str, params=()) -> list[tuple]:
+    con = db.connect(ws, read_only=True)
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_name_that_is_not_utf8_lands_and_reads_back(ws, tmp_path):
+    """Old cameras, Windows shares and zip files leave Latin-1 names: such a photo lands (its
+    path stored with the byte as \\xHH, core/paths.py) and is read back through that path; a bad
+    file so named is a reject with a readable reason; the rest of the folder lands beside them."""
+    root = tmp_path / "old camera"
+    root.mkdir()
+    (root / "plain.png").write_bytes(scene_png(61, 0))
+    latin1 = os.path.join(os.fsencode(root), b"caf\xe9 latin1.png")
+    with open(latin1, "wb") as f:
+        f.write(scene_png(61, 1))
+    with open(os.path.join(os.fsencode(root), b"bad \xff.jpg"), "wb") as f:
+        f.write(b"not a photo at all")
+
+    result = ingest(ws, [str(root)])
+    assert result["new"] == 2 and result["rejected"] == 1
+    assert result["rejects"][0]["path"] == f"{root}/bad \\xff.jpg" and "\\xff" in result["rejects"][0]["reason"]
+    ((stored, caption),) = _stored(
+        ws, "SELECT path, caption FROM images JOIN current_captions USING (image_id) WHERE path LIKE '%latin1.png'")
+    assert stored == f"{root}/caf\\xe9 latin1.png"
+    assert os.fsencode(ws.path(stored)) == latin1  # the exact bytes of the name, to open it
+    q = Queries.open(ws)
+    try:  # read back through that path: the same photo, the same caption
+        assert caption and q.caption(ws.path(stored))["caption"] == caption
+    finally:
+        q.close()
+    again = ingest(ws, [str(root)])
+    assert again["new"] == 0 and again["known"] == 2 and again["rejected"] == 1
+
+
+def test_a_raw_lands_when_its_jpeg_twin_is_not_taken(ws, tmp_path):
+    """A RAW+JPEG pair is one shot, landed once: as its JPEG when the JPEG is taken, as the RAW
+    when the JPEG is excluded, empty, or unreadable (found only when decoding it)."""
+    root = tmp_path / "card"
+    root.mkdir()
+    for n, jpeg in ((1, None), (2, b""), (3, b"\xff\xd8\xff\xe0 not really a JPEG")):
+        save_dng(shapes.scene(62, n).image, root / f"DSC_000{n}.DNG")
+        if jpeg is None:
+            shapes.scene(62, n).image.save(root / f"DSC_000{n}.JPG")
+        else:
+            (root / f"DSC_000{n}.JPG").write_bytes(jpeg)
+
+    result = ingest(ws, [str(root)], exclude=["DSC_0001.JPG"])
+    assert result["new"] == 3 and result["rejected"] == 2 and "RAW beside its JPEG" not in result["skipped"]
+    landed = {os.path.basename(p) for (p,) in _stored(ws, "SELECT path FROM images WHERE path LIKE ?", [f"{root}/%"])}
+    assert landed == {"DSC_0001.DNG", "DSC_0002.DNG", "DSC_0003.DNG"}
+    assert {os.path.basename(r["path"]) for r in result["rejects"]} == {"DSC_0002.JPG", "DSC_0003.JPG"}
+    again = ingest(ws, [str(root)], exclude=["DSC_0001.JPG"])  # the JPEGs judged unreadable stay judged: the RAWs stay in
+    assert again["new"] == 0 and again["known"] == 3 and again["rejected"] == 2
+
+
+def test_copies_are_all_known_and_prune_forgets_a_photo_only_when_none_is_left(ws, tmp_path):
+    """Two copies of one photo: the path shown is the one not named "copy"; deleting it leaves the
+    photo (now at the copy), deleting both prunes it."""
+    root = tmp_path / "copies"
+    root.mkdir()
+    for name in ("IMG_0001 copy.png", "IMG_0001.png"):
+        (root / name).write_bytes(scene_png(63, 0))
+    assert ingest(ws, [str(root)])["new"] == 1
+    of = lambda: _stored(ws, "SELECT path FROM images WHERE path LIKE ?", [f"{root}/%"])  # noqa: E731
+    assert of() == [(f"{root}/IMG_0001.png",)]
+    assert sorted(_stored(ws, "SELECT path FROM photo_paths WHERE path LIKE ?", [f"{root}/%"])) == [
+        (f"{root}/IMG_0001 copy.png",), (f"{root}/IMG_0001.png",)]
+
+    (root / "IMG_0001.png").unlink()
+    kept = ingest(ws, [str(root)], prune=True)
+    assert kept["pruned"] == 0 and kept["index_removed"] == 0
+    assert of() == [(f"{root}/IMG_0001 copy.png",)]
+    (root / "IMG_0001 copy.png").unlink()
+    assert ingest(ws, [str(root)], prune=True)["pruned"] == 1 and of() == []
+
+
+def test_two_ingests_of_one_folder_at_once_report_new_once(ws, tmp_path):
+    """Both plan before either lands (two processes at once): the first lands the photos, the
+    second finds them landed and reports them known, not new."""
+    from tasks.ingest import in_threads, land, plan, scan, summary
+
+    root = tmp_path / "twice"
+    root.mkdir()
+    for i in range(3):
+        (root / f"p{i}.png").write_bytes(scene_png(64, i))
+    runs = []
+    for _ in range(2):
+        found = scan(ws, [str(root)])
+        todo = plan(ws, found)
+        runs.append((found, todo, in_threads(ws, todo)))
+    first, second = (summary(found, todo, land(ws, todo, parts)) for found, todo, parts in runs)
+    assert (first["new"], first["known"]) == (3, 0)
+    assert (second["new"], second["known"]) == (0, 3)
+    assert _stored(ws, "SELECT count(*) FROM images WHERE path LIKE ?", [f"{root}/%"]) == [(3,)]
+
+
+def test_a_rescan_reads_no_file_already_judged(ws, tmp_path, monkeypatch, caplog):
+    """Photos and rejects unchanged since the last ingest cost a stat: no hash, no decode; the log
+    says what the summary says."""
+    import logging
+
+    import tasks.ingest
+
+    root = tmp_path / "judged"
+    root.mkdir()
+    (root / "good.png").write_bytes(scene_png(65, 0))
+    (root / "bad.jpg").write_bytes(b"garbage")
+    (root / "empty.png").write_bytes(b"")
+    with caplog.at_level(logging.INFO, logger="onenet.ingest"):
+        first = ingest(ws, [str(root)])
+    assert (first["new"], first["rejected"]) == (1, 2)
+    assert f"{first['new']} new photos landed" in caplog.text and f"{first['rejected']} unreadable" in caplog.text
+
+    read = []
+    hashing = tasks.ingest.sha256_file
+    monkeypatch.setattr(tasks.ingest, "sha256_file", lambda p: read.append(p) or hashing(p))
+    again = ingest(ws, [str(root)])
+    assert (again["new"], again["known"], again["rejected"]) == (0, 1, 2) and read == []
+    (root / "bad.jpg").write_bytes(scene_png(65, 1))  # fixed since: read again, lands, no longer a reject
+    fixed = ingest(ws, [str(root)])
+    assert (fixed["new"], fixed["rejected"]) == (1, 1) and [os.path.basename(p) for p in read] == ["bad.jpg"]
+    assert [os.path.basename(p) for (p,) in _stored(ws, "SELECT path FROM rejects WHERE path LIKE ?", [f"{root}/%"])] == ["empty.png"]

@@ -85,3 +85,46 @@ def test_what_a_refresh_keeps_is_model_state_by_name():
     from answers.queries import Queries
 
     assert all(isinstance(Queries.__dict__.get(name), cached_property) for name in Queries.MODEL_STATE)
+
+
+def test_sql_answers_absolute_paths_and_one_line_errors(trained):
+    """lib.sql and search_text give paths as lib.search does (absolute); malformed SQL and a
+    runaway query are one OnenetError each."""
+    import onenet
+
+    with onenet.open(trained["workspace"].root) as lib:
+        searched = lib.search("a red circle", k=3)
+        by_sql = lib.sql("SELECT path FROM search_text('a red circle', 3)")
+        assert list(by_sql["path"]) == list(searched["path"]) and all(p.startswith("/") for p in by_sql["path"])
+        assert all(Path(p).is_file() for p in lib.sql("SELECT path FROM images LIMIT 5")["path"])
+        for query in (";", "/* c */", "-- c"):
+            with pytest.raises(OnenetError, match="no SQL statement"):
+                lib.sql(query)
+        with pytest.raises(OnenetError, match="query stopped after 1 s"):
+            lib.sql("SELECT count(*) FROM range(100000) a, range(10000000) b", timeout_s=1)
+
+
+def test_open_beside_a_plain_duckdb_connection_to_the_snapshot(trained, tmp_path):
+    """A notebook that already reads the snapshot with plain DuckDB (other settings than onenet's
+    sandboxed reader) can still open the library, and both read."""
+    import duckdb
+    from conftest import copy_of_trained
+
+    import onenet
+
+    ws = copy_of_trained(trained, tmp_path)  # a snapshot no reader of this test session has open
+    plain = duckdb.connect(str(ws.read_snapshot), read_only=True)
+    try:
+        with onenet.open(ws.root) as lib:
+            assert len(lib.search("a red circle", k=2)) == 2
+            assert lib.sql("SELECT count(*) AS n FROM images")["n"][0] == plain.execute("SELECT count(*) FROM images").fetchone()[0]
+            with pytest.raises(OnenetError, match="reads the warehouse only"):
+                lib.sql("SELECT * FROM read_csv('/etc/passwd')")  # still sandboxed
+    finally:
+        plain.close()
+    with onenet.open(ws.root) as lib:  # and the other way round: onenet's reader first, then plain DuckDB
+        plain = duckdb.connect(str(ws.read_snapshot), read_only=True)
+        try:
+            assert plain.execute("SELECT count(*) FROM images").fetchone()[0] == lib.sql("SELECT count(*) AS n FROM images")["n"][0]
+        finally:
+            plain.close()

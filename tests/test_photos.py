@@ -129,3 +129,19 @@ def test_png_exif_is_read_wherever_its_chunk_lies_without_decoding_the_pixels(tm
         assert str(meta.taken_at) == "2024-05-01 10:00:00" and (meta.width, meta.height) == image.size
     (tmp_path / "none.png").write_bytes(without)
     assert photo_metadata(tmp_path / "none.png").taken_at_source == "file"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "AVIF", "HEIF"])
+def test_width_and_height_are_the_upright_photos(tmp_path, fmt):
+    """A photo stored 200 x 100 with EXIF orientation 6 (turned a quarter) is 100 x 200 as a person
+    sees it, whatever the format (pillow-heif turns HEIC upright itself: the two agree)."""
+    from PIL import Image
+
+    from core.photo_files import photo_metadata
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"turned.{fmt.lower()}"
+    Image.new("RGB", (200, 100), "red").save(path, format=fmt, exif=exif.tobytes())
+    meta = photo_metadata(path)
+    assert (meta.width, meta.height, meta.orientation) == (100, 200, 6)

@@ -167,7 +167,7 @@ def test_the_scheduled_ingest_landed_the_dropped_photos(operated):
 
 def test_the_runs_logs_hold_onenets_progress_lines(operated):
     base, runs = operated["base"], operated["runs"]
-    assert any(line.startswith("ingest: 2 image files") for line in log_lines(base, runs["hourly-ingest"]["id"]))
+    assert any(line.startswith("ingest: 2 photo files") for line in log_lines(base, runs["hourly-ingest"]["id"]))
     assert any(line.startswith("retrain: ") for line in log_lines(base, runs["weekly-retrain"]["id"]))
 
 

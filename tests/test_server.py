@@ -119,7 +119,7 @@ def test_the_ui_shows_the_run_and_its_artifacts(served):
             page.goto(f"{base}/runs/flow-run/{run['id']}")
             page.get_by_text("onenet-ingest").first.wait_for(timeout=30_000)
             page.get_by_text("Completed").first.wait_for(timeout=30_000)
-            page.get_by_text("ingest: 3 image files").first.wait_for(timeout=30_000)  # onenet's log lines
+            page.get_by_text("ingest: 3 photo files").first.wait_for(timeout=30_000)  # onenet's log lines
             page.screenshot(path=str(OUTPUT / "prefect-flow-run.png"))
             page.get_by_text("Artifacts", exact=True).first.click()
             page.get_by_text("ingest-rejects").first.wait_for(timeout=30_000)

@@ -253,3 +253,42 @@ def test_sql_with_no_statement_is_one_line(queries, statement):
     with pytest.raises(OnenetError, match="no SQL statement") as error:
         queries.sql(statement)
     assert "\n" not in str(error.value)
+
+
+def test_a_warehouse_from_before_photo_paths_and_upright_sizes_is_migrated_once(trained, tmp_path):
+    """Older code kept one path per ingested photo and the stored size of a turned photo: the
+    first writer records each photo's path as its one known copy (so --prune keeps it while it
+    exists), turns the sizes upright (not HEIC's, which were), and publishes to readers."""
+    from conftest import copy_of_trained
+    from PIL import Image
+
+    from tasks.ingest import ingest
+
+    ws = copy_of_trained(trained, tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name, colour in (("turned.jpg", "red"), ("turned.heic", "blue")):
+        Image.new("RGB", (200, 100), colour).save(photos / name, exif=exif.tobytes())
+    assert ingest(ws, [str(photos)])["new"] == 2
+    con = db.connect(ws)
+    try:  # as older code left it
+        con.execute("DROP TABLE photo_paths")
+        con.execute("UPDATE images SET width = 200, height = 100 WHERE path LIKE '%turned.jpg'")
+        con.execute("DELETE FROM warehouse_info WHERE key = 'upright_sizes'")
+    finally:
+        con.close()
+    db.connect(ws).close()  # the first writer migrates
+    reader = db.connect(ws, read_only=True)
+    try:
+        assert db.published_mark(ws) is not None  # readers see the migrated warehouse
+        sizes = dict(reader.execute("SELECT regexp_extract(path, '[^/]+$'), (width, height) FROM images WHERE path LIKE ?",
+                                    [f"{photos}/%"]).fetchall())
+        assert sizes == {"turned.jpg": (100, 200), "turned.heic": (100, 200)}
+        known = reader.execute("SELECT count(*) FROM photo_paths WHERE path LIKE ?", [f"{photos}/%"]).fetchone()[0]
+        assert known == 2
+    finally:
+        reader.close()
+    (photos / "turned.heic").unlink()
+    assert ingest(ws, [str(photos)], prune=True)["pruned"] == 1

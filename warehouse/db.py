@@ -6,23 +6,29 @@ Every landing is one transaction: readers see the previous state or the new one,
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.errors import OnenetError, TransientError
 from core.faults import crash_point
 from core.files import atomic_path
+from core.paths import os_path, preferred_path
 from core.photo_files import METADATA_COLUMNS, metadata_table
 from core.workspace import Workspace
 from warehouse import snapshot
 from warehouse.reads import photo_rows
 
+log = logging.getLogger("onenet.warehouse")
 SCHEMA = (Path(__file__).parent / "schema.sql").read_text()
 VECTOR_TABLES = ("word_vectors", "image_vectors", "generated_captions")  # what an export lands
 # Vectors live in one table per width, as fixed-size arrays: kind -> {column: type} before `vec`.
@@ -48,7 +54,7 @@ ROW_GROUP_SIZE = 16_384
 ATTACH_OPTIONS = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}, STORAGE_VERSION '{STORAGE_VERSION}'"
 
 
-def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0) -> duckdb.DuckDBPyConnection:
+def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None = None) -> duckdb.DuckDBPyConnection:
     """Open the warehouse.
 
     DuckDB lets one process write a file at a time and locks it meanwhile, readers included.
@@ -62,19 +68,19 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
     if read_only and _snapshot_is_current(workspace):
         # A reader that opened the snapshot just as a publish renamed it away and began syncing
         # it as the spare finds it locked: it opens the name again (the new file).
-        return _when_unlocked(
-            lambda: duckdb.connect(str(workspace.read_snapshot), read_only=True, config=READ_ONLY_CONFIG),
-            f"the read snapshot {workspace.read_snapshot}", wait_s, pause_s=0.05,
-        )
+        return _when_unlocked(lambda: open_read_only(workspace.read_snapshot), f"the read snapshot {workspace.read_snapshot}", wait_s, pause_s=0.05)
     path.parent.mkdir(parents=True, exist_ok=True)
     if read_only:
-        return _when_unlocked(lambda: duckdb.connect(str(path), read_only=True, config=READ_ONLY_CONFIG), f"the warehouse {path}", wait_s)
+        return _when_unlocked(lambda: open_read_only(path), f"the warehouse {path}", wait_s)
     con = _when_unlocked(lambda: _open_for_writing(path), f"the warehouse {path}", wait_s)
+    before = _tables(con)
     images_before_metadata = _lacks_column(con, "images", "taken_at_source")
     con.execute(SCHEMA)
     migrate_vectors_to_arrays(con)
-    if images_before_metadata:
-        fill_photo_metadata(con, workspace)
+    if "images" not in before:  # a new warehouse: its rows will have today's meaning
+        con.execute("INSERT OR REPLACE INTO warehouse_info VALUES ('upright_sizes', 'v1')")
+    migrated = "images" in before and migrate_photo_rows(con, workspace, images_before_metadata, paths_before="photo_paths" not in before)
+    if migrated:
         publish_snapshot(con, workspace)  # readers (and other clients) see the migrated warehouse
     stored = con.execute("SELECT value FROM warehouse_info WHERE key = 'macros'").fetchone()
     if (stored is None or stored[0] != MACROS_VERSION) and con.execute(
@@ -84,16 +90,62 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float = 60.0)
     return con
 
 
-def _when_unlocked(open_, what: str, wait_s: float, pause_s: float = 0.2) -> duckdb.DuckDBPyConnection:
-    """`open_()`, again while another process holds the file's lock, for up to `wait_s`."""
+def open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
+    """`path` read-only, attached in an in-memory database of its own and then locked down
+    (READ_ONLY_CONFIG). Not `duckdb.connect(path)`: DuckDB keeps one database per file per
+    process, with the settings it was first opened with, so a notebook's own
+    `duckdb.connect(path, read_only=True)` and onenet's reader would refuse each other (and a
+    reopened path would get the old, still-open database back)."""
+    con = duckdb.connect()
+    try:
+        quoted = str(path).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS onenet_read (READ_ONLY)")
+        con.execute("USE onenet_read")
+        for name, value in READ_ONLY_CONFIG.items():  # lock_configuration last
+            con.execute(f"SET {name} = {str(value).lower()}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _when_unlocked(open_, what: str, wait_s: float | None, pause_s: float = 0.2) -> duckdb.DuckDBPyConnection:
+    """`open_()`, again while another process holds the file's lock, for up to `wait_s` seconds
+    (None: $ONENET_LOCK_WAIT_S, else 60). Says once that it waits, and for which process."""
+    wait_s = float(os.environ.get("ONENET_LOCK_WAIT_S", 60)) if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
+    said = False
     while True:
         try:
             return open_()
         except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                raise TransientError(f"{what} is busy: {e}") from None
+            if "lock" not in str(e).lower():
+                raise TransientError(f"{what} cannot be opened: {str(e).splitlines()[0]}") from None
+            holder = lock_holder(str(e))
+            if time.monotonic() > deadline:
+                raise TransientError(f"{what} is busy: {holder} still holds it after {wait_s:g} s; run this again once it is done") from None
+            if not said:
+                log.warning("waiting for %s: %s holds it (up to %g s)", what, holder, wait_s)
+                said = True
             time.sleep(pause_s)
+
+
+def lock_holder(message: str) -> str:
+    """Who holds a DuckDB file's lock, from DuckDB's message ("... is held in /usr/bin/python3
+    (PID 4242) ..."): "process 4242 (onenet ingest photos)"."""
+    found = re.search(r"PID (\d+)", message)
+    if not found:
+        return "another process"
+    pid = found.group(1)
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return f"process {pid}"
+    words = [os.path.basename(w.decode(errors="replace")) if i == 0 else w.decode(errors="replace") for i, w in enumerate(words) if w]
+    if len(words) > 1 and words[0].startswith("python") and words[1].endswith("onenet"):
+        words = ["onenet", *words[2:]]  # `python .../bin/onenet ingest ...`: the command a person typed
+    command = " ".join(" ".join(words).split())  # one line, whatever the arguments hold
+    return f"process {pid} ({command[:120]})" if command else f"process {pid}"
 
 
 def _open_for_writing(path: Path) -> duckdb.DuckDBPyConnection:
@@ -130,9 +182,8 @@ def rewrite_for_older_clients(path: Path) -> None:
     """Rewrite a warehouse made in DuckDB 2.0's storage format in STORAGE_VERSION's: every table,
     view, macro and index, copied by DuckDB into a new file that then replaces it (atomically; a
     crash leaves the old file, rewritten by the next writer). Once per warehouse."""
-    import logging
 
-    logging.getLogger("onenet.warehouse").info("warehouse: rewriting %s in DuckDB %s's storage format (once)", path, STORAGE_VERSION)
+    log.info("warehouse: rewriting %s in DuckDB %s's storage format (once)", path, STORAGE_VERSION)
     with atomic_path(path) as tmp:
         con = duckdb.connect(str(path))
         try:
@@ -157,6 +208,40 @@ def _lacks_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bo
         [column, table],
     ).fetchall()[0]
     return found[0] > 0 and found[1] == 0
+
+
+def migrate_photo_rows(con: duckdb.DuckDBPyConnection, workspace: Workspace, lacks_metadata: bool, paths_before: bool) -> bool:
+    """Bring the photo rows of a warehouse made by older code to today's meaning, once each.
+    Returns whether anything was done."""
+    done = False
+    if paths_before:
+        with transaction(con):  # every ingested photo's one known copy: its path of record
+            con.execute("INSERT INTO photo_paths (path, image_id) SELECT path, image_id FROM images WHERE source = 'folder' ON CONFLICT DO NOTHING")
+            snapshot.journal(con, snapshot.EVERYTHING)
+        done = True
+    if lacks_metadata:
+        fill_photo_metadata(con, workspace)
+        done = True
+    if not con.execute("SELECT count(*) FROM warehouse_info WHERE key = 'upright_sizes'").fetchone()[0]:
+        upright_sizes(con)
+        done = True
+    return done
+
+
+def upright_sizes(con: duckdb.DuckDBPyConnection) -> None:
+    """Once per warehouse: rows landed before `images.width`/`height` were the upright photo's
+    hold the stored size for a photo EXIF turns a quarter (HEIC and RAW sizes were upright)."""
+    from core.photo_files import RAW_SUFFIXES, UPRIGHT_SWAPS
+
+    kept = ("heic", "heif", *(s.lstrip(".") for s in RAW_SUFFIXES))
+    with transaction(con):
+        changed = con.execute(
+            "UPDATE images SET width = height, height = width WHERE list_contains(?, orientation) "
+            "AND NOT list_contains(?, lower(regexp_extract(path, '\\.([^./]+)$', 1)))", [list(UPRIGHT_SWAPS), list(kept)]
+        ).fetchone()[0]
+        con.execute("INSERT OR REPLACE INTO warehouse_info VALUES ('upright_sizes', 'v1')")
+        if changed:
+            snapshot.journal(con, snapshot.EVERYTHING)
 
 
 def fill_photo_metadata(con: duckdb.DuckDBPyConnection, workspace: Workspace) -> int:
@@ -512,14 +597,23 @@ def land_photos(
     vectors,
     captions: list[tuple[str, float]],
     human_captions: list[tuple[str, int, str, str]],
-    rejects: list[tuple[str, str]],
-) -> None:
+    rejects: list[tuple[str, str, int | None, int | None]],
+    paths: list[tuple[str, str, int, int]] = (),
+) -> list[str]:
     """Add ingested photos (no split: they are not training data) with their vectors and
-    generated captions for `version`, in one transaction. Re-landing the same ids replaces them."""
+    generated captions for `version`, in one transaction, and record the files they were read
+    from (`paths`: (path, image_id, size, mtime_ns), copies included) and the files that were
+    no photo (`rejects`: (path, reason, size, mtime_ns)). A photo that has vectors for `version`
+    already (another ingest landed it meanwhile) is not landed again. Returns the ids landed."""
     from core.vectors import to_column
 
-    ids = images.column("image_id").to_pylist()
     with transaction(con):
+        ids = images.column("image_id").to_pylist()
+        if landed := image_ids_with_vectors(con, version, among=ids) if ids else set():
+            keep = np.array([i not in landed for i in ids], dtype=bool)
+            images, vectors = images.filter(pa.array(keep)), np.asarray(vectors)[keep]
+            captions = [c for c, k in zip(captions, keep) if k]
+            ids = images.column("image_id").to_pylist()
         if ids:
             con.register("staged_photos", images)
             described = _metadata_in(images)  # what the file says of itself: updated with its path
@@ -529,12 +623,8 @@ def land_photos(
                 f"""INSERT INTO images ({columns}, source, split) SELECT {columns}, 'folder', NULL FROM staged_photos
                     ON CONFLICT (image_id) DO UPDATE SET {updates}"""
             )
-            table = image_table(con, version)
-            for landed_before in (table, "generated_captions"):  # photos landed again: asked through the index (no scan when none)
-                if len(photo_rows(con, landed_before, "image_id", ids, version)):
-                    con.execute(f"DELETE FROM {landed_before} WHERE version = ? AND image_id IN (SELECT unnest(?))", [version, ids])
             con.register("staged_vectors", pa.table({"image_id": ids, "vec": to_column(vectors)}))
-            con.execute(f"INSERT INTO {table} SELECT ?, image_id, vec FROM staged_vectors", [version])
+            con.execute(f"INSERT INTO {image_table(con, version)} SELECT ?, image_id, vec FROM staged_vectors", [version])
             con.register(
                 "staged_generated",
                 pa.table({"image_id": ids, "caption": [c for c, _ in captions], "score": [s for _, s in captions]}),
@@ -542,36 +632,94 @@ def land_photos(
             con.execute("INSERT INTO generated_captions SELECT ?, image_id, caption, score, 'beam3' FROM staged_generated", [version])
         for image_id, n, raw, cleaned in human_captions:
             con.execute("INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?)", [image_id, n, raw, cleaned])
-        snapshot.journal(con, sorted({*ids, *(c[0] for c in human_captions)}))
+        moved = _record_paths(con, list(paths))
+        snapshot.journal(con, sorted({*ids, *moved, *(c[0] for c in human_captions)}))
         _record_rejects(con, rejects)
         crash_point("landing")
+    return ids
 
 
 def _metadata_in(table: pa.Table) -> list[str]:
     return [c for c in METADATA_COLUMNS if c in table.column_names]
 
 
-def _record_rejects(con: duckdb.DuckDBPyConnection, rejects: list[tuple[str, str]]) -> None:
-    for path, reason in rejects:
+def _record_paths(con: duckdb.DuckDBPyConnection, paths: list[tuple[str, str, int, int]]) -> set[str]:
+    """Upsert the files read (path -> image_id, size, mtime_ns), and point each ingested photo
+    they touch at its preferred copy. Returns the ids whose rows changed."""
+    if not paths:
+        return set()
+    staged = pa.table({k: [p[n] for p in paths] for n, k in enumerate(("path", "image_id", "size", "mtime_ns"))},
+                      schema=pa.schema([("path", pa.string()), ("image_id", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64())]))
+    con.register("staged_paths", staged)
+    before = {i for (i,) in con.execute("SELECT DISTINCT p.image_id FROM photo_paths p JOIN staged_paths s USING (path)").fetchall()}
+    con.execute(
+        """INSERT INTO photo_paths (path, image_id, size, mtime_ns) SELECT path, image_id, size, mtime_ns FROM staged_paths
+           ON CONFLICT (path) DO UPDATE SET image_id = excluded.image_id, size = excluded.size, mtime_ns = excluded.mtime_ns,
+           seen_at = now()"""
+    )
+    con.execute("DELETE FROM rejects WHERE path IN (SELECT path FROM staged_paths)")  # a file fixed since it was rejected
+    touched = before | set(staged.column("image_id").to_pylist())
+    choose_paths(con, sorted(touched))
+    return touched
+
+
+def choose_paths(con: duckdb.DuckDBPyConnection, image_ids: list[str]) -> None:
+    """Set each ingested photo's `images.path` to its preferred recorded copy."""
+    rows = con.execute(
+        "SELECT image_id, list(path) FROM photo_paths WHERE image_id IN (SELECT unnest(?)) GROUP BY image_id", [image_ids]
+    ).fetchall()
+    if rows:
+        con.register("chosen_paths", pa.table({"image_id": [i for i, _ in rows], "path": [preferred_path(p) for _, p in rows]}))
         con.execute(
-            "INSERT INTO rejects (path, reason) SELECT $path, $reason WHERE NOT EXISTS "
-            "(SELECT 1 FROM rejects WHERE path = $path AND reason = $reason)",
-            {"path": path, "reason": reason},
+            """UPDATE images SET path = c.path FROM chosen_paths c
+               WHERE images.image_id = c.image_id AND images.source = 'folder' AND images.path <> c.path"""
         )
 
 
-def prune_missing_photos(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Forget ingested photos whose file is gone from disk (all versions). Returns their ids."""
-    from pathlib import Path
+def _record_rejects(con: duckdb.DuckDBPyConnection, rejects: list[tuple[str, str, int | None, int | None]]) -> None:
+    for path, reason, size, mtime_ns in rejects:
+        found = con.execute("SELECT count(*) FROM rejects WHERE path = ? AND reason = ?", [path, reason]).fetchone()[0]
+        if found:
+            con.execute("UPDATE rejects SET size = coalesce(?, size), mtime_ns = coalesce(?, mtime_ns) WHERE path = ? AND reason = ?",
+                        [size, mtime_ns, path, reason])
+        else:
+            con.execute("INSERT INTO rejects (path, reason, size, mtime_ns) VALUES (?, ?, ?, ?)", [path, reason, size, mtime_ns])
 
-    rows = con.execute("SELECT image_id, path FROM images WHERE source = 'folder'").fetchall()
-    gone = [i for i, p in rows if not Path(p).exists()]
-    if gone:
-        with transaction(con):
+
+def judged_files(con: duckdb.DuckDBPyConnection) -> tuple[dict, dict]:
+    """What earlier ingests read: path -> (size, mtime_ns, image_id) of photo files, and
+    path -> (size, mtime_ns, reason) of rejected ones (the latest reason)."""
+    photos = {p: (s, m, i) for p, i, s, m in con.execute(
+        "SELECT path, image_id, size, mtime_ns FROM photo_paths WHERE size IS NOT NULL").fetchall()}
+    rejects = {p: (s, m, r) for p, r, s, m in con.execute(
+        "SELECT path, arg_max(reason, seen_at), arg_max(size, seen_at), arg_max(mtime_ns, seen_at) FROM rejects "
+        "WHERE size IS NOT NULL GROUP BY path").fetchall()}
+    return photos, rejects
+
+
+def prune_missing_photos(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Forget the copies of ingested photos whose file is gone from disk, and the photos (all
+    versions) with no copy left. Returns the ids of the photos forgotten."""
+    rows = con.execute("SELECT path, image_id FROM photo_paths").fetchall()
+    gone_paths = [(p, i) for p, i in rows if not os.path.exists(os_path(p))]
+    orphans = con.execute(  # ingested photos with no recorded copy at all (the path of record is all there is)
+        "SELECT path, image_id FROM images i WHERE source = 'folder' AND NOT EXISTS (SELECT 1 FROM photo_paths p WHERE p.image_id = i.image_id)"
+    ).fetchall()
+    gone_paths += [(p, i) for p, i in orphans if not os.path.exists(os_path(p))]
+    if not gone_paths:
+        return []
+    touched = sorted({i for _, i in gone_paths})
+    with transaction(con):
+        con.execute("DELETE FROM photo_paths WHERE path IN (SELECT unnest(?))", [[p for p, _ in gone_paths]])
+        kept = {i for (i,) in con.execute("SELECT DISTINCT image_id FROM photo_paths WHERE image_id IN (SELECT unnest(?))", [touched]).fetchall()}
+        gone = [i for (i,) in con.execute(
+            "SELECT image_id FROM images WHERE source = 'folder' AND image_id IN (SELECT unnest(?))", [touched]).fetchall() if i not in kept]
+        if gone:
             image_tables = sorted(t for t in _tables(con) if t.startswith("image_vectors_d"))
             for table in (*image_tables, "generated_captions", "captions", "images"):
                 con.execute(f"DELETE FROM {table} WHERE list_contains(?, image_id)", [gone])
-            snapshot.journal(con, gone)
+        choose_paths(con, sorted(kept))
+        snapshot.journal(con, touched)
     return gone
 
 

@@ -7,6 +7,9 @@ surface for user SQL, and `export_table` writes through Arrow rather than DuckDB
 
 from __future__ import annotations
 
+import re
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -19,7 +22,7 @@ import pyarrow.parquet as pq
 from core.errors import OnenetError
 
 EXPORTABLE = (
-    "images", "captions", "model_versions", "word_vectors", "image_vectors", "generated_captions", "rejects",
+    "images", "photo_paths", "captions", "model_versions", "word_vectors", "image_vectors", "generated_captions", "rejects",
     "evaluations", "evaluation_captions", "promotions",
     "current_word_vectors", "current_image_vectors", "current_captions",
 )
@@ -55,6 +58,8 @@ MEASURED_RECALL = """
     SELECT method, arg_max(value, evaluated_at), arg_max(n, evaluated_at) FROM evaluations
     WHERE version = ? AND task = 'retrieval' AND metric = ? AND value IS NOT NULL
     GROUP BY method ORDER BY method"""
+NO_STATEMENT = re.compile(r"(\s|;|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
+SQL_BATCH_ROWS = 10_000  # user SQL's rows, read a batch at a time (run_sql)
 IMAGE_VECTOR_SAMPLE = "SELECT vec FROM current_image_vectors USING SAMPLE reservoir(10000 ROWS) REPEATABLE (0)"
 
 Connection = duckdb.DuckDBPyConnection
@@ -173,20 +178,60 @@ def define_search_text(con: Connection, udf: str) -> None:
     con.execute(SEARCH_TEXT_MACRO.format(udf=udf))
 
 
-def run_sql(con: Connection, query: str) -> tuple[list[str], list[tuple]]:
-    """User SQL on the read-only connection: (column names, rows); errors as one line."""
+@dataclass
+class SqlResult:
+    columns: list[str]
+    rows: list[tuple]
+    more: int = 0  # rows past the limit, counted but not kept
+
+
+def run_sql(con: Connection, query: str, limit: int | None = None, timeout_s: float | None = None) -> SqlResult:
+    """User SQL on the read-only connection, every failure as one line (OnenetError).
+
+    Rows stream from DuckDB in batches: the first `limit` are kept (None: all) and the rest only
+    counted, so a result of any size costs the memory of what is shown. A query still running
+    after `timeout_s` is interrupted."""
     if not query.strip():
         raise OnenetError("empty SQL query")
+    if limit is not None and limit < 0:
+        raise OnenetError("the row limit (--limit) must be 0 or more")
+    timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
+    if timer:
+        timer.start()
     try:
-        cursor = con.execute(query)
+        relation = con.sql(query)
+        if relation is None:  # a statement without a result, or none at all
+            if NO_STATEMENT.fullmatch(query):
+                raise OnenetError("no SQL statement in the query (only ';' or comments)")
+            return SqlResult([], [])
+        reader = relation.fetch_arrow_reader(batch_size=SQL_BATCH_ROWS)
+        kept, more = [], 0
+        for batch in reader:
+            room = len(batch) if limit is None else max(limit - sum(map(len, kept)), 0)
+            if room:
+                kept.append(batch.slice(0, room))
+            more += len(batch) - min(room, len(batch))
+        table = pa.Table.from_batches(kept, schema=reader.schema)
+        return SqlResult(list(table.column_names), list(zip(*(c.to_pylist() for c in table.columns))) if table.num_columns else [], more)
+    except duckdb.InterruptException:
+        raise OnenetError(f"query stopped after {timeout_s:g} s (its time limit: onenet sql --timeout SECONDS)") from None
     except duckdb.PermissionException:
         raise OnenetError("onenet sql reads the warehouse only: statements that read or write other files are refused "
                           "(use `onenet export TABLE -o FILE` to write a table out)") from None
+    except duckdb.OutOfMemoryException as e:
+        raise OnenetError(f"query ran out of memory ({_first_line(e)}): ask for fewer rows or columns") from None
+    except MemoryError:
+        raise OnenetError("query result too large for memory: ask for fewer rows (LIMIT), or use `onenet export`") from None
     except duckdb.Error as e:
-        raise OnenetError(f"SQL error: {e}") from None
-    if cursor is None:  # only `;` or comments: DuckDB runs nothing and returns no cursor
-        raise OnenetError("no SQL statement in the query (only ';' or comments)")
-    return [d[0] for d in cursor.description or []], cursor.fetchall()
+        raise OnenetError(f"SQL error: {_first_line(e)}") from None
+    finally:
+        if timer:
+            timer.cancel()
+
+
+def _first_line(e: Exception) -> str:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return " ".join(lines[:3])[:500] if lines else type(e).__name__
 
 
 def export_table(con: Connection, table: str, destination: Path, fmt: str = "parquet") -> int:

@@ -67,6 +67,20 @@ CREATE TABLE IF NOT EXISTS rejects (
     reason  VARCHAR NOT NULL,
     seen_at TIMESTAMP DEFAULT current_timestamp
 );
+-- the file as it was judged: unchanged (same size and modification time), it is not read again
+ALTER TABLE rejects ADD COLUMN IF NOT EXISTS size BIGINT;
+ALTER TABLE rejects ADD COLUMN IF NOT EXISTS mtime_ns BIGINT;
+
+-- Every file found holding an ingested photo: copies of one photo are one image (images.path is
+-- the copy a person would pick, core/paths.py), and `ingest --prune` forgets a photo only when
+-- no copy is left. Paths are absolute, as core/paths.py stores them.
+CREATE TABLE IF NOT EXISTS photo_paths (
+    path     VARCHAR PRIMARY KEY,
+    image_id VARCHAR NOT NULL,
+    size     BIGINT,                  -- as last read: a file unchanged since is not hashed again
+    mtime_ns BIGINT,
+    seen_at  TIMESTAMP DEFAULT current_timestamp
+);
 
 CREATE TABLE IF NOT EXISTS evaluations (
     version      VARCHAR NOT NULL,    -- the model version measured

@@ -11,7 +11,7 @@ in two files that take turns:
 A publish brings the spare up to date and renames it into place (atomically: a reader sees the
 old file or the new one), and the file it replaces becomes the next spare. Bringing the spare up
 to date costs what changed, not the collection: the tables of photos (`images`, `captions`,
-`generated_captions`, `image_vectors_d*`) are synced for the photos the writer journaled as
+`generated_captions`, `photo_paths`, `image_vectors_d*`) are synced for the photos the writer journaled as
 touched (`snapshot_journal`, written in the same transaction as the change), every other table is
 small and copied whole.
 
@@ -39,7 +39,7 @@ from warehouse.reads import photos_filter
 log = logging.getLogger("onenet.warehouse")
 SPARE = "onenet_spare"  # the spare's name while the writer has it attached
 MAX_SYNCED = 50_000  # past this many touched photos, copying the file is the cheaper way
-PHOTO_TABLES = ("images", "captions", "generated_captions")  # and image_vectors_d*: keyed by image_id
+PHOTO_TABLES = ("images", "captions", "generated_captions", "photo_paths")  # and image_vectors_d*: keyed by image_id
 EVERYTHING = None  # a journal row without a photo: sync nothing, copy the file
 
 

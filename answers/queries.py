@@ -140,7 +140,7 @@ class Queries:
         if mark is None or mark == self._mark:
             return False
         kept = {name: self.__dict__[name] for name in self.MODEL_STATE if name in self.__dict__}
-        self.close()  # first: DuckDB hands a second connection to an open file's path the same (old) database
+        self.close()  # first: the old snapshot file is freed before the new one is attached
         fresh = Queries.open(self.workspace, self.serving)
         if fresh.version == self.version:
             fresh.__dict__.update(kept)
@@ -460,8 +460,8 @@ class Queries:
 
     def _define_sql_functions(self) -> None:
         """text_vector and search_text on this connection. A Python UDF lives in the database
-        instance, which every connection of this process to the same file shares (two Queries on
-        one workspace), so each Queries registers its own under a name of its own, and
+        instance (each reader has its own, warehouse.db.open_read_only, but a connection handed a
+        cursor would share it), so each Queries registers its own under a name of its own, and
         `text_vector` is a TEMP macro (this connection's only) calling it."""
         if self._sql_udf:
             return

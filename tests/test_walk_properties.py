@@ -180,7 +180,7 @@ def _tables(ws) -> dict:
         con.close()
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(folders(most=6))
 def test_an_ingest_lands_every_good_photo_once_and_a_rerun_changes_nothing(ingest_ws, tmp_path_factory, drawn):
     from tasks.ingest import ingest

@@ -170,10 +170,7 @@ def scan_folders(
                     twins.append((text, path_text(here / jpeg)))
                     continue
                 files += 1
-                try:
-                    judged = _judge(path, text, path.stat(), known, seen, stats)
-                except OSError as e:
-                    judged = (None, _unreadable(e))
+                judged = _judge_file(path, text, known, seen, stats)
                 if judged[0] is None:
                     rejects.append((text, judged[1]))
                 else:
@@ -197,6 +194,14 @@ def _judge(path: Path, text: str, st: os.stat_result, known: Known, seen: list, 
     image_id = sha256_file(path)
     seen.append((text, image_id, size, mtime))
     return image_id, ""
+
+
+def _judge_file(path: Path, text: str, known: Known, seen: list, stats: dict) -> tuple[str | None, str]:
+    """`_judge` of the file at `path`, stat included: a file that cannot be read is no photo."""
+    try:
+        return _judge(path, text, path.stat(), known, seen, stats)
+    except OSError as e:
+        return None, _unreadable(e)
 
 
 def _unreadable(e: OSError) -> str:
@@ -233,10 +238,7 @@ def twins_instead(workspace: Workspace, scan: Scan, plan: "Plan", parts: list["P
         return scan, plan, ()
     seen, stats, copies, rejects = list(scan.seen), dict(scan.stats), {i: p for i, p in scan.photos}, list(scan.rejects)
     for raw in raws:
-        try:
-            image_id, why = _judge(Path(os_path(raw)), raw, os.stat(os_path(raw)), Known(), seen, stats)
-        except OSError as e:
-            image_id, why = None, _unreadable(e)
+        image_id, why = _judge_file(Path(os_path(raw)), raw, Known(), seen, stats)
         if image_id is None:
             rejects.append((raw, why))
         elif image_id not in copies:
@@ -467,6 +469,7 @@ def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = Fals
     tables = [pq.read_table(workspace.path(p.path)) for p in parts if workspace.path(p.path).exists()]
     photos = pa.concat_tables(tables, promote_options="default") if tables else None  # a part of older code lacks some columns
     rejected = [r for p in parts for r in p.rejects]
+    unreadable = {path for path, _ in rejected}
     ids = photos.column("image_id").to_pylist() if photos is not None else []
     con = db.connect(workspace)
     try:
@@ -478,7 +481,7 @@ def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = Fals
             captions=list(zip(photos.column("caption").to_pylist(), photos.column("score").to_pylist())) if ids else [],
             human_captions=list(plan.human),
             rejects=[(p, r, *plan.stats.get(p, (None, None))) for p, r in list(plan.rejects) + rejected],
-            paths=[s for s in plan.seen if s[0] not in {p for p, _ in rejected}],  # the copies of photos
+            paths=[s for s in plan.seen if s[0] not in unreadable],  # the copies of photos
         )
         pruned = db.prune_missing_photos(con) if prune else []
         added, removed = sync_index(workspace, con, current, landed=ids)

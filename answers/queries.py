@@ -49,8 +49,8 @@ from warehouse import reads
 from warehouse.db import connect, current_version, published_mark
 
 # faiss-cpu 1.15 only switches to a BLAS matrix product for batches of 128,000+ queries, so a batch
-# of 100 was scanned one query at a time: 6.7x slower than with the product (BENCHMARKS.md,
-# search rows). 20 is the threshold faiss used for years; results are identical either way.
+# of 100 would be scanned one query at a time, several times slower than with the product. 20 is
+# the threshold faiss used for years; results are identical either way.
 FAISS_BLAS_THRESHOLD = 20
 SEARCH_METHODS = ("joint", "inversion")
 SEARCH_COST = ("joint", "joint+rerank", "inversion", "inversion+rerank")  # cheapest first
@@ -191,10 +191,11 @@ class Queries:
 
     # --- images --------------------------------------------------------------------------------
 
-    def caption(self, photo: str | Path, beam_size: int = 3) -> dict:
-        """Caption any photo, in the collection or not."""
+    def caption(self, photo: str | Path, beam_size: int | None = None) -> dict:
+        """Caption any photo, in the collection or not (`beam_size`: other than the model's)."""
         image_id, vector = self.photo_vector(Path(photo))
-        text, score = caption_vectors(self.model, self.words, torch.from_numpy(vector[None]).to(self.device), beam_size)[0]
+        decoding = self.model.decoding.but(beam_size=beam_size)
+        text, score = caption_vectors(self.model, self.words, torch.from_numpy(vector[None]).to(self.device), decoding)[0]
         return {"photo": str(photo), "image_id": image_id, "caption": text, "score": score}
 
     def similar_images(self, photo_or_id: str, k: int = 5, plus: list[str] = (), minus: list[str] = ()) -> list[Match]:
@@ -264,7 +265,7 @@ class Queries:
         settings = self.checkpoint["encoder"]
         pixels = load_pixels(path, settings["image_size"]).unsqueeze(0).to(self.device)  # (1, 3, S, S)
         with torch.no_grad():
-            vector = self.model.image_vectors(self.encoder.features(pixels))[0]  # (dim,)
+            vector = self.model.image_vectors(self.cnn.features(pixels))[0]  # (dim,)
         return sha256_file(path), vector.cpu().numpy()
 
     def image_vectors(self, image_ids: list[str]) -> np.ndarray:
@@ -300,7 +301,7 @@ class Queries:
         if method not in SEARCH_METHODS:
             raise OnenetError(f"unknown search method {method!r}: choose auto, {', '.join(SEARCH_METHODS)}")
         if rerank is None:
-            rerank = 100 if method == "inversion" else 0
+            rerank = self.model.decoding.rerank if method == "inversion" else 0
         nll = None
         if method == "joint":
             vector = self.text_vector(tokens)
@@ -336,12 +337,12 @@ class Queries:
 
     def text_vector(self, tokens: torch.Tensor) -> np.ndarray:
         """(1, T) word ids -> the caption encoder's unit vector in image-vector space (dim,)."""
-        if self.joint_encoder is None:
+        if self.caption_encoder is None:
             raise OnenetError(f"model {self.version} has no caption encoder (trained before it existed): retrain, or use --method inversion")
         if self._query_runtime is not None:
             return self._query_runtime(tokens)
         with torch.no_grad():
-            return self.joint_encoder(tokens.to(self.device))[0].cpu().numpy()
+            return self.caption_encoder(tokens.to(self.device))[0].cpu().numpy()
 
     def rerank(self, tokens: torch.Tensor, candidates: list[Match]) -> list[Match]:
         """Candidates re-ordered by the decoder's likelihood of the query given each photo."""
@@ -357,18 +358,18 @@ class Queries:
         decides between joint (when it has one) and inversion+rerank."""
         metric = f"text->image {by}"
         rows = reads.measured_recall(self.con, self.version, metric)
-        available = [(m, v, n) for m, v, n in rows if m in SEARCH_COST and (self.joint_encoder is not None or not m.startswith("joint"))]
+        available = [(m, v, n) for m, v, n in rows if m in SEARCH_COST and (self.caption_encoder is not None or not m.startswith("joint"))]
         if available:
             method = choose_by_recall(available)
             reason = f"measured {metric} ({'; '.join(f'{m} {v:.1f} of {n}' for m, v, n in available)}): the cheapest within the error of the best"
-        elif self.joint_encoder is not None:
+        elif self.caption_encoder is not None:
             method, reason = "joint", "not evaluated yet (onenet evaluate); the caption encoder's validation " + ", ".join(
                 f"{k.split(' ', 1)[1]} {v:.1f}" for k, v in self.joint_metrics.items() if k.startswith("val_text->image")
             )
         else:
             method, reason = "inversion+rerank", "no caption encoder for this version"
         base, _, rr = method.partition("+")
-        return {"method": base, "rerank": 100 if rr else 0, "reason": reason}
+        return {"method": base, "rerank": self.model.decoding.rerank if rr else 0, "reason": reason}
 
     # --- text -> picture --------------------------------------------------------------------------
 
@@ -386,7 +387,7 @@ class Queries:
         tokens, unknown = self.query_tokens(text)
         settings = self.checkpoint["encoder"]
         cfg = cfg or ImagineConfig(size=settings["image_size"])
-        target = torch.from_numpy(self.text_vector(tokens)).to(self.device) if self.joint_encoder is not None else None
+        target = torch.from_numpy(self.text_vector(tokens)).to(self.device) if self.caption_encoder is not None else None
         if method == "auto":
             method = "decoder" if self.picture_decoder is not None and target is not None else "optimise"
         frames: list[torch.Tensor] = []
@@ -395,11 +396,11 @@ class Queries:
                 raise OnenetError(f"model {self.version} has no image decoder: train with --imagine-epochs N (and a caption encoder)")
             goal = Goal(tokens, target)
             units = [normalise(v) for v in self.image_vectors([m.image_id for m in self.nearest_images(target.cpu().numpy(), max(cfg.candidates, 1))])]
-            small, vector, _ = draw_best(self.picture_decoder, self.encoder, self.model, torch.from_numpy(np.stack(units)).to(self.device), goal, cfg)
+            small, vector, _ = draw_best(self.picture_decoder, self.cnn, self.model, torch.from_numpy(np.stack(units)).to(self.device), goal, cfg)
             drawn = upsample(small[None], cfg.size)[0].cpu()
             frames = [drawn]
             if refine:  # the refined picture is a new one: read again below
-                drawn = refine_picture(self.encoder, self.model, goal, drawn, replace(cfg, steps=refine))
+                drawn = refine_picture(self.cnn, self.model, goal, drawn, replace(cfg, steps=refine))
                 frames.append(drawn)
                 vector = None
             else:
@@ -407,16 +408,16 @@ class Queries:
             pixels, nll = drawn, None
         elif method == "optimise":
             palette, backgrounds = self.palette
-            result = imagine(self.encoder, self.model, Goal(tokens, target), palette, backgrounds, cfg)
+            result = imagine(self.cnn, self.model, Goal(tokens, target), palette, backgrounds, cfg)
             pixels, nll, frames, vector = result.pixels, result.nll, result.frames, None
         else:
             raise OnenetError(f"imagine method must be 'auto', 'decoder' or 'optimise', not {method!r}")
         with torch.no_grad():
             if vector is None:
-                vector = self.model.image_vectors(self.encoder.features(pixels[None].to(self.device)))  # (1, dim)
+                vector = self.model.image_vectors(self.cnn.features(pixels[None].to(self.device)))  # (1, dim)
             if nll is None:
                 nll = float(self.model.sequence_nll(vector, tokens)[0])
-        caption, _ = caption_vectors(self.model, self.words, vector, beam_size=3)[0]
+        caption, _ = caption_vectors(self.model, self.words, vector)[0]
         return {
             "text": text, "pixels": pixels, "frames": frames, "nll": nll, "caption": caption, "method": method,
             "unknown_words": unknown, "nearest": self.nearest_images(vector[0].cpu().numpy(), 3),
@@ -549,7 +550,7 @@ class Queries:
         return ImageDecoder.from_checkpoint(checkpoint).to(self.device).requires_grad_(False)
 
     @property
-    def joint_encoder(self) -> CaptionEncoder | None:
+    def caption_encoder(self) -> CaptionEncoder | None:
         return self._joint[0]
 
     @property
@@ -558,14 +559,15 @@ class Queries:
 
     @cached_property
     def _query_runtime(self):
-        if not self.serving or self.joint_encoder is None:
+        if not self.serving or self.caption_encoder is None:
             return None
         from models.runtime import query_runtime
 
-        return query_runtime(self.joint_encoder, self.workspace.runtime_cache)
+        return query_runtime(self.caption_encoder, self.workspace.runtime_cache)
 
     @cached_property
-    def encoder(self):
+    def cnn(self):
+        """The frozen CNN that turns photos and pictures into features."""
         settings = self.checkpoint["encoder"]
         return load_encoder(settings["name"], settings["grid"], cache_dir=self.workspace.runtime_cache).to(self.device)
 

@@ -95,8 +95,8 @@ def main() -> None:
         seconds = time.perf_counter() - started
         model, checkpoint = load_model(ws.path(model_ref.path))
         words = checkpoint["vocab"]
-        greedy = caption_scores(data.raw, dict(zip(val_ids, generate(model, words, data.features, 1))), meteor=False)
-        beam = caption_scores(data.raw, dict(zip(val_ids, generate(model, words, data.features, args.beam))))
+        greedy = caption_scores(data.raw, dict(zip(val_ids, generate(model, words, data.features, model.decoding.but(beam_size=1)))), meteor=False)
+        beam = caption_scores(data.raw, dict(zip(val_ids, generate(model, words, data.features, model.decoding.but(beam_size=args.beam)))))
         m = model_ref.metrics
         print(
             f"| {variant} | {m['epoch']:.0f} | {m['val_loss']:.3f} | {greedy['CIDEr']:.1f} | {beam['CIDEr']:.1f} | {beam['BLEU-4']:.1f} | "

@@ -39,7 +39,7 @@ def main(label: str, seed: int) -> None:
     splits = {}
     for split in ("val", "test"):
         data = load_split_data(ws, checkpoint, split)
-        captions = {"greedy": generate(model, checkpoint["vocab"], data.features, 1), "beam3": generate(model, checkpoint["vocab"], data.features, 3),
+        captions = {"greedy": generate(model, checkpoint["vocab"], data.features, model.decoding.but(beam_size=1)), "beam3": generate(model, checkpoint["vocab"], data.features, model.decoding.but(beam_size=3)),
                     "nn": nearest_neighbour_captions(data)}
         splits[split] = (data.ids, data.raw, captions)
     for name, chosen in (("val", ["val"]), ("val+test", ["val", "test"])):

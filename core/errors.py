@@ -14,3 +14,10 @@ def retry_if_transient(task, task_run, state) -> bool:
     except Exception:
         return False
     return isinstance(error, TransientError)
+
+
+def at_least(option: str, value: int, minimum: int = 1) -> int:
+    """`value` of the command-line `option`, refused in one line when below `minimum`."""
+    if value is None or value < minimum:
+        raise OnenetError(f"{option} must be at least {minimum}" + (f", not {value}" if value is not None else ""))
+    return value

@@ -91,8 +91,8 @@ def decode_workers() -> int:
 
 def use_processes(n_photos: int, workers: int) -> bool:
     """Threads share one interpreter: decoding small photos is mostly Python-side work under the
-    GIL, so beyond a few cores only processes scale (measured on 16 cores: threads 0.8k
-    photos/s, see BENCHMARKS.md). Starting worker processes takes ~2 s: big jobs only."""
+    GIL, so beyond a few cores only processes scale. Starting worker processes takes ~2 s: big
+    jobs only."""
     return workers >= 4 and n_photos >= 64 * workers
 
 

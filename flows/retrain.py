@@ -13,6 +13,7 @@ landed (it can be inspected, evaluated, promoted by hand) but never served. `one
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
@@ -37,7 +38,9 @@ GATE_EVAL = EvalOptions(retrieval_images=0)
 class GateOptions:
     """When a retrained model may replace the promoted one."""
 
-    metrics: list[str] = field(default_factory=lambda: ["captions/beam3/CIDEr", "captions/beam3/BLEU-4"])  # task/method/metric
+    # task/method/metric; the method "beam" is each version's own beam search (beam3 for one
+    # trained with the default width), so a candidate trained with another width is comparable
+    metrics: list[str] = field(default_factory=lambda: ["captions/beam/CIDEr", "captions/beam/BLEU-4"])
     tolerance: float = 0.02  # a gated metric may be at most 2% (relative) below the incumbent's
     evaluation: EvalOptions = field(default_factory=lambda: GATE_EVAL)
 
@@ -94,7 +97,7 @@ def check_gate(g: GateOptions) -> None:
         raise OnenetError(f"tolerance {g.tolerance} must be in [0, 1): the relative drop a gated metric may show")
     for metric in g.metrics:
         if metric.count("/") != 2:
-            raise OnenetError(f"gate metric {metric!r}: expected TASK/METHOD/METRIC, e.g. captions/beam3/CIDEr")
+            raise OnenetError(f"gate metric {metric!r}: expected TASK/METHOD/METRIC, e.g. captions/beam/CIDEr")
 
 
 def compare(candidate: list[dict], incumbent: list[dict], g: GateOptions) -> list[dict]:
@@ -103,7 +106,9 @@ def compare(candidate: list[dict], incumbent: list[dict], g: GateOptions) -> lis
     A metric neither version has is an error (a typo must not pass the gate silently); a metric
     that could not be measured (METEOR without Java: None) for either side is skipped."""
     def by_name(rows: list[dict]) -> dict[str, float | None]:
-        return {f"{r['task']}/{r['method']}/{r['metric']}": r["value"] for r in rows}
+        named = {f"{r['task']}/{r['method']}/{r['metric']}": r["value"] for r in rows}
+        own_beam = {f"{r['task']}/beam/{r['metric']}": r["value"] for r in rows if re.fullmatch(r"beam\d+", r["method"])}
+        return named | own_beam
 
     new, old = by_name(candidate), by_name(incumbent)
     out = []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from core.errors import OnenetError
+from core.errors import OnenetError, at_least
 
 RUNNERS = ("local", "dask")
 
@@ -38,8 +38,7 @@ def task_runner(name: str = "local", address: str | None = None, workers: int = 
             raise OnenetError(f"--dask-address {address!r}: expected a scheduler address like tcp://HOST:8786")
         check_workers_report(address)
         return DaskTaskRunner(address=address)
-    if workers < 1:
-        raise OnenetError("--dask-workers must be at least 1")
+    at_least("--dask-workers", workers)
     return DaskTaskRunner(
         cluster_class=local_cluster,
         cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1", "dashboard_address": None},

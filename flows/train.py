@@ -15,8 +15,9 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from core.errors import OnenetError
+from core.errors import OnenetError, at_least
 from core.workspace import Workspace
+from models.captioner import Decoding
 from models.encoder import DEFAULT_ENCODER
 from models.joint import JOINT_LOSSES, JointConfig
 from models.picture import PICTURE_FRAMES, PictureConfig
@@ -55,40 +56,38 @@ class TrainOptions:
     max_words: int = 20
     decoder: TrainConfig = field(default_factory=TrainConfig)
     scst: ScstConfig = field(default_factory=ScstConfig)  # self-critical fine-tuning after the decoder (0 epochs: none)
-    beam_size: int = 3
     shard_size: int = 1024  # photos per mapped task (feature and caption shards): the unit of scale-out
     joint: JointConfig = field(default_factory=JointConfig)  # the caption encoder for search (models/joint.py)
     picture: PictureConfig = field(default_factory=PictureConfig)  # the image decoder for imagine (models/picture.py; 0 epochs: none)
 
 
 # What `onenet train` uses for everyday photos (flickr8k, karpathy) unless told otherwise: the
-# configuration measured best on Flickr8k dev (BENCHMARKS.md, "Flickr8k"). Shapes keep the
-# TrainOptions defaults above, which were tuned on them.
-# Self-critical fine-tuning is an option (--scst-epochs), not a default: in short CPU runs it did
-# not raise dev CIDEr (BENCHMARKS.md).
+# configuration measured best on Flickr8k dev. Shapes keep the TrainOptions defaults above, which
+# were tuned on them. Self-critical fine-tuning is an option (--scst-epochs), not a default: in
+# short CPU runs it did not raise dev CIDEr.
 PHOTO_DEFAULTS = {
     "encoder": "efficientnet-lite0",
     "image_size": 224,  # the photos are 224 px: the largest size that carries information
-    "decoder": TrainConfig(epochs=8, batch_size=128, dropout=0.3, select_by="cider", length_alpha=1.0),
-    # VSE++'s hardest-negative loss: dev text->image R@1 16.3 vs InfoNCE's 14.5 (25 vs 15 epochs)
+    "decoder": TrainConfig(epochs=8, batch_size=128, dropout=0.3, select_by="cider", decoding=Decoding(length_alpha=1.0)),
+    # VSE++'s hardest-negative loss ranked photos better than InfoNCE on dev
     "joint": JointConfig(epochs=25, loss="max-violation"),
     # photos have no plain background to cut a subject from: the image decoder draws them whole,
-    # then aligns on 960 photos with the image-vector loss (Flickr8k dev picture -> photo R@50
-    # 9% -> 38% with 2 epochs, 4.6 min on 2 cores; BENCHMARKS.md, "Imagine, learned")
+    # then aligns on 960 photos with the image-vector loss, so a picture is read as its photo
     "picture": PictureConfig(frame="full", salient=4.0, align_photos=960),
 }
 
 
-def options_for(source: str, decoder: dict | None = None, scst: dict | None = None, joint: dict | None = None, picture: dict | None = None,
-                **given) -> TrainOptions:
+def options_for(source: str, decoder: dict | None = None, decoding: dict | None = None, scst: dict | None = None, joint: dict | None = None,
+                picture: dict | None = None, **given) -> TrainOptions:
     """TrainOptions for `source` with its defaults, then every option the user gave (None = not
-    given). decoder / scst / joint: fields of those configs that were given."""
+    given). decoder / decoding / scst / joint / picture: fields of those configs that were given."""
     base = TrainOptions(source=source, **(PHOTO_DEFAULTS if source != "shapes" else {}))
     given = {k: v for k, v in given.items() if v is not None}
     parts = {
         name: replace(getattr(base, name), **{k: v for k, v in (fields or {}).items() if v is not None})
         for name, fields in (("decoder", decoder), ("scst", scst), ("joint", joint), ("picture", picture))
     }
+    parts["decoder"] = replace(parts["decoder"], decoding=parts["decoder"].decoding.but(**(decoding or {})))
     return replace(base, **given, **parts)
 
 
@@ -125,7 +124,7 @@ def train(workspace: str, options: TrainOptions | None = None, promote: bool = T
         if o.picture.epochs else None
     )
     parts = run.map(  # captions: mapped over shards of image vectors
-        caption_shard_task, {"image_ids": caption_shards(ws, vectors, o.shard_size)}, workspace=ws, vectors=vectors, model=model, beam_size=o.beam_size
+        caption_shard_task, {"image_ids": caption_shards(ws, vectors, o.shard_size)}, workspace=ws, vectors=vectors, model=model
     )
     export = run(finish_export_task, workspace=ws, vectors=vectors, parts=parts)
     index = run(build_index_task, workspace=ws, export=export)
@@ -156,8 +155,10 @@ def check_options(o: TrainOptions) -> None:
         raise OnenetError(f"--scst-baseline must be 'greedy' or 'mean', not {o.scst.baseline!r}")
     if o.joint.loss not in JOINT_LOSSES:
         raise OnenetError(f"--joint-loss must be {' or '.join(map(repr, JOINT_LOSSES))}, not {o.joint.loss!r}")
-    if o.shard_size < 1:
-        raise OnenetError("--shard-size must be at least 1")
+    at_least("--shard-size", o.shard_size)
+    at_least("--beam", o.decoder.decoding.beam_size)
+    at_least("--max-caption-words", o.decoder.decoding.max_len)
+    at_least("--rerank", o.decoder.decoding.rerank, 0)
     if o.picture.frame not in PICTURE_FRAMES:
         raise OnenetError(f"--imagine-frame must be {' or '.join(map(repr, PICTURE_FRAMES))}, not {o.picture.frame!r}")
     if o.picture.align_photos < 0:

@@ -4,8 +4,8 @@ Numbers that must not depend on where they were computed (a shard on a Dask work
 of this process; training in the CLI or in a test) come from a thread count that is set, not
 inherited: see `threads`. MKL, which computes PyTorch's fp32 matrix products on x86, runs in its
 strict reproducible mode (MKL_CBWR=AUTO,STRICT), whose GEMMs give the same bits at any thread
-count (Intel's documentation; on the AMD EPYC measured, MKL's default mode gave the same bits at 1
-and 2 threads too, and on an AVX-512 Intel Xeon results moved with the thread count, issue 37).
+count (Intel's documentation; in MKL's default mode results move with the thread count on an
+AVX-512 Intel Xeon).
 """
 
 import os

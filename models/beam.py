@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.captioner import END_ID, PAD_ID, UNK_ID, Captioner
+from models.captioner import END_ID, PAD_ID, UNK_ID, Captioner, Decoding
 
 
 @dataclass
@@ -115,16 +115,17 @@ def _select_state(h, index: torch.Tensor):
     return h.index_select(1, index)
 
 
-def decode(words: list[str], tokens: list[int]) -> str:
+def caption_text(words: list[str], tokens: list[int]) -> str:
     return " ".join(words[t] for t in tokens)
 
 
 @torch.no_grad()
-def caption_vectors(model: Captioner, words: list[str], image_vecs: torch.Tensor, beam_size: int, batch_size: int = 512):
-    """Captions (text, score) for (N, dim) image vectors, decoded in batches, with the length
-    normalisation the model was trained with (CaptionerConfig.length_alpha)."""
+def caption_vectors(model: Captioner, words: list[str], image_vecs: torch.Tensor, decoding: Decoding | None = None, batch_size: int = 512):
+    """Captions (text, score) for (N, dim) image vectors, decoded in batches with the model's
+    own decoding settings (`decoding`: other ones for this call)."""
+    d = decoding or model.decoding
     out = []
     for s in range(0, len(image_vecs), batch_size):
-        for c in beam_search(model, image_vecs[s : s + batch_size], beam_size=beam_size, alpha=model.cfg.length_alpha):
-            out.append((decode(words, c.tokens), c.score))
+        for c in beam_search(model, image_vecs[s : s + batch_size], beam_size=d.beam_size, max_len=d.max_len, alpha=d.length_alpha):
+            out.append((caption_text(words, c.tokens), c.score))
     return out

@@ -8,16 +8,41 @@ each next word and finally <end>.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import OnenetError
 from models import default_device
 
-PAD_ID, END_ID, UNK_ID = 0, 1, 2  # must match tasks/captions.py SPECIALS order
+# Every vocabulary starts with these tokens (tasks/captions.py builds it from SPECIALS), so each
+# one's id is its place in SPECIALS, looked up by name.
+PAD, END, UNK = "<pad>", "<end>", "<unk>"
+SPECIALS = (PAD, END, UNK)
+PAD_ID, END_ID, UNK_ID = (SPECIALS.index(token) for token in (PAD, END, UNK))
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the model writes captions and re-ranks searches: chosen at training, kept in the
+    checkpoint, read by every caller (a CLI flag may override it for one call)."""
+
+    beam_size: int = 3  # hypotheses kept per photo (1: greedy)
+    length_alpha: float = 0.7  # hypotheses are ranked by log-prob / length**alpha
+    max_len: int = 20  # words at most
+    rerank: int = 100  # nearest photos a likelihood-ranked search re-orders
+
+    @property
+    def label(self) -> str:
+        """The method name of these captions in evaluations and generated_captions."""
+        return f"beam{self.beam_size}"
+
+    def but(self, **changes) -> "Decoding":
+        """These settings with the given ones changed (None: keep the model's)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass
@@ -32,13 +57,13 @@ class CaptionerConfig:
     tie_weights: bool = True  # output layer shares the word vectors (needs hidden == dim)
     init_state: bool = True  # the image vector also sets the RNN's initial state
     image_every_step: bool = False  # also feed the image vector beside every word (not only first)
-    length_alpha: float = 0.7  # beam search ranks captions by log-prob / length**alpha (models/beam.py)
 
 
 class Captioner(nn.Module):
-    def __init__(self, cfg: CaptionerConfig):
+    def __init__(self, cfg: CaptionerConfig, decoding: Decoding | None = None):
         super().__init__()
         self.cfg = cfg
+        self.decoding = decoding or Decoding()
         # Standardise the frozen CNN's features with statistics of the training photos.
         self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
         self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
@@ -122,11 +147,19 @@ class Captioner(nn.Module):
         return self.embed.weight  # (V, dim)
 
     def checkpoint(self) -> dict:
-        return {"config": asdict(self.cfg), "state_dict": self.state_dict()}
+        return {"config": asdict(self.cfg), "decoding": asdict(self.decoding), "state_dict": self.state_dict()}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> "Captioner":
-        model = cls(CaptionerConfig(**checkpoint["config"]))
+        config = dict(checkpoint["config"])
+        # Checkpoints written before decoding settings had their own entry kept length_alpha in
+        # the config and were captioned with the other settings' defaults.
+        decoding = checkpoint.get("decoding") or {"length_alpha": config.get("length_alpha", Decoding.length_alpha)}
+        config.pop("length_alpha", None)
+        vocab = checkpoint.get("vocab")
+        if vocab is not None and tuple(vocab[: len(SPECIALS)]) != SPECIALS:
+            raise OnenetError(f"vocabulary starts {vocab[:len(SPECIALS)]}, not {list(SPECIALS)}")
+        model = cls(CaptionerConfig(**config), Decoding(**decoding))
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()
 

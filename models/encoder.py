@@ -115,7 +115,7 @@ class MBConvBlock(nn.Module):
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[nn.Conv2d, nn.Module]:
     """Inference only: conv followed by frozen batch norm == one conv with rescaled weights + bias.
 
-    Saves a full read and write of every activation map (BENCHMARKS.md, features rows).
+    Saves a full read and write of every activation map.
     """
     return fuse_conv_bn_eval(conv.eval(), bn.eval()), nn.Identity()
 
@@ -266,8 +266,8 @@ _building = threading.Lock()  # encoders shared by threads (tasks/features.share
 def full_fp32(device: torch.device) -> Iterator[None]:
     """cuDNN convolutions in full fp32. PyTorch lets them use TF32 on GPUs by default, which moved
     the features by up to 4e-2 from the CPU's (an H200: 4e-5 without it). Features are cached by
-    encoder, not device, so a GPU must store what a CPU would; the CNN still runs 17,000 photos/s
-    there (28,000 with TF32) against a decode-bound pipeline of hundreds (BENCHMARKS.md)."""
+    encoder, not device, so a GPU must store what a CPU would; the CNN stays far faster than the
+    photo decoding that feeds it, so TF32's speed would not show."""
     if device.type != "cuda":
         yield
         return
@@ -280,20 +280,19 @@ def full_fp32(device: torch.device) -> Iterator[None]:
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last suits GPUs (tensor cores); on CPU, NCHW measured faster for this net (see BENCHMARKS.md)."""
+    """channels_last suits GPUs (tensor cores); on CPU, NCHW measured faster for this net."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 # OpenVINO runs each photo as its own request, so its batch is only how many decoded photos are
-# handed over at once; every hand-over waits for the last request, leaving a stream idle. With 8
-# per hand-over 1,000 shapes photos at 160 px ran at 241-259 photos/s decode included, with 64 at
-# 288-309 (the CNN alone: 327). The numbers do not depend on it.
+# handed over at once; every hand-over waits for the last request, leaving a stream idle, so large
+# hand-overs keep the streams busy. The numbers do not depend on it.
 OPENVINO_BATCH = 64
 
 
 def default_batch_size(device: torch.device, image_size: int = 160) -> int:
-    """Photos per CNN call. On CPU small batches keep activations in cache (2 cores: 8 photos at
-    160 px ran ~1.5x faster than 32; at 224 px, 4 beat 8: BENCHMARKS.md); a GPU wants large ones."""
+    """Photos per CNN call. On CPU small batches keep activations in cache (fewer photos the larger
+    they are); a GPU wants large ones."""
     if device.type == "cuda":
         return 256
     return max(1, round(8 * (160 / image_size) ** 2))

@@ -262,7 +262,7 @@ def draw_best(decoder: ImageDecoder, encoder: Encoder, model: Captioner, candida
 
     One picture per description is a draw the network may misread: shapes' "a big green circle"
     drawn green and round is captioned "a purple circle and a red star". The description's 8
-    nearest photos, drawn and reread, leave the network a choice (BENCHMARKS.md)."""
+    nearest photos, drawn and reread, leave the network a choice."""
     small = decoder.draw(candidates)  # (K, 3, s, s)
     vectors = model.image_vectors(encoder.features(upsample(small, cfg.size)))  # (K, dim)
     best = int(goal_loss(model, vectors, goal, cfg).argmin())

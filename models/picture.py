@@ -11,13 +11,13 @@ Dosovitskiy and Brox 2016): a small convolutional generator from the unit image 
 - features: the frozen CNN's pooled features (models/encoder.py `pooled_features`: head, grid
   cells, taps) of the picture vs those of the photo at the same 64 px, both upsampled to
   `feature_size` and standardised over the photos (smooth L1): what the network reads in a
-  photo. Measured on shapes it is what gets green right at all (BENCHMARKS.md, "Imagine").
+  photo. On shapes it is what gets colours right at all.
 - the image vector (`VectorReader`), in a last phase (`align_photos`): 1 - cosine between what
   the network reads from the picture (the frozen CNN at the model's own input size, then the
   captioner's linear layer: what search and imagine's judge read) and the vector of what the
   decoder was taught to draw. After the epochs, so the decoder has learnt to draw first: mixed
-  into every step from the start it drew blotches the network reads well and a person does not
-  (BENCHMARKS.md, "Imagine, learned"). Costly (the CNN at full size, forward and backward), so
+  into every step from the start it drew blotches the network reads well and a person does not.
+  Costly (the CNN at full size, forward and backward), so
   it sees a few batches, not epochs. On Flickr8k it turns soft colour fields, all read alike,
   into pictures the network tells apart.
 
@@ -66,9 +66,8 @@ class PictureConfig:
     align_photos: int = 0
     align_weight: float = 1.0
     # "subject": learn to draw a close-up of what stands out from the photo's border colour
-    # (`frame_subject`; for collections on plain backgrounds such as shapes: 20 of 24 pictures
-    # shown and captioned right, 18 under AVX2, against 2 drawn whole, BENCHMARKS.md); "full":
-    # the whole photo (photos)
+    # (`frame_subject`; for collections on plain backgrounds such as shapes, where a decoder of
+    # whole scenes draws blobs); "full": the whole photo (photos)
     frame: str = "subject"
     seed: int = 0
 
@@ -207,7 +206,7 @@ def frame_subject(photos: torch.Tensor, size: int, margin: float = 0.3, least: f
 
     Why: a decoder trained on whole scenes must guess where the subject stands, and an L1 decoder
     that cannot know draws the average of every place, a blob. Framed, every "a big red triangle"
-    is drawn in the same place at the same scale (BENCHMARKS.md, "Imagine, learned")."""
+    is drawn in the same place at the same scale."""
     out = torch.empty(len(photos), 3, size, size, dtype=torch.uint8)
     side_of = photos.shape[-1]
     for i, photo in enumerate(photos):

@@ -2,7 +2,7 @@
 
 Eager PyTorch runs EfficientNet-Lite's depthwise convolutions far below the CPU's FLOP bound;
 OpenVINO compiles the whole graph (normalisation, CNN, pooling) for the CPU it finds and runs it
-two to three times as fast (BENCHMARKS.md, "Features through OpenVINO"). The features stay the
+two to three times as fast. The features stay the
 same features: fp32 inference (`INFERENCE_PRECISION_HINT=f32`; OpenVINO would pick bf16 by itself
 on CPUs that have it), equal to PyTorch's within 1e-5 of the features' scale (tests/test_runtime.py), so the caches, versions
 and test results do not depend on the backend. bf16 is an explicit encoder variant
@@ -225,7 +225,7 @@ class _QueryGraph(nn.Module):
 
 class OpenVinoQueries:
     """The caption encoder on one description, compiled by OpenVINO for latency: (1, T) word ids
-    -> (dim,) unit vector, 2.7x faster than PyTorch (BENCHMARKS.md) and within 1e-5 of it.
+    -> (dim,) unit vector, faster than PyTorch for one short query and within 1e-5 of it.
 
     Compiling takes ~70 ms per process, about what 20 queries save, so `Queries` uses it where a
     process answers many (the explorer; `Queries.open(..., serving=True)`), not for one-off searches.

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core import prefect_env
-from core.errors import OnenetError
+from core.errors import OnenetError, at_least
 from core.workspace import ENV_VAR, Workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
@@ -95,7 +95,10 @@ def train(
     label_smoothing: Optional[float] = typer.Option(None, help="share of each target's probability spread over the vocabulary [default: 0]"),
     select_by: Optional[str] = typer.Option(None, help="keep the epoch with the best validation 'loss' or 'cider' [default: loss for shapes, cider for photos]"),
     patience: Optional[int] = typer.Option(None, help="stop after this many epochs without a better one (0: never)"),
+    beam: Optional[int] = typer.Option(None, help="beam width the model captions with, kept with it (caption/evaluate --beam override it) [default: 3]"),
     length_alpha: Optional[float] = typer.Option(None, help="beam search ranks captions by log-prob / length**alpha, kept with the model [default: 0.7 for shapes, 1.0 for photos]"),
+    max_caption_words: Optional[int] = typer.Option(None, help="captions the model writes stop at this many words, kept with it [default: 20]"),
+    rerank: Optional[int] = typer.Option(None, help="nearest photos a likelihood-ranked search re-orders, kept with the model [default: 100]"),
     decoder_seed: Optional[int] = typer.Option(None, help="the decoder's initial weights and caption order; another seed is another model (e.g. a judge for `evaluate --judge`) [default: 0]"),
     scst_epochs: Optional[int] = typer.Option(None, help="self-critical (CIDEr-D) fine-tuning epochs after cross-entropy (0: none) [default: 0 for shapes]"),
     scst_lr: Optional[float] = typer.Option(None, help="self-critical fine-tuning learning rate [default: 5e-05]"),
@@ -108,7 +111,7 @@ def train(
     imagine_align: Optional[int] = typer.Option(None, help="image decoder: training photos shown once more at the end with a loss on the image vector the network reads from the picture (0: none) [default: 0 for shapes, 960 for photos]"),
     gate: bool = typer.Option(False, "--gate", help="promote the new version only if it is not worse than the promoted one (what the scheduled retrain does)"),
     tolerance: float = typer.Option(0.02, help="--gate: relative drop a gated metric may show"),
-    gate_metric: list[str] = typer.Option([], "--gate-metric", help="--gate: TASK/METHOD/METRIC to compare [default: captions/beam3/CIDEr, captions/beam3/BLEU-4]"),
+    gate_metric: list[str] = typer.Option([], "--gate-metric", help="--gate: TASK/METHOD/METRIC to compare [default: captions/beam/CIDEr, captions/beam/BLEU-4; beam: the version's own beam search]"),
     shard_size: int = typer.Option(1024, help="photos per mapped task (feature and caption shards): the unit that runners spread"),
     runner: str = typer.Option("local", help="where mapped tasks (feature and caption shards) run: local or dask"),
     dask_address: Optional[str] = typer.Option(None, help="--runner dask: scheduler of an existing cluster (tcp://HOST:PORT); default a local cluster"),
@@ -132,8 +135,9 @@ def train(
         encoder=encoder, image_size=image_size, min_count=min_count, max_words=max_words, shard_size=shard_size,
         decoder=dict(
             dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
-            label_smoothing=label_smoothing, select_by=select_by, patience=patience, length_alpha=length_alpha, seed=decoder_seed,
+            label_smoothing=label_smoothing, select_by=select_by, patience=patience, seed=decoder_seed,
         ),
+        decoding=dict(beam_size=beam, length_alpha=length_alpha, max_len=max_caption_words, rerank=rerank),
         scst=dict(epochs=scst_epochs, lr=scst_lr, baseline=scst_baseline), joint=dict(epochs=joint_epochs, hidden=joint_hidden, loss=joint_loss),
         picture=dict(epochs=imagine_epochs, frame=imagine_frame, align_photos=imagine_align),
     )
@@ -170,7 +174,7 @@ def evaluate(
     ctx: typer.Context,
     split: str = typer.Option("val", help="which split's photos and human captions to measure on"),
     version: Optional[str] = typer.Option(None, help="model version (or a prefix); default: the promoted one"),
-    beam: int = typer.Option(3, help="beam width for the beam-search captions"),
+    beam: Optional[int] = typer.Option(None, help="beam width for the beam-search captions [default: the model's]"),
     retrieval_images: int = typer.Option(1000, help="photos searched among (the standard protocol: 1,000)"),
     text_queries: int = typer.Option(50, help="text->image queries sampled for the generative search methods (0: every caption)"),
     image_queries: int = typer.Option(50, help="image->text queries (photos) sampled (0: every photo)"),
@@ -185,6 +189,8 @@ def evaluate(
     from flows.evaluate import metrics_table
     from tasks.evaluate import EvalOptions
 
+    if beam is not None:
+        at_least("--beam", beam)
     options = EvalOptions(split=split, beam_size=beam, retrieval_images=retrieval_images, text_queries=text_queries, image_queries=image_queries, rerank_queries=rerank_queries,
                           imagine_refine=imagine_refine, imagine_refine_queries=imagine_refine_queries, judge=judge or "")
     from warehouse.db import connect, model_version
@@ -385,8 +391,7 @@ def worker(
 
     if "PREFECT_API_URL" not in os.environ:
         raise OnenetError("no Prefect server to take runs from: start `onenet server` first (another terminal)")
-    if limit < 1:
-        raise OnenetError("--limit must be at least 1")
+    at_least("--limit", limit)
     ensure_work_pool(pool)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops Prefect's worker too, not just this wrapper
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--limit", str(limit)]
@@ -479,8 +484,7 @@ def ingest(
     from flows.ingest import ingest as ingest_flow
     from flows.runners import task_runner
 
-    if shard_size < 1:
-        raise OnenetError("--shard-size must be at least 1")
+    at_least("--shard-size", shard_size)
     chosen = task_runner(runner, dask_address, dask_workers)
     counts = ingest_flow.with_options(task_runner=chosen)(
         workspace=str(c.workspace.root), folders=folders, captions_file=captions, prune=prune, shard_size=shard_size,
@@ -504,9 +508,15 @@ def ingest(
 
 
 @app.command()
-def caption(ctx: typer.Context, photos: list[str] = typer.Argument(..., help="photo files"), beam: int = typer.Option(3)) -> None:
+def caption(
+    ctx: typer.Context,
+    photos: list[str] = typer.Argument(..., help="photo files"),
+    beam: Optional[int] = typer.Option(None, help="beam width [default: the model's]"),
+) -> None:
     """Caption photos (in the collection or not)."""
     c = _ctx(ctx)
+    if beam is not None:
+        at_least("--beam", beam)
     q = _queries(c)
     answers = [q.caption(p, beam_size=beam) for p in photos]
     table = _table("captions", "photo", "caption", "score")

@@ -103,7 +103,7 @@ class Explorer:
                 result = self.queries.search_taken(text, k, since_date, until_date)
             else:
                 result = self.queries.search(text, k, method=method)
-            drawable = self.queries.picture_decoder is not None and self.queries.joint_encoder is not None
+            drawable = self.queries.picture_decoder is not None and self.queries.caption_encoder is not None
         imagined = "/api/imagine.png?" + urlencode({"q": text}) if drawable and result.matches else None
         return {"query": text, "method": result.method, "unknown_words": result.unknown_words, "matches": [self._match(m) for m in result.matches],
                 "imagined": imagined}

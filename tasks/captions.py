@@ -21,10 +21,8 @@ import pyarrow.parquet as pq
 from core.files import atomic_path, sha256_text, write_parquet
 from core.text import tokenize
 from core.workspace import Workspace
+from models.captioner import SPECIALS
 from tasks.cache import Ref, cached_task
-
-PAD, END, UNK = "<pad>", "<end>", "<unk>"
-SPECIALS = [PAD, END, UNK]
 
 
 def build_vocab(train_captions: list[str], min_count: int) -> list[tuple[str, int]]:

@@ -1,6 +1,6 @@
 """Stage 8, evaluate: measure one model version the way the literature does.
 
-- captions: BLEU-1..4, METEOR, ROUGE-L, CIDEr (onenet/metrics.py) for greedy and beam search,
+- captions: BLEU-1..4, METEOR, ROUGE-L, CIDEr (models/metrics.py) for greedy and beam search,
   side by side with the nearest-neighbour baseline (each photo gets a caption of its most similar
   training photo, by the same frozen CNN features the decoder reads).
 - retrieval: recall@1/5/10 on the first `retrieval_images` photos of the split (1,000 by the
@@ -26,7 +26,7 @@ import torch
 from core.errors import OnenetError
 from core.workspace import Workspace
 from models.beam import caption_vectors
-from models.captioner import Captioner, load_model, pad_batch
+from models.captioner import UNK_ID, Captioner, Decoding, load_model, pad_batch
 from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
 from models.metrics import caption_scores, recall_at
@@ -49,11 +49,11 @@ class EvalOptions:
     """What `onenet evaluate` measures (all of it is part of the cache key)."""
 
     split: str = "val"
-    beam_size: int = 3
+    beam_size: int | None = None  # None: the model's own (its Decoding)
     retrieval_images: int = 1000  # the standard protocol: 1,000 photos and all their captions
     text_queries: int = 50  # text->image queries sampled (inversion: ~3-5 s each on 2 CPU cores); 0 = every caption
     image_queries: int = 50  # image->text queries (photos) sampled (~2 s each on 2 CPU cores); 0 = every photo
-    rerank: int = 100  # candidates the onenet search re-ranks by caption likelihood
+    rerank: int | None = None  # candidates the onenet search re-ranks by caption likelihood; None: the model's
     rerank_queries: int = 1000  # joint+rerank queries sampled (each scores `rerank` photos; ~0.1 s on 2 cores); 0 = every caption
     imagine_queries: int = 1000  # captions imagined through the image decoder (photos; ~70 ms each); 0 = every caption
     imagine_refine: int = 0  # also judge the pictures after this many refinement steps (`imagine --refine`); 0 = not
@@ -108,10 +108,10 @@ def load_split_data(workspace: Workspace, checkpoint: dict, split: str, with_tra
 
 
 @torch.no_grad()
-def generate(model: Captioner, words: list[str], features: np.ndarray, beam_size: int) -> list[str]:
+def generate(model: Captioner, words: list[str], features: np.ndarray, decoding: Decoding) -> list[str]:
     """Captions for (N, feature_dim) CNN features, as export writes them (batched beam search)."""
     vecs = model.image_vectors(torch.from_numpy(features).to(next(model.parameters()).device))
-    return [text for text, _ in caption_vectors(model, words, vecs, beam_size)]
+    return [text for text, _ in caption_vectors(model, words, vecs, decoding)]
 
 
 def nearest_neighbour_captions(data: SplitData) -> list[str]:
@@ -139,12 +139,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)).astype(np.float32)
 
 
-def evaluate_captions(model: Captioner, words: list[str], data: SplitData, beam_size: int) -> tuple[list[dict], dict[str, list[str]]]:
-    """Metric rows and the captions each method wrote (in data.ids order)."""
+def evaluate_captions(model: Captioner, words: list[str], data: SplitData, decoding: Decoding) -> tuple[list[dict], dict[str, list[str]]]:
+    """Metric rows and the captions each method wrote (in data.ids order): greedy, `decoding`
+    (the model's beam search) and the nearest-neighbour baseline."""
     methods: dict[str, list[str]] = {}
-    for name, width in (("greedy", 1), (f"beam{beam_size}", beam_size)):
+    for name, settings in (("greedy", decoding.but(beam_size=1)), (decoding.label, decoding)):
         started = time.perf_counter()
-        methods[name] = generate(model, words, data.features, width)
+        methods[name] = generate(model, words, data.features, settings)
         log.info("evaluate: %s captions for %d photos in %.1fs", name, len(data.ids), time.perf_counter() - started)
     methods["nn-baseline"] = nearest_neighbour_captions(data)
     rows = []
@@ -170,9 +171,10 @@ def diversity(captions: list[str], words: list[str]) -> dict[str, float]:
 # --- retrieval ---------------------------------------------------------------------------------
 
 
-def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: EvalOptions, joint: CaptionEncoder | None = None) -> list[dict]:
+def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: EvalOptions, rerank: int, joint: CaptionEncoder | None = None) -> list[dict]:
     """recall@1/5/10 among the first `retrieval_images` photos of the split and all their captions.
-    The caption encoder (`joint`) is cheap: it answers every caption; inversion a sample."""
+    The caption encoder (`joint`) is cheap: it answers every caption; inversion a sample. The
+    re-ranked methods re-order the `rerank` nearest photos by caption likelihood."""
     device = next(model.parameters()).device
     ids = data.ids[: o.retrieval_images]
     index = {w: i for i, w in enumerate(words)}
@@ -207,7 +209,7 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
             for k, v in recall_at(plain).items()
         ]
         asked = _sample(np.random.default_rng(o.seed + 1), len(pool), o.rerank_queries)  # the re-rank costs R decoder runs per query
-        reranked = rerank_ranks(model, vecs, [pool[q][1] for q in asked], truth.cpu().numpy()[asked], plain[asked], o.rerank, scores=scores[asked])
+        reranked = rerank_ranks(model, vecs, [pool[q][1] for q in asked], truth.cpu().numpy()[asked], plain[asked], rerank, scores=scores[asked])
         rows += [
             {"task": "retrieval", "method": "joint+rerank", "metric": f"text->image {k}", "value": v, "n": len(asked)}
             for k, v in recall_at(reranked).items()
@@ -218,7 +220,7 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
     if queries.size:
         started = time.perf_counter()
         truth = np.array([pool[q][0] for q in queries])
-        plain, reranked = text_to_image_ranks(model, vecs, [pool[q][1] for q in queries], truth, o.rerank)
+        plain, reranked = inversion_ranks(model, vecs, [pool[q][1] for q in queries], truth, rerank)
         for method, ranks in (("inversion", plain), ("inversion+rerank", reranked)):
             rows += [
                 {"task": "retrieval", "method": method, "metric": f"text->image {k}", "value": v, "n": len(queries)}
@@ -244,7 +246,7 @@ def _sample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=k, replace=False)) if 0 < k < n else np.arange(n)
 
 
-def text_to_image_ranks(
+def inversion_ranks(
     model: Captioner, vecs: torch.Tensor, queries: list[list[int]], truth: np.ndarray, rerank: int, batch: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rank of each query's photo among `vecs`: by the inverted vector's cosine (the article's
@@ -390,7 +392,7 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
         for text in texts:
             tokens = torch.tensor([[index[w] for w in text.split() if w in index]], device=device)
             with torch.no_grad():
-                target = joint(pad_batch([[index.get(w, 2) for w in text.split()]]).to(device))[0]
+                target = joint(pad_batch([[index.get(w, UNK_ID) for w in text.split()]]).to(device))[0]
                 nearest = (train_units @ target).topk(min(cfg.candidates, len(train_units))).indices
             goal = Goal(tokens, target)
             picture, vector, _ = draw_best(decoder, cnn, model, train_units[nearest], goal, cfg)
@@ -421,7 +423,7 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
             shares = [colour_share(picture, COLOURS[text.split()[2]], palette=palette) for text, picture in zip(texts, pictures)]
             uris = [png_uri(picture) for picture in pictures]  # once: every reader sees the same pictures
             for suffix, reader, reader_words in readers:
-                captions = [c for c, _ in caption_vectors(reader, reader_words, read(reader, pictures, vectors), beam_size=o.beam_size)]
+                captions = [c for c, _ in caption_vectors(reader, reader_words, read(reader, pictures, vectors), reader.decoding.but(beam_size=o.beam_size))]
                 judged = []
                 for text, uri, share, caption in zip(texts, uris, shares, captions):
                     colour, shape = text.split()[2:4]
@@ -449,14 +451,14 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
             seen = read(reader, pictures, vectors)
             scores = torch.nn.functional.normalize(seen, dim=1) @ units.T  # (Q, photos)
             ranks = (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy()
-            captions = [c for c, _ in caption_vectors(reader, reader_words, seen, beam_size=o.beam_size)]
+            captions = [c for c, _ in caption_vectors(reader, reader_words, seen, reader.decoding.but(beam_size=o.beam_size))]
             nouns = [(subject_noun(t), subject_noun(c)) for t, c in zip(texts, captions)]
             counted = [(a, b) for a, b in nouns if a is not None]
             rows += [{"task": "imagine", "method": method + suffix, "metric": f"picture->photo R@{k}", "value": 100.0 * float((ranks < k).mean()), "n": len(texts)}
                      for k in (1, 10, 50)]
             rows.append({"task": "imagine", "method": method + suffix, "metric": "subject noun shared", "value": 100.0 * sum(a == b for a, b in counted) / max(len(counted), 1), "n": len(counted)})
             if not refine:
-                ceilings = subject_noun_ceilings(reader, reader_words, data, photos, pool, chosen, o.beam_size)
+                ceilings = subject_noun_ceilings(reader, reader_words, data, photos, pool, chosen, reader.decoding.but(beam_size=o.beam_size))
                 rows += [{**r, "method": r["method"] + suffix} for r in ceilings if not suffix or r["method"] == "the photo's own caption"]
             if not refine and not suffix:
                 samples = [{"description": t, "caption": c, "rank of its photo": int(r) + 1, "picture": png_uri(p), "photo": photos[pool[i][0]]}
@@ -465,16 +467,15 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
 
 
 def subject_noun_ceilings(model: Captioner, words: list[str], data: SplitData, photos: list[str], pool: list[tuple[int, str]],
-                          chosen: list[int], beam_size: int) -> list[dict]:
+                          chosen: list[int], decoding: Decoding) -> list[dict]:
     """What "subject noun shared" can reach, for the same sampled descriptions: the share for the
     model's caption of the described photo itself (no picture can be read better than its photo),
-    and for each of the photo's other reference captions (how often people agree; Flickr8k dev:
-    58.5%, BENCHMARKS.md "Imagine, learned")."""
+    and for each of the photo's other reference captions (how often people agree)."""
     device = next(model.parameters()).device
     owners = [pool[i][0] for i in chosen]
     with torch.no_grad():
         vectors = model.image_vectors(torch.from_numpy(data.features[owners]).to(device))
-    own = [c for c, _ in caption_vectors(model, words, vectors, beam_size=beam_size)]
+    own = [c for c, _ in caption_vectors(model, words, vectors, decoding)]
     mine = [(subject_noun(pool[i][1]), subject_noun(c)) for i, c in zip(chosen, own)]
     mine = [(a, b) for a, b in mine if a is not None]
     people = [(subject_noun(pool[i][1]), subject_noun(r)) for i in chosen for r in data.clean[photos[pool[i][0]]] if r != pool[i][1]]
@@ -516,9 +517,10 @@ def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOp
     words = checkpoint["vocab"]
     data = load_split_data(workspace, checkpoint, o.split)
     log.info("evaluate: model %s on %s (%d photos, %d captions)", version, o.split, len(data.ids), sum(map(len, data.raw.values())))
-    caption_rows, captions = evaluate_captions(model, words, data, o.beam_size)
+    decoding = model.decoding.but(beam_size=o.beam_size, rerank=o.rerank)  # the model's, unless told otherwise
+    caption_rows, captions = evaluate_captions(model, words, data, decoding)
     joint = load_encoder_checkpoint(workspace.path(joint_path)) if joint_path else None
-    retrieval_rows = evaluate_retrieval(model, words, data, o, joint)
+    retrieval_rows = evaluate_retrieval(model, words, data, o, decoding.rerank, joint)
     word_rows, word_checks = evaluate_words(model, words)
     judge = (o.judge, *load_model(workspace.path(judge_path))) if judge_path else None
     picture_rows, pictures = evaluate_pictures(workspace, model, checkpoint, data, joint, picture_path, o, judge) if picture_path and joint else ([], [])

@@ -20,9 +20,8 @@ from core.vectors import to_column, to_matrix
 from core.workspace import Workspace
 from models import single_thread
 from models.beam import caption_vectors
-from models.captioner import load_model
+from models.captioner import SPECIALS, load_model
 from tasks.cache import Ref, cached_task
-from tasks.captions import SPECIALS
 from tasks.features import Features, read_features
 from tasks.train import ModelRef
 
@@ -62,9 +61,11 @@ def caption_shards(workspace: Workspace, vectors: Ref, shard_size: int = 1024) -
     return [ids[s : s + shard_size] for s in range(0, len(ids), shard_size)]
 
 
-def caption_shard(workspace: Workspace, vectors: Ref, model_ref: ModelRef, image_ids: list[str], beam_size: int) -> Ref:
-    """Beam-search captions for one shard of exported image vectors -> captions/part-<digest>.parquet."""
+def caption_shard(workspace: Workspace, vectors: Ref, model_ref: ModelRef, image_ids: list[str]) -> Ref:
+    """Beam-search captions (the model's decoding settings) for one shard of exported image
+    vectors -> captions/part-<digest>.parquet."""
     model, checkpoint = load_model(workspace.path(model_ref.path))
+    decoding = model.decoding
     device = next(model.parameters()).device
     table = pq.read_table(workspace.path(vectors.path) / "image_vectors.parquet")
     wanted = set(image_ids)
@@ -72,9 +73,9 @@ def caption_shard(workspace: Workspace, vectors: Ref, model_ref: ModelRef, image
     matrix = to_matrix(table.column("vec").take(rows))
     ids = table.column("image_id").take(rows).to_pylist()
     started = time.perf_counter()
-    captions = caption_vectors(model, checkpoint["vocab"], torch.from_numpy(matrix).to(device), beam_size)
-    log.info("export: captioned %d photos (beam %d) in %.1fs", len(captions), beam_size, time.perf_counter() - started)
-    digest = sha256_text(vectors.digest, str(beam_size), *ids)
+    captions = caption_vectors(model, checkpoint["vocab"], torch.from_numpy(matrix).to(device))
+    log.info("export: captioned %d photos (beam %d) in %.1fs", len(captions), decoding.beam_size, time.perf_counter() - started)
+    digest = sha256_text(vectors.digest, str(decoding.beam_size), *ids)
     path = workspace.path(vectors.path) / "captions" / f"part-{digest[:16]}.parquet"
     write_parquet(
         pa.table(
@@ -82,7 +83,7 @@ def caption_shard(workspace: Workspace, vectors: Ref, model_ref: ModelRef, image
                 "image_id": ids,
                 "caption": [c for c, _ in captions],
                 "score": [float(s) for _, s in captions],
-                "method": [f"beam{beam_size}"] * len(captions),
+                "method": [decoding.label] * len(captions),
             }
         ),
         path,
@@ -110,9 +111,9 @@ def _caption_shard_key(context, parameters: dict) -> str:
 
 
 @cached_task(name="caption-shard", cache_key_fn=_caption_shard_key)
-def caption_shard_task(workspace: Workspace, vectors: Ref, model: ModelRef, image_ids: list[str], beam_size: int) -> Ref:
+def caption_shard_task(workspace: Workspace, vectors: Ref, model: ModelRef, image_ids: list[str]) -> Ref:
     with single_thread():  # like encode_shard_task: the same numbers wherever it runs
-        return caption_shard(workspace, vectors, model, image_ids, beam_size)
+        return caption_shard(workspace, vectors, model, image_ids)
 
 
 @cached_task(name="finish-export")

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from core.errors import OnenetError
+from core.errors import OnenetError, at_least
 from core.faults import crash_point
 from core.files import atomic_path, sha256_file, sha256_text, write_parquet
 from core.paths import os_path, path_text, preferred_path, shown
@@ -282,8 +282,8 @@ def read_captions_file(path: Path, scan: Scan) -> list[tuple[str, int, str, str]
 
 # Photos per ingest shard: the unit that encode + caption is mapped over (threads of this
 # process, or Dask workers). Each shard costs ~0.3 s of its own (setting up, the encoder's
-# pipeline filling and draining, a Prefect task run): 1,000 new photos into 44,000 took 6.1 s in
-# 2 shards of 512, 7.1 s in 4 of 256, 8.1 s in 8 of 128 (2 cores). 100,000 photos make 196.
+# pipeline filling and draining, a Prefect task run), so shards are large: a few per core for an
+# everyday ingest, a few hundred for 100,000 photos.
 INGEST_SHARD_SIZE = 512
 
 
@@ -310,8 +310,7 @@ class Part:
 
 def plan_shards(photos: list[tuple[str, str]], shard_size: int = INGEST_SHARD_SIZE) -> tuple[tuple[tuple[str, str], ...], ...]:
     """Fixed chunks by image id, so where a shard runs never changes what it holds (and computes)."""
-    if shard_size < 1:
-        raise OnenetError("--shard-size must be at least 1")
+    at_least("--shard-size", shard_size)
     pairs = sorted(photos)
     return tuple(tuple(pairs[s : s + shard_size]) for s in range(0, len(pairs), shard_size))
 
@@ -429,7 +428,7 @@ def ingest_shard(
             feats = np.stack([fresh[i] for i in ids]) if all(i in fresh for i in ids) else read_features(workspace, features, ids)
             with torch.no_grad():
                 image_vecs = model.image_vectors(torch.from_numpy(feats).to(device))
-            captions = caption_vectors(model, saved["vocab"], image_vecs, beam_size=3)
+            captions = caption_vectors(model, saved["vocab"], image_vecs)
             vectors = image_vecs.cpu().numpy()
     described = metadata_table([os_path(p) for _, p in accepted])  # width, height, taken_at, camera, GPS, orientation
     table = pa.table(
@@ -479,6 +478,7 @@ def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = Fals
             images=photos.select(["image_id", "path", *(c for c in METADATA_COLUMNS if c in photos.column_names)]) if photos is not None else _NO_PHOTOS,
             vectors=to_matrix(photos.column("vec")) if ids else np.zeros((0, 1), np.float32),
             captions=list(zip(photos.column("caption").to_pylist(), photos.column("score").to_pylist())) if ids else [],
+            caption_method=shared_captioner(workspace.path(current["checkpoint"]))[0].decoding.label,
             human_captions=list(plan.human),
             rejects=[(p, r, *plan.stats.get(p, (None, None))) for p, r in list(plan.rejects) + rejected],
             paths=[s for s in plan.seen if s[0] not in unreadable],  # the copies of photos

@@ -1,8 +1,7 @@
 """Maps of the latent space: a t-SNE word map and a word similarity graph (write-up [E]).
 
-Both read the decoder's word vectors. The t-SNE is openTSNE's (the maintained implementation;
-onenet's own exact torch version it replaced is compared in BENCHMARKS.md); the graph is a
-networkx graph (GraphML for Gephi/Cytoscape) drawn with a seeded spring layout.
+Both read the decoder's word vectors. The t-SNE is openTSNE's (the maintained implementation);
+the graph is a networkx graph (GraphML for Gephi/Cytoscape) drawn with a seeded spring layout.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -23,7 +23,7 @@ from core.files import atomic_path, sha256_text
 from core.workspace import Workspace
 from models import default_device
 from models.beam import beam_search
-from models.captioner import PAD_ID, UNK_ID, Captioner, CaptionerConfig, pad_batch, training_step, with_end
+from models.captioner import PAD_ID, UNK_ID, Captioner, CaptionerConfig, Decoding, pad_batch, training_step, with_end
 from models.metrics import cider
 from models.scst import CiderD, scst_step
 from tasks.cache import Ref, cached_task
@@ -44,7 +44,7 @@ class TrainConfig:
     tie_weights: bool = True
     init_state: bool = True
     image_every_step: bool = False
-    length_alpha: float = 0.7  # beam search's length normalisation, kept with the model
+    decoding: Decoding = field(default_factory=Decoding)  # how captions are written, kept with the model
     epochs: int = 12
     batch_size: int = 64
     lr: float = 3e-3
@@ -97,9 +97,10 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
 
     model = Captioner(
         CaptionerConfig(
-            feats.shape[1], len(words), cfg.dim, cfg.hidden, cfg.layers, cfg.rnn, cfg.dropout, cfg.tie_weights, cfg.init_state,
-            cfg.image_every_step, cfg.length_alpha,
-        )
+            feature_dim=feats.shape[1], vocab_size=len(words), dim=cfg.dim, hidden=cfg.hidden, layers=cfg.layers, rnn=cfg.rnn,
+            dropout=cfg.dropout, tie_weights=cfg.tie_weights, init_state=cfg.init_state, image_every_step=cfg.image_every_step,
+        ),
+        cfg.decoding,
     ).to(device)
     train_rows = torch.tensor([row[i] for i in sorted(set(train_ids))], device=device)
     model.feature_mean.copy_(feats[train_rows].mean(0))

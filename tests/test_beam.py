@@ -55,17 +55,20 @@ def test_length_normalisation_prefers_a_longer_caption_that_is_nearly_as_likely(
     assert raw.tokens == [B]
 
 
-def test_captions_use_the_length_normalisation_the_model_was_trained_with():
-    from types import SimpleNamespace
-
+def test_captions_use_the_decoding_settings_the_model_was_trained_with():
     from models.beam import caption_vectors
+    from models.captioner import Decoding
 
     model = MarkovDecoder(first={A: 0.5, B: 0.5}, after={A: {B: 0.8, END_ID: 0.2}, B: {END_ID: 0.5, A: 0.5}})
     words = ["<pad>", "<end>", "<unk>", "a", "b", "c"]
-    model.cfg = SimpleNamespace(length_alpha=0.7)
-    assert caption_vectors(model, words, torch.zeros(1, 8), beam_size=3)[0][0] == "a b"
-    model.cfg = SimpleNamespace(length_alpha=0.0)
-    assert caption_vectors(model, words, torch.zeros(1, 8), beam_size=3)[0][0] == "b"
+    model.decoding = Decoding(beam_size=3, length_alpha=0.7)
+    assert caption_vectors(model, words, torch.zeros(1, 8))[0][0] == "a b"
+    model.decoding = Decoding(beam_size=3, length_alpha=0.0)
+    assert caption_vectors(model, words, torch.zeros(1, 8))[0][0] == "b"
+    # one call may override one setting; the rest stay the model's
+    assert caption_vectors(model, words, torch.zeros(1, 8), model.decoding.but(length_alpha=0.7))[0][0] == "a b"
+    model.decoding = Decoding(beam_size=3, length_alpha=0.7, max_len=1)  # "a b" needs two words
+    assert len(caption_vectors(model, words, torch.zeros(1, 8))[0][0].split()) <= 1
 
 
 def test_never_repeats_the_previous_word():

@@ -5,8 +5,9 @@ import pyarrow as pa
 from core.files import write_parquet
 from core.text import clean
 from core.workspace import Workspace
+from models.captioner import SPECIALS
 from tasks.cache import Ref
-from tasks.captions import SPECIALS, build_vocab, clean_captions
+from tasks.captions import build_vocab, clean_captions
 from tasks.train import load_split
 
 
@@ -18,7 +19,7 @@ def test_clean_lowercases_and_strips_punctuation_like_the_ptb_tokenizer():
 
 def test_vocab_min_count_and_order():
     vocab = build_vocab(["a red circle", "a red square", "a blue circle"], min_count=2)
-    assert [w for w, _ in vocab] == SPECIALS + ["a", "circle", "red"]
+    assert [w for w, _ in vocab] == [*SPECIALS, "a", "circle", "red"]
 
 
 def test_val_words_do_not_leak_into_the_vocabulary(tmp_path):

@@ -62,7 +62,7 @@ def test_the_decoder_beats_the_nearest_neighbour_baseline_on_held_out_scenes(tra
     from tasks.evaluate import evaluate_captions
 
     model, words, data = held_out(trained)
-    rows, captions = evaluate_captions(model, words, data, beam_size=3)
+    rows, captions = evaluate_captions(model, words, data, model.decoding.but(beam_size=3))
     per_scene = {m: np.array(list(cider_by_image(data.raw, dict(zip(data.ids, captions[m]))).values())) for m in ("greedy", "beam3", "nn-baseline")}
     baseline = per_scene["nn-baseline"].mean()
     measured, bounds = {"scenes": len(data.ids), "baseline": round(float(baseline), 1)}, {}
@@ -194,6 +194,6 @@ def test_subject_noun_ceilings_count_people_and_the_photos_own_caption(queries):
     clean = {"p0": ["a dog runs", "two dogs play on the grass", "a man and a dog"], "p1": ["a red circle", "a big red circle"]}
     data = SplitData(ids=["p0", "p1"], raw=clean, clean=clean, features=np.zeros((2, queries.model.feature_mean.shape[0]), np.float32))
     pool = [(p, text) for p, photo in enumerate(data.ids) for text in clean[photo]]
-    own, people = subject_noun_ceilings(queries.model, queries.words, data, data.ids, pool, [0, 3], beam_size=1)
+    own, people = subject_noun_ceilings(queries.model, queries.words, data, data.ids, pool, [0, 3], queries.model.decoding.but(beam_size=1))
     assert (own["method"], own["n"], own["value"]) == ("the photo's own caption", 1, 0.0)  # "a red circle" has no subject noun: not counted
     assert (people["method"], people["n"], people["value"]) == ("another reference caption", 2, 50.0)

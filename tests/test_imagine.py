@@ -68,11 +68,11 @@ def test_imagined_pictures_are_recognisable_to_the_network(queries, imagined):
     size = queries.checkpoint["encoder"]["image_size"]
     grey = torch.full((1, 3, size, size), 128, dtype=torch.uint8)
     with torch.no_grad():
-        blank = queries.model.image_vectors(queries.encoder.features(grey))
+        blank = queries.model.image_vectors(queries.cnn.features(grey))
         for text, result in imagined.items():
             tokens, _ = queries.query_tokens(text)
             target = torch.from_numpy(queries.text_vector(tokens))
-            picture = queries.model.image_vectors(queries.encoder.features(result["pixels"][None]))
+            picture = queries.model.image_vectors(queries.cnn.features(result["pixels"][None]))
             cosine = lambda v, target=target: torch.nn.functional.normalize(v, dim=1) @ target  # noqa: E731
             ours, theirs, blank_cos = float(cosine(picture)[0]), cosine(photos), float(cosine(blank)[0])
             assert ours > blank_cos and ours > float(theirs.quantile(0.9)), (text, ours, float(theirs.quantile(0.9)), blank_cos)

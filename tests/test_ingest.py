@@ -436,3 +436,38 @@ def test_a_rescan_reads_no_file_already_judged(ws, tmp_path, monkeypatch, caplog
     fixed = ingest(ws, [str(root)])
     assert (fixed["new"], fixed["rejected"]) == (1, 1) and [os.path.basename(p) for p in read] == ["bad.jpg"]
     assert [os.path.basename(p) for (p,) in _stored(ws, "SELECT path FROM rejects WHERE path LIKE ?", [f"{root}/%"])] == ["empty.png"]
+
+
+def test_every_caller_captions_with_the_decoding_settings_kept_in_the_model(trained, tmp_path):
+    """A version trained with `--beam 1` (its checkpoint says so) is captioned with beam 1 at
+    ingest, by `caption`, and its label is what lands; a call may still ask for another width."""
+    import torch
+
+    ws = copy_of_trained(trained, tmp_path)
+    con = db.connect(ws, read_only=True)
+    try:
+        path = ws.path(db.current_version(con)["checkpoint"])
+    finally:
+        con.close()
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert checkpoint["decoding"]["beam_size"] == 3  # what training set (the default)
+    checkpoint["decoding"] = {**checkpoint["decoding"], "beam_size": 1}
+    torch.save(checkpoint, path)
+
+    photo = tmp_path / "photos" / "scene.png"
+    photo.parent.mkdir()
+    photo.write_bytes(scene_png(13, 0))
+    ingest(ws, [str(photo.parent)])
+    q = Queries.open(ws)
+    try:
+        assert q.model.decoding.beam_size == 1
+        (method,), = q.sql("SELECT method FROM images JOIN current_captions USING (image_id) WHERE path LIKE '%scene.png'")[1]
+        assert method == "beam1"
+        vector = torch.from_numpy(q.image_vectors([q.caption(photo)["image_id"]])).to(q.device)
+        greedy = q.model.decoding.but(beam_size=1)
+        from models.beam import caption_vectors
+
+        assert q.caption(photo)["caption"] == caption_vectors(q.model, q.words, vector, greedy)[0][0]
+        assert q.caption(photo, beam_size=3)["caption"] == caption_vectors(q.model, q.words, vector, greedy.but(beam_size=3))[0][0]
+    finally:
+        q.close()

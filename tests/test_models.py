@@ -1,8 +1,10 @@
 """The captioner on the default device (CUDA when present): it learns, and inversion works."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from core.errors import OnenetError
 from models import default_device
 from models.beam import beam_search
 from models.captioner import PAD_ID, Captioner, CaptionerConfig, pad_batch, with_end
@@ -47,3 +49,18 @@ def test_inversion_finds_a_vector_the_decoder_describes_as_asked():
     assert (nll < 0.5 * at_mean).all(), (nll, at_mean)
     # the decoder now says the query for each optimised vector
     assert [c.tokens for c in beam_search(model, found, beam_size=2)] == [[5, 6], [3, 4]]
+
+
+def test_decoding_settings_travel_with_the_checkpoint():
+    """Set at training, kept in the checkpoint; a checkpoint from before they had their own entry
+    keeps its length normalisation and gets the other defaults."""
+    from models.captioner import Decoding
+
+    model = Captioner(CaptionerConfig(feature_dim=8, vocab_size=6, dim=16, hidden=16), Decoding(beam_size=5, length_alpha=1.0, rerank=50))
+    checkpoint = {**model.checkpoint(), "vocab": ["<pad>", "<end>", "<unk>", "a", "b", "c"]}
+    assert Captioner.from_checkpoint(checkpoint).decoding == Decoding(beam_size=5, length_alpha=1.0, rerank=50)
+    assert Decoding(beam_size=5).label == "beam5"
+    older = {"config": {**checkpoint["config"], "length_alpha": 1.0}, "state_dict": checkpoint["state_dict"]}
+    assert Captioner.from_checkpoint(older).decoding == Decoding(length_alpha=1.0)
+    with pytest.raises(OnenetError, match="vocabulary starts"):
+        Captioner.from_checkpoint({**checkpoint, "vocab": ["a", "<pad>", "<end>", "<unk>"]})

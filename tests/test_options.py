@@ -1,6 +1,9 @@
 """`onenet train`'s defaults follow the source: shapes keep theirs, photos get the measured ones."""
 
-from flows.train import PHOTO_DEFAULTS, TrainOptions, options_for
+import pytest
+
+from core.errors import OnenetError
+from flows.train import PHOTO_DEFAULTS, TrainOptions, check_options, options_for
 
 
 def test_shapes_keep_their_defaults_and_photos_get_the_photo_ones():
@@ -9,7 +12,7 @@ def test_shapes_keep_their_defaults_and_photos_get_the_photo_ones():
         o = options_for(source)
         assert (o.image_size, o.encoder, o.decoder, o.joint) == tuple(PHOTO_DEFAULTS[k] for k in ("image_size", "encoder", "decoder", "joint"))
         assert o.image_size != TrainOptions().image_size
-        assert o.decoder.length_alpha != TrainOptions().decoder.length_alpha and o.joint.loss != TrainOptions().joint.loss
+        assert o.decoder.decoding.length_alpha != TrainOptions().decoder.decoding.length_alpha and o.joint.loss != TrainOptions().joint.loss
         assert (o.picture.frame, TrainOptions().picture.frame) == ("full", "subject")  # photos have no plain background to cut from
 
 
@@ -38,3 +41,12 @@ def test_photos_align_the_image_decoder_and_shapes_do_not_unless_asked():
     assert options_for("flickr8k").picture.align_photos == PHOTO_DEFAULTS["picture"].align_photos > 0
     assert options_for("shapes").picture.align_photos == 0
     assert options_for("shapes", picture={"align_photos": 300, "epochs": 5}).picture.align_photos == 300
+
+
+def test_decoding_options_set_at_training_are_the_models():
+    o = options_for("flickr8k", decoding={"beam_size": 5, "rerank": None})
+    assert o.decoder.decoding.beam_size == 5
+    assert o.decoder.decoding.length_alpha == PHOTO_DEFAULTS["decoder"].decoding.length_alpha  # the photo default kept
+    assert o.decoder.decoding.rerank == 100
+    with pytest.raises(OnenetError, match="--beam must be at least 1"):
+        check_options(options_for("shapes", decoding={"beam_size": 0}))

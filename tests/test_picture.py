@@ -167,12 +167,12 @@ def test_imagine_keeps_the_candidate_the_network_reads_closest(pictured):
     units = torch.from_numpy(np.stack([normalise(q.image_vectors([m.image_id])[0]) for m in q.nearest_images(target.numpy(), 8)]))
     cfg = ImagineConfig(size=q.checkpoint["encoder"]["image_size"])
     goal = Goal(tokens, target)
-    small, vector, best = draw_best(q.picture_decoder, q.encoder, q.model, units, goal, cfg)
+    small, vector, best = draw_best(q.picture_decoder, q.cnn, q.model, units, goal, cfg)
     with torch.no_grad():
-        losses = goal_loss(q.model, q.model.image_vectors(q.encoder.features(upsample(q.picture_decoder.draw(units), cfg.size))), goal, cfg)
+        losses = goal_loss(q.model, q.model.image_vectors(q.cnn.features(upsample(q.picture_decoder.draw(units), cfg.size))), goal, cfg)
     assert best == int(losses.argmin()) and torch.equal(small, q.picture_decoder.draw(units[best : best + 1])[0])
     assert float(goal_loss(q.model, vector[None], goal, cfg)[0]) == pytest.approx(float(losses.min()), abs=1e-4)
-    alone, _, first = draw_best(q.picture_decoder, q.encoder, q.model, units[:1], goal, cfg)
+    alone, _, first = draw_best(q.picture_decoder, q.cnn, q.model, units[:1], goal, cfg)
     assert first == 0 and torch.equal(alone, q.picture_decoder.draw(units[:1])[0])
 
 
@@ -238,7 +238,7 @@ def test_imagine_grid_shows_every_description(pictured):
 
     q, ws = pictured["queries"], pictured["workspace"]
     data = load_split_data(ws, q.checkpoint, "val")
-    _, samples = evaluate_pictures(ws, q.model, q.checkpoint, data, q.joint_encoder, q._picture_checkpoint, EvalOptions())
+    _, samples = evaluate_pictures(ws, q.model, q.checkpoint, data, q.caption_encoder, q._picture_checkpoint, EvalOptions())
     grid = imagine_grid(ws, q.version, "val", samples)
     assert grid.count("](data:image/png;base64,") == 24 and "a big purple star" in grid
 

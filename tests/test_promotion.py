@@ -55,7 +55,7 @@ def test_gate_rejects_a_worse_model_then_promotion_rollback_and_catch_up(ws, tra
     result = retrain(workspace=str(ws.root), options=worse)
     candidate = result["candidate"]
     assert candidate != original and result["decision"] == "rejected"
-    cider = next(c for c in result["comparison"] if c["metric"] == "captions/beam3/CIDEr")
+    cider = next(c for c in result["comparison"] if c["metric"] == "captions/beam/CIDEr")
     assert not cider["passed"] and cider["candidate"] < cider["floor"] < cider["incumbent"]
     assert promoted(ws) == original  # queries still read the promoted model
     con = db.connect(ws, read_only=True)
@@ -103,16 +103,19 @@ def test_gate_rejects_a_worse_model_then_promotion_rollback_and_catch_up(ws, tra
 
 
 def test_compare_applies_the_tolerance_per_metric():
-    rows = lambda cider, bleu: [  # noqa: E731
-        {"task": "captions", "method": "beam3", "metric": "CIDEr", "value": cider},
-        {"task": "captions", "method": "beam3", "metric": "BLEU-4", "value": bleu},
-        {"task": "captions", "method": "beam3", "metric": "METEOR", "value": None},
+    rows = lambda cider, bleu, beam=3: [  # noqa: E731
+        {"task": "captions", "method": f"beam{beam}", "metric": "CIDEr", "value": cider},
+        {"task": "captions", "method": f"beam{beam}", "metric": "BLEU-4", "value": bleu},
+        {"task": "captions", "method": f"beam{beam}", "metric": "METEOR", "value": None},
     ]
     gate = GateOptions(tolerance=0.05)
     passed = {c["metric"]: c["passed"] for c in compare(rows(96, 30), rows(100, 30), gate)}
-    assert passed == {"captions/beam3/CIDEr": True, "captions/beam3/BLEU-4": True}  # 4% drop: within 5%
+    assert passed == {"captions/beam/CIDEr": True, "captions/beam/BLEU-4": True}  # 4% drop: within 5%
     passed = {c["metric"]: c["passed"] for c in compare(rows(94, 31), rows(100, 30), gate)}
-    assert passed == {"captions/beam3/CIDEr": False, "captions/beam3/BLEU-4": True}  # 6% drop: not
+    assert passed == {"captions/beam/CIDEr": False, "captions/beam/BLEU-4": True}  # 6% drop: not
+    # "beam" is each version's own beam search: a candidate trained with --beam 5 is compared
+    passed = {c["metric"]: c["passed"] for c in compare(rows(100, 30, beam=5), rows(100, 30, beam=3), gate)}
+    assert passed == {"captions/beam/CIDEr": True, "captions/beam/BLEU-4": True}
     # A metric that could not be measured (METEOR without Java) is skipped, not failed.
     gate = GateOptions(metrics=["captions/beam3/METEOR", "captions/beam3/CIDEr"], tolerance=0.0)
     assert [c["metric"] for c in compare(rows(100, 30), rows(100, 30), gate)] == ["captions/beam3/CIDEr"]

@@ -599,9 +599,11 @@ def land_photos(
     human_captions: list[tuple[str, int, str, str]],
     rejects: list[tuple[str, str, int | None, int | None]],
     paths: list[tuple[str, str, int, int]] = (),
+    *,
+    caption_method: str,
 ) -> list[str]:
     """Add ingested photos (no split: they are not training data) with their vectors and
-    generated captions for `version`, in one transaction, and record the files they were read
+    generated captions (written by `caption_method`, e.g. beam3) for `version`, in one transaction, and record the files they were read
     from (`paths`: (path, image_id, size, mtime_ns), copies included) and the files that were
     no photo (`rejects`: (path, reason, size, mtime_ns)). A photo that has vectors for `version`
     already (another ingest landed it meanwhile) is not landed again. Returns the ids landed."""
@@ -629,7 +631,7 @@ def land_photos(
                 "staged_generated",
                 pa.table({"image_id": ids, "caption": [c for c, _ in captions], "score": [s for _, s in captions]}),
             )
-            con.execute("INSERT INTO generated_captions SELECT ?, image_id, caption, score, 'beam3' FROM staged_generated", [version])
+            con.execute("INSERT INTO generated_captions SELECT ?, image_id, caption, score, ? FROM staged_generated", [version, caption_method])
         for image_id, n, raw, cleaned in human_captions:
             con.execute("INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?)", [image_id, n, raw, cleaned])
         moved = _record_paths(con, list(paths))

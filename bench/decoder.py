@@ -35,7 +35,7 @@ def batch(vocab: int, size: int, device: torch.device, seed: int = 0) -> tuple[t
 
 def model(vocab: int, device: torch.device) -> Captioner:
     torch.manual_seed(0)
-    return Captioner(CaptionerConfig(FEATURE_DIM, vocab)).to(device)
+    return Captioner(CaptionerConfig(feature_dim=FEATURE_DIM, vocab_size=vocab)).to(device)
 
 
 def flops_per_step(vocab: int, batch_size: int) -> tuple[float, int]:

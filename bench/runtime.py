@@ -66,7 +66,7 @@ class OpenVinoSteps:
 def run(bounds: dict, device: torch.device, full: bool) -> list[Row]:
     torch.manual_seed(0)
     threads = torch.get_num_threads()
-    model = Captioner(CaptionerConfig(FEATURE_DIM, VOCAB)).eval()
+    model = Captioner(CaptionerConfig(feature_dim=FEATURE_DIM, vocab_size=VOCAB)).eval()
     photos = 256
     vecs = model.image_vectors(torch.randn(photos, FEATURE_DIM))
     rows: list[Row] = []

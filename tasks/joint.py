@@ -24,6 +24,7 @@ from core.vectors import to_matrix
 from core.workspace import Workspace
 from models import default_device
 from models.captioner import load_model, pad_batch
+from models.fit import fit, seeded
 from models.joint import CaptionEncoder, JointConfig, text_to_image_ranks
 from models.metrics import recall_at
 from tasks.cache import Ref, cached_task
@@ -57,8 +58,7 @@ def pairs(workspace: Workspace, captions: Ref, split: str, vectors: dict[str, np
 
 
 def train_joint(workspace: Workspace, captions: Ref, vectors: Ref, model_ref: ModelRef, cfg: JointConfig) -> JointRef:
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = seeded(cfg.seed)
     device = default_device()
     captioner, _ = load_model(workspace.path(model_ref.path), device)
     table = pq.read_table(workspace.path(vectors.path) / "image_vectors.parquet")
@@ -79,8 +79,8 @@ def train_joint(workspace: Workspace, captions: Ref, vectors: Ref, model_ref: Mo
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1)
     val_tokens = pad_batch([t for _, t in val_items]).to(device)
     val_truth = torch.tensor([r for r, _ in val_items], device=device)
-    best: dict = {"score": -1.0}
-    for epoch in range(1, cfg.epochs + 1):
+
+    def run_epoch(epoch: int) -> dict:
         encoder.train()
         started, total = time.perf_counter(), 0.0
         for batch in np.array_split(rng.permutation(photo_rows), steps):
@@ -95,25 +95,24 @@ def train_joint(workspace: Workspace, captions: Ref, vectors: Ref, model_ref: Mo
             total += loss.item()
         encoder.eval()
         recall = recall_at(text_to_image_ranks(encoder, val_tokens, val_units, val_truth).cpu().numpy()) if val_items else {}
-        score = sum(recall.values()) if recall else float(epoch)  # no validation split: keep the last epoch
         log.info(
             "joint: epoch %d/%d  loss %.3f  val text->image R@1/5/10 %s  (%.1fs)",
             epoch, cfg.epochs, total / steps, "/".join(f"{v:.1f}" for v in recall.values()) or "-", time.perf_counter() - started,
         )
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "recall": recall, "state": {k: v.detach().clone() for k, v in encoder.state_dict().items()}}
-        elif cfg.patience and epoch - best["epoch"] >= cfg.patience:
-            log.info("joint: no better epoch for %d epochs; stopping early", cfg.patience)
-            break
+        return {"epoch": epoch, "recall": recall}
 
-    encoder.load_state_dict(best["state"])
-    metrics = {"epoch": best["epoch"], "val_queries": len(val_items), "val_photos": len(val_units)}
-    metrics |= {f"val_text->image {k}": round(v, 3) for k, v in best["recall"].items()}
+    def score(record: dict) -> float:
+        recall = record["recall"]
+        return sum(recall.values()) if recall else float(record["epoch"])  # no validation split: keep the last epoch
+
+    best, _ = fit(encoder, cfg.epochs, run_epoch, score, patience=cfg.patience, log=log, name="joint")
+    metrics = {"epoch": best.epoch, "val_queries": len(val_items), "val_photos": len(val_units)}
+    metrics |= {f"val_text->image {k}": round(v, 3) for k, v in best.record["recall"].items()}
     digest = sha256_text(model_ref.digest, vectors.digest, captions.digest, json.dumps(asdict(cfg), sort_keys=True))
     path = workspace.path(f"models/{model_ref.version}-joint-{digest[:8]}.pt")
     with atomic_path(path) as tmp:
         torch.save({**encoder.cpu().checkpoint(cfg), "version": model_ref.version, "metrics": metrics}, tmp)
-    log.info("joint: kept epoch %d, val text->image %s", best["epoch"], best["recall"])
+    log.info("joint: kept epoch %d, val text->image %s", best.epoch, best.record["recall"])
     return JointRef(workspace.relative(path), digest, metrics)
 
 

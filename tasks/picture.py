@@ -28,6 +28,7 @@ from core.workspace import Workspace
 from models import default_device
 from models.captioner import Captioner
 from models.encoder import load_encoder
+from models.fit import fit, seeded
 from models.picture import FeatureLoss, ImageDecoder, PictureConfig, VectorReader, frame_subject, picture_loss
 from tasks.cache import Ref, cached_task
 from tasks.train import ModelRef
@@ -64,8 +65,7 @@ def decode_photos(workspace: Workspace, paths: list[str], size: int) -> tuple[np
 
 def train_picture(workspace: Workspace, manifest: Ref, vectors: Ref, model_ref: ModelRef, cfg: PictureConfig) -> PictureRef:
     started = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = seeded(cfg.seed)
     device = default_device()
     checkpoint = torch.load(workspace.path(model_ref.path), map_location="cpu", weights_only=True)
     table = pq.read_table(workspace.path(vectors.path) / "image_vectors.parquet")
@@ -106,8 +106,7 @@ def train_picture(workspace: Workspace, manifest: Ref, vectors: Ref, model_ref: 
     def losses(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return picture_loss(decoder, comparator, *batch_of(rows), cfg)
 
-    best: dict = {"score": float("inf")}
-    for epoch in range(1, cfg.epochs + 1):
+    def run_epoch(epoch: int) -> dict:
         decoder.train()
         epoch_started, totals = time.perf_counter(), np.zeros(2)
         for rows in np.array_split(rng.permutation(train_rows_np), steps):
@@ -118,15 +117,18 @@ def train_picture(workspace: Workspace, manifest: Ref, vectors: Ref, model_ref: 
             schedule.step()
             totals += (pixel.item(), feature.item())
         val_losses = validation_losses(decoder, losses, np.array(val_rows)) if val_rows else {}
-        score = val_losses["pixel"] + cfg.feature_weight * val_losses["feature"] if val_losses else -epoch
         log.info("picture: epoch %d/%d  train pixel %.4f feature %.3f  val %s  (%.1fs)", epoch, cfg.epochs, *(totals / steps),
                  " ".join(f"{k} {v:.4f}" for k, v in val_losses.items()) or "-", time.perf_counter() - epoch_started)
-        if score < best["score"]:
-            best = {"score": score, "epoch": epoch, "val": val_losses, "state": {k: v.detach().clone() for k, v in decoder.state_dict().items()}}
+        return {"epoch": epoch, "val": val_losses}
 
-    decoder.load_state_dict(best["state"])
-    metrics = {"epoch": best["epoch"], "train_photos": len(train_rows), "val_photos": len(val_rows),
-               **{f"val_{k}": round(v, 4) for k, v in best["val"].items()}}
+    def score(record: dict) -> float:
+        """Minus the validation loss (the lowest is kept); no validation photos: the last epoch."""
+        val = record["val"]
+        return -(val["pixel"] + cfg.feature_weight * val["feature"]) if val else record["epoch"]
+
+    best, _ = fit(decoder, cfg.epochs, run_epoch, score, log=log, name="picture")
+    metrics = {"epoch": best.epoch, "train_photos": len(train_rows), "val_photos": len(val_rows),
+               **{f"val_{k}": round(v, 4) for k, v in best.record["val"].items()}}
     if cfg.align_photos:
         metrics.update(align(decoder, checkpoint, cnn, comparator, units, batch_of, rng.permutation(train_rows_np)[: cfg.align_photos],
                              np.array(val_rows), cfg))
@@ -135,7 +137,7 @@ def train_picture(workspace: Workspace, manifest: Ref, vectors: Ref, model_ref: 
     path = workspace.path(f"models/{model_ref.version}-picture-{digest[:8]}.pt")
     with atomic_path(path) as tmp:
         torch.save({**decoder.cpu().checkpoint(cfg), "version": model_ref.version, "metrics": metrics}, tmp)
-    log.info("picture: kept epoch %d, %s", best["epoch"], metrics)
+    log.info("picture: kept epoch %d, %s", best.epoch, metrics)
     return PictureRef(workspace.relative(path), digest, metrics)
 
 

@@ -24,6 +24,7 @@ from core.workspace import Workspace
 from models import default_device
 from models.beam import beam_search
 from models.captioner import PAD_ID, UNK_ID, Captioner, CaptionerConfig, Decoding, pad_batch, training_step, with_end
+from models.fit import Best, fit, seeded
 from models.metrics import cider
 from models.scst import CiderD, scst_step
 from tasks.cache import Ref, cached_task
@@ -86,8 +87,7 @@ def word_frequencies(workspace: Workspace, captions: Ref) -> tuple[list[str], li
 
 
 def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: TrainConfig) -> ModelRef:
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = seeded(cfg.seed)
     device = default_device()
     train_ids, train_tokens, words = load_split(workspace, captions, "train")
     val_ids, val_tokens, _ = load_split(workspace, captions, "val")
@@ -114,9 +114,8 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
         raise OnenetError(f"select_by must be 'cider' or 'loss', not {cfg.select_by!r}")
     val_refs = clean_references(workspace, captions, "val")
     val_images = sorted(val_refs)
-    best: dict = {"score": -float("inf")}
-    history = []
-    for epoch in range(1, cfg.epochs + 1):
+
+    def run_epoch(epoch: int) -> dict:
         model.train()
         started, seen_tokens, total_loss = time.perf_counter(), 0, 0.0
         for batch in length_batches(rng, lengths, steps_per_epoch):
@@ -129,21 +128,17 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
         if val_images:
             val["val_cider"] = greedy_cider(model, words, feats[[row[i] for i in val_images]], val_images, val_refs)
         record = {"epoch": epoch, "train_loss": total_loss / seen_tokens, **val, "tokens_per_s": tokens_per_s}
-        history.append(record)
         log.info(
             "train: epoch %d/%d  loss %.3f  val_loss %.3f  val_acc %.3f  val_cider %.1f  (%.0f tokens/s)",
             epoch, cfg.epochs, record["train_loss"], val["val_loss"], val["val_accuracy"], val.get("val_cider", float("nan")), tokens_per_s,
         )
-        score = val["val_cider"] if cfg.select_by == "cider" and val_images else -val["val_loss"]
-        if score > best["score"]:
-            best = {**record, "score": score, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        elif cfg.patience and epoch - best["epoch"] >= cfg.patience:
-            log.info("train: no better epoch for %d epochs; stopping early", cfg.patience)
-            break
+        return record
 
-    model.load_state_dict(best.pop("state"))
-    best.pop("score")
-    metrics = {k: round(float(v), 5) for k, v in best.items()} | {"val_perplexity": round(math.exp(best["val_loss"]), 4)}
+    def score(record: dict) -> float:
+        return record["val_cider"] if cfg.select_by == "cider" and val_images else -record["val_loss"]
+
+    best, history = fit(model, cfg.epochs, run_epoch, score, patience=cfg.patience, log=log, name="train")
+    metrics = {k: round(float(v), 5) for k, v in best.record.items()} | {"val_perplexity": round(math.exp(best.record["val_loss"]), 4)}
     version = "m" + sha256_text(captions.digest, features.digest, json.dumps(asdict(cfg), sort_keys=True))[:10]
     checkpoint = {
         **model.cpu().checkpoint(),
@@ -234,8 +229,7 @@ class ScstConfig:
 def finetune_scst(workspace: Workspace, captions: Ref, features: Features, base: ModelRef, cfg: ScstConfig) -> ModelRef:
     """Fine-tune a trained captioner with SCST; keep the epoch (0 = the base) with the best
     validation greedy CIDEr-D. Writes models/<version>.pt like train_decoder."""
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    rng = seeded(cfg.seed)
     device = default_device()
     checkpoint = torch.load(workspace.path(base.path), map_location="cpu", weights_only=True)
     model = Captioner.from_checkpoint(checkpoint).to(device)
@@ -252,11 +246,12 @@ def finetune_scst(workspace: Workspace, captions: Ref, features: Features, base:
         return greedy_cider(model, words, feats[[row[i] for i in val_images]], val_images, val_refs) if val_images else 0.0
 
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    best = {"scst_epoch": 0, "val_cider": val_cider(), "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-    log.info("scst: base model %s  val greedy CIDEr-D %.1f", base.version, best["val_cider"])
-    history = []
+    base_cider = val_cider()
+    start = Best.of(model, 0, base_cider, {"scst_epoch": 0, "val_cider": base_cider})
+    log.info("scst: base model %s  val greedy CIDEr-D %.1f", base.version, base_cider)
     steps = max(1, math.ceil(len(photos) / cfg.batch_size))
-    for epoch in range(1, cfg.epochs + 1):
+
+    def run_epoch(epoch: int) -> dict:
         started, stats = time.perf_counter(), []
         for batch in np.array_split(rng.permutation(len(photos)), steps):
             ids = [photos[i] for i in batch]
@@ -266,17 +261,16 @@ def finetune_scst(workspace: Workspace, captions: Ref, features: Features, base:
             "greedy_reward": float(np.mean([s["greedy_reward"] for s in stats])), "val_cider": val_cider(),
             "seconds": time.perf_counter() - started,
         }
-        history.append(record)
         log.info(
             "scst: epoch %d/%d  train CIDEr-D sampled %.3f greedy %.3f  val greedy CIDEr-D %.1f  (%.0f s)",
             epoch, cfg.epochs, record["reward"], record["greedy_reward"], record["val_cider"], record["seconds"],
         )
-        if record["val_cider"] > best["val_cider"]:
-            best = {**record, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        return record
 
-    model.load_state_dict(best.pop("state"))
+    # epoch 0, the base model, is kept unless an epoch beats it
+    best, history = fit(model, cfg.epochs, run_epoch, lambda record: record["val_cider"], start=start, log=log, name="scst")
     version = "m" + sha256_text(base.digest, json.dumps(asdict(cfg), sort_keys=True))[:10]
-    metrics = {**base.metrics, "scst_epoch": best["scst_epoch"], "val_cider": round(best["val_cider"], 5)}
+    metrics = {**base.metrics, "scst_epoch": best.record["scst_epoch"], "val_cider": round(best.record["val_cider"], 5)}
     out = {
         **checkpoint, **model.cpu().checkpoint(), "version": version, "metrics": metrics,
         "scst_config": asdict(cfg), "scst_history": history, "base_version": base.version,

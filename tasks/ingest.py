@@ -44,7 +44,7 @@ from models.beam import caption_vectors
 from models.captioner import load_model
 from tasks.features import extract_features, read_features
 from tasks.index import DELTA_UP_TO, build_image_index, fits, index_ids, index_kind
-from warehouse import db
+from warehouse import db, reads
 
 log = logging.getLogger("onenet.ingest")
 
@@ -216,11 +216,8 @@ def known_files(workspace: Workspace) -> Known:
     """What earlier ingests recorded of the files they read (photo_paths, rejects)."""
     if not workspace.warehouse.exists():
         return Known()
-    con = db.connect(workspace, read_only=True)
-    try:
+    with db.reading(workspace) as con:
         return Known(*db.judged_files(con))
-    finally:
-        con.close()
 
 
 def scan(workspace: Workspace, folders: list[str], exclude: list[str] | tuple[str, ...] = (), include_hidden: bool = False) -> Scan:
@@ -365,11 +362,8 @@ def catch_up_ingested(workspace: Workspace, batch_size: int | None = None) -> di
     Photos are ingested into the version promoted at the time; after a promotion or a rollback
     the new current version may not have seen some of them. Their files are read again (a
     photo whose file is gone is recorded as rejected, and pruned by `ingest --prune`)."""
-    con = db.connect(workspace, read_only=True)
-    try:
-        rows = con.execute("SELECT image_id, path FROM images WHERE source = 'folder' ORDER BY path").fetchall()  # path: a copy that exists, as of the last ingest
-    finally:
-        con.close()
+    with db.reading(workspace) as con:
+        rows = reads.ingested_photos(con)
     current, have = _promoted_and_known(workspace, [i for i, _ in rows])
     missing = [(i, p) for i, p in rows if i not in have]
     if not missing:
@@ -382,14 +376,11 @@ def catch_up_ingested(workspace: Workspace, batch_size: int | None = None) -> di
 
 def _promoted_and_known(workspace: Workspace, image_ids: list[str]) -> tuple[dict, set[str]]:
     """The promoted version, and which of `image_ids` already have its image vectors."""
-    con = db.connect(workspace)
-    try:
+    with db.writing(workspace, publish=False) as con:  # the committed state, not the last published one
         current = db.current_version(con)
         if current is None:
             raise OnenetError("no trained model yet: run `onenet train` first")
         return current, db.image_ids_with_vectors(con, current["version"], among=image_ids)
-    finally:
-        con.close()
 
 
 def in_threads(workspace: Workspace, plan: Plan, batch_size: int | None = None) -> list[Part]:
@@ -461,9 +452,25 @@ def _captioner(path: str, size: int, mtime_ns: int):
 
 
 def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = False) -> dict:
-    """Land every part of `plan` in one transaction, make the version's faiss index match the
-    table, publish the read snapshot; then delete the parts (the warehouse holds them now)."""
+    """Land the parts of `plan`, forget the photos whose files are gone (`prune`), make the
+    version's faiss index match the table and delete the parts landed; the read snapshot is
+    published once all of that is done. Returns counts."""
     current = plan.current
+    with db.writing(workspace) as con:
+        ids, rejected = land_parts(con, workspace, plan, parts)
+        pruned = db.prune_missing_photos(con) if prune else []
+        added, removed = sync_index(workspace, con, current, landed=ids)
+        _remove_landed_parts(workspace, con, current["version"])
+    log.info("ingest: %d new photos landed in model %s, %d unreadable", len(ids), current["version"], len(plan.rejects) + len(rejected))
+    return {
+        "added": len(ids), "rejected": len(rejected), "rejects": rejected, "pruned": len(pruned),
+        "index_added": added, "index_removed": removed,
+    }
+
+
+def land_parts(con, workspace: Workspace, plan: Plan, parts: list[Part]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every part of `plan` in one transaction, with the plan's human captions, rejects and copies.
+    Returns (the ids landed, the (path, reason) of the files the shards could not read)."""
     # A part gone was landed by another ingest of the same photos at once (parts are removed only
     # once all their photos have vectors): nothing of it is left to land.
     tables = [pq.read_table(workspace.path(p.path)) for p in parts if workspace.path(p.path).exists()]
@@ -471,29 +478,17 @@ def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = Fals
     rejected = [r for p in parts for r in p.rejects]
     unreadable = {path for path, _ in rejected}
     ids = photos.column("image_id").to_pylist() if photos is not None else []
-    con = db.connect(workspace)
-    try:
-        ids = db.land_photos(
-            con,
-            version=current["version"],
-            images=photos.select(["image_id", "path", *(c for c in METADATA_COLUMNS if c in photos.column_names)]) if photos is not None else _NO_PHOTOS,
-            vectors=to_matrix(photos.column("vec")) if ids else np.zeros((0, 1), np.float32),
-            captions=list(zip(photos.column("caption").to_pylist(), photos.column("score").to_pylist())) if ids else [],
-            human_captions=list(plan.human),
-            rejects=[(p, r, *plan.stats.get(p, (None, None))) for p, r in list(plan.rejects) + rejected],
-            paths=[s for s in plan.seen if s[0] not in unreadable],  # the copies of photos
-        )
-        pruned = db.prune_missing_photos(con) if prune else []
-        added, removed = sync_index(workspace, con, current, landed=ids)
-        db.publish_snapshot(con, workspace)
-        _remove_landed_parts(workspace, con, current["version"])
-    finally:
-        con.close()
-    log.info("ingest: %d new photos landed in model %s, %d unreadable", len(ids), current["version"], len(plan.rejects) + len(rejected))
-    return {
-        "added": len(ids), "rejected": len(rejected), "rejects": rejected, "pruned": len(pruned),
-        "index_added": added, "index_removed": removed,
-    }
+    ids = db.land_photos(
+        con,
+        version=plan.current["version"],
+        images=photos.select(["image_id", "path", *(c for c in METADATA_COLUMNS if c in photos.column_names)]) if photos is not None else _NO_PHOTOS,
+        vectors=to_matrix(photos.column("vec")) if ids else np.zeros((0, 1), np.float32),
+        captions=list(zip(photos.column("caption").to_pylist(), photos.column("score").to_pylist())) if ids else [],
+        human_captions=list(plan.human),
+        rejects=[(p, r, *plan.stats.get(p, (None, None))) for p, r in list(plan.rejects) + rejected],
+        paths=[s for s in plan.seen if s[0] not in unreadable],  # the copies of photos
+    )
+    return ids, rejected
 
 
 def _remove_landed_parts(workspace: Workspace, con, version: str) -> None:

@@ -90,6 +90,31 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None 
     return con
 
 
+@contextmanager
+def reading(workspace: Workspace, wait_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection for the block (the readers' snapshot when it is current), closed after."""
+    con = connect(workspace, read_only=True, wait_s=wait_s)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def writing(workspace: Workspace, wait_s: float | None = None, publish: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The writer's connection for the block, closed after. When the block ends without an
+    exception (and `publish` is set) its committed writes are published to the readers'
+    snapshot; a block that fails publishes nothing, and readers read the warehouse itself until
+    the next writer publishes (`published_mark`)."""
+    con = connect(workspace, wait_s=wait_s)
+    try:
+        yield con
+        if publish:
+            publish_snapshot(con, workspace)
+    finally:
+        con.close()
+
+
 def open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
     """`path` read-only, attached in an in-memory database of its own and then locked down
     (READ_ONLY_CONFIG). Not `duckdb.connect(path)`: DuckDB keeps one database per file per

@@ -31,14 +31,14 @@ def evaluate(workspace: str, options: EvalOptions | None = None, version: str | 
         row = model_version(con, version)
         judge = model_version(con, o.judge) if o.judge else None
     if judge is not None:
-        if judge["version"] == row["version"]:
-            raise OnenetError(f"--judge {o.judge}: the judge must be another model version than the one evaluated ({row['version']})")
-        if not row["picture_checkpoint"]:
-            raise OnenetError(f"--judge reads imagine's pictures, and model {row['version']} has no image decoder: train with --imagine-epochs N")
-        o = replace(o, judge=judge["version"])  # the full version: the cache key names exactly one judge
+        if judge.version == row.version:
+            raise OnenetError(f"--judge {o.judge}: the judge must be another model version than the one evaluated ({row.version})")
+        if not row.picture_checkpoint:
+            raise OnenetError(f"--judge reads imagine's pictures, and model {row.version} has no image decoder: train with --imagine-epochs N")
+        o = replace(o, judge=judge.version)  # the full version: the cache key names exactly one judge
     run = TaskRuns(ws.results)
-    result = run(evaluate_task, workspace=ws, version=row["version"], checkpoint_path=row["checkpoint"], options=o, joint_path=row["joint_checkpoint"],
-                 picture_path=row["picture_checkpoint"], judge_path=judge["checkpoint"] if judge else None)
+    result = run(evaluate_task, workspace=ws, version=row.version, checkpoint_path=row.checkpoint, options=o, joint_path=row.joint_checkpoint,
+                 picture_path=row.picture_checkpoint, judge_path=judge.checkpoint if judge else None)
 
     captions = pa.table(
         {
@@ -48,9 +48,9 @@ def evaluate(workspace: str, options: EvalOptions | None = None, version: str | 
         }
     )
     with writing(ws) as con:
-        land_evaluation(con, row["version"], o.split, result["rows"], captions, flow_run.get_id())
-    publish_artifacts(ws, row["version"], o, result)
-    return {"version": row["version"], "split": o.split, "rows": result["rows"], "word_checks": result["word_checks"], "tasks": run.states}
+        land_evaluation(con, row.version, o.split, result["rows"], captions, flow_run.get_id())
+    publish_artifacts(ws, row.version, o, result)
+    return {"version": row.version, "split": o.split, "rows": result["rows"], "word_checks": result["word_checks"], "tasks": run.states}
 
 
 def metrics_table(rows: list[dict]) -> list[dict]:

@@ -42,8 +42,8 @@ def ingest(
 
     def run_shards(task, shards) -> list:
         return run.map(
-            task, {"photos": [list(s) for s in shards]}, workspace=ws, version=todo.current["version"],
-            checkpoint=todo.current["checkpoint"], batch_size=None,
+            task, {"photos": [list(s) for s in shards]}, workspace=ws, version=todo.current.version,
+            checkpoint=todo.current.checkpoint, batch_size=None,
         )
 
     parts = run_shards(shard_task, todo.shards)

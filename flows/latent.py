@@ -60,7 +60,7 @@ def latent(workspace: str, words: int = 300, neighbours: int = 3, threshold: flo
 
     ws = Workspace.at(workspace)
     with reading(ws) as con:
-        version = model_version(con, version)["version"]
+        version = model_version(con, version).version
     run = TaskRuns(ws.results)
     word_map = run(word_map_task, workspace=ws, version=version, words=words, seed=seed)
     graph = run(word_graph_task, workspace=ws, version=version, words=min(words, 200), neighbours=neighbours, threshold=threshold)

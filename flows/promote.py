@@ -28,8 +28,8 @@ def resolve_target(ws: Workspace, version: str | None) -> tuple[str, str | None]
             if target is None:
                 raise OnenetError("nothing to roll back to: no earlier promoted version is recorded (see `onenet status`)")
         else:
-            target = model_version(con, version)["version"]
-    return target, current["version"] if current else None
+            target = model_version(con, version).version
+    return target, current.version if current else None
 
 
 @flow(name="onenet-promote")

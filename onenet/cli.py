@@ -190,7 +190,7 @@ def evaluate(
     from warehouse.db import model_version, reading
 
     with reading(c.workspace) as con:  # an unknown version is one line, not a failed flow run
-        version = model_version(con, version)["version"]
+        version = model_version(con, version).version
         if judge:
             model_version(con, judge)  # an unknown judge is one line too
     result = evaluate_flow(workspace=str(c.workspace.root), options=options, version=version)

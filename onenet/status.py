@@ -28,11 +28,11 @@ def warehouse_status(ws: Workspace) -> dict:
         tables = {t: reads.row_count(con, t) for t in TABLES if t in existing}
         current = current_version(con)
         if current:
-            created, encoder = reads.version_landed(con, current["version"])
+            created, encoder = reads.version_landed(con, current.version)
             current = {
-                "version": current["version"], "created_at": str(created)[:19], "encoder": encoder, "dim": current["dim"],
-                "metrics": {k: v for k, v in json.loads(current["metrics"]).items() if k in ("epoch", "val_loss", "val_accuracy", "val_cider")},
-                "evaluation": latest_evaluation(con, current["version"]) if "evaluations" in existing else {},
+                "version": current.version, "created_at": str(created)[:19], "encoder": encoder, "dim": current.dim,
+                "metrics": {k: v for k, v in current.metrics.items() if k in ("epoch", "val_loss", "val_accuracy", "val_cider")},
+                "evaluation": latest_evaluation(con, current.version) if "evaluations" in existing else {},
             }
         versions = [
             {"version": v, "landed": str(t)[:19], "promoted": "yes" if p else "", "val_loss": round(json.loads(m).get("val_loss", float("nan")), 3)}

@@ -74,7 +74,7 @@ def promoted_version(workspace: Workspace) -> str | None:
         return None
     with reading(workspace) as con:
         current = current_version(con)
-    return current["version"] if current else None
+    return current.version if current else None
 
 
 def landed_versions(workspace: Workspace) -> set[str]:

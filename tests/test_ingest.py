@@ -30,7 +30,7 @@ def ws(trained, tmp_path_factory) -> Workspace:
 def counts(ws: Workspace) -> dict:
     con = db.connect(ws, read_only=True)
     try:
-        version = db.current_version(con)["version"]
+        version = db.current_version(con).version
         rows = {
             "images": con.execute("SELECT count(*) FROM images").fetchone()[0],
             "vectors": con.execute("SELECT count(*) FROM image_vectors WHERE version = ?", [version]).fetchone()[0],

@@ -16,7 +16,6 @@ is a function of warehouse/reads.py, over a read-only connection that reaches no
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 import weakref
@@ -115,11 +114,11 @@ class Queries:
         current = current_version(con)
         if current is None:
             raise OnenetError("no trained model yet: run `onenet train` first")
-        self.version, self.dim = current["version"], current["dim"]
-        self._checkpoint, self._index_path = current["checkpoint"], current["index_path"]
-        self._joint_checkpoint = current["joint_checkpoint"]
-        self._picture_checkpoint = current["picture_checkpoint"]
-        self.metrics = json.loads(current["metrics"]) if current["metrics"] else {}
+        self.version, self.dim = current.version, current.dim
+        self._checkpoint, self._index_path = current.checkpoint, current.index_path
+        self._joint_checkpoint = current.joint_checkpoint
+        self._picture_checkpoint = current.picture_checkpoint
+        self.metrics = current.metrics
         self._sql_udf, self.sql_unknown_words, self._sql_error, self.sql_more_rows = None, [], None, 0
 
     @classmethod

@@ -33,7 +33,7 @@ def main(label: str, seed: int) -> None:
     train(workspace=str(ws.root), options=options)
     con = db.connect(ws, read_only=True)
     try:
-        model, checkpoint = load_model(ws.path(db.current_version(con)["checkpoint"]))
+        model, checkpoint = load_model(ws.path(db.current_version(con).checkpoint))
     finally:
         con.close()
     splits = {}

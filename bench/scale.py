@@ -47,10 +47,10 @@ def grow(ws: Workspace, to: int, rng: np.random.Generator) -> float:
     con = db.connect(ws)
     try:
         current = db.current_version(con)
-        have = len(db.image_ids_with_vectors(con, current["version"]))
-        seed_ids = sorted(db.image_ids_with_vectors(con, current["version"]))[:2000]
-        seeds = db.image_vectors_of(con, current["version"], seed_ids)
-        captions = [c for (c,) in con.execute("SELECT caption FROM generated_captions WHERE version = ? LIMIT 2000", [current["version"]]).fetchall()]
+        have = len(db.image_ids_with_vectors(con, current.version))
+        seed_ids = sorted(db.image_ids_with_vectors(con, current.version))[:2000]
+        seeds = db.image_vectors_of(con, current.version, seed_ids)
+        captions = [c for (c,) in con.execute("SELECT caption FROM generated_captions WHERE version = ? LIMIT 2000", [current.version]).fetchall()]
         spread = seeds.std(0, keepdims=True) * 0.3
         for start in range(have, to, CHUNK):
             n = min(CHUNK, to - start)
@@ -59,7 +59,7 @@ def grow(ws: Workspace, to: int, rng: np.random.Generator) -> float:
             images = pa.table({"image_id": ids, "path": [f"synthetic/{i:07d}.png" for i in range(start, start + n)],
                                "width": pa.array([128] * n, pa.int32()), "height": pa.array([128] * n, pa.int32())})
             picked = rng.integers(0, len(captions), n)
-            db.land_photos(con, current["version"], images, vectors, [(captions[j], -1.0) for j in picked], [], [], caption_method="human")
+            db.land_photos(con, current.version, images, vectors, [(captions[j], -1.0) for j in picked], [], [], caption_method="human")
         sync_index(ws, con, current)
         # Twice: a bulk landing is copied to readers whole (warehouse/snapshot.py); the second
         # publish leaves the spare snapshot at the grown state too, as it is in a collection that

@@ -18,7 +18,8 @@ from core.workspace import Workspace
 from tasks.artifacts import photo_cell
 from tasks.cache import TaskRuns
 from tasks.evaluate import EvalOptions, evaluate_task
-from warehouse.db import connect, land_evaluation, model_version, publish_snapshot
+from warehouse import reads
+from warehouse.db import land_evaluation, model_version, reading, writing
 
 
 @flow(name="onenet-evaluate")
@@ -26,21 +27,18 @@ def evaluate(workspace: str, options: EvalOptions | None = None, version: str | 
     """Evaluate `version` (default: the promoted one) on `options.split`; land and publish the results."""
     o = options or EvalOptions()
     ws = Workspace.at(workspace)
-    con = connect(ws, read_only=True)
-    try:
+    with reading(ws) as con:
         row = model_version(con, version)
         judge = model_version(con, o.judge) if o.judge else None
-    finally:
-        con.close()
     if judge is not None:
-        if judge["version"] == row["version"]:
-            raise OnenetError(f"--judge {o.judge}: the judge must be another model version than the one evaluated ({row['version']})")
-        if not row["picture_checkpoint"]:
-            raise OnenetError(f"--judge reads imagine's pictures, and model {row['version']} has no image decoder: train with --imagine-epochs N")
-        o = replace(o, judge=judge["version"])  # the full version: the cache key names exactly one judge
+        if judge.version == row.version:
+            raise OnenetError(f"--judge {o.judge}: the judge must be another model version than the one evaluated ({row.version})")
+        if not row.picture_checkpoint:
+            raise OnenetError(f"--judge reads imagine's pictures, and model {row.version} has no image decoder: train with --imagine-epochs N")
+        o = replace(o, judge=judge.version)  # the full version: the cache key names exactly one judge
     run = TaskRuns(ws.results)
-    result = run(evaluate_task, workspace=ws, version=row["version"], checkpoint_path=row["checkpoint"], options=o, joint_path=row["joint_checkpoint"],
-                 picture_path=row["picture_checkpoint"], judge_path=judge["checkpoint"] if judge else None)
+    result = run(evaluate_task, workspace=ws, version=row.version, checkpoint_path=row.checkpoint, options=o, joint_path=row.joint_checkpoint,
+                 picture_path=row.picture_checkpoint, judge_path=judge.checkpoint if judge else None)
 
     captions = pa.table(
         {
@@ -49,14 +47,10 @@ def evaluate(workspace: str, options: EvalOptions | None = None, version: str | 
             "caption": [c for caps in result["captions"].values() for c in caps],
         }
     )
-    con = connect(ws)
-    try:
-        land_evaluation(con, row["version"], o.split, result["rows"], captions, flow_run.get_id())
-        publish_snapshot(con, ws)
-    finally:
-        con.close()
-    publish_artifacts(ws, row["version"], o, result)
-    return {"version": row["version"], "split": o.split, "rows": result["rows"], "word_checks": result["word_checks"], "tasks": run.states}
+    with writing(ws) as con:
+        land_evaluation(con, row.version, o.split, result["rows"], captions, flow_run.get_id())
+    publish_artifacts(ws, row.version, o, result)
+    return {"version": row.version, "split": o.split, "rows": result["rows"], "word_checks": result["word_checks"], "tasks": run.states}
 
 
 def metrics_table(rows: list[dict]) -> list[dict]:
@@ -74,11 +68,8 @@ def publish_artifacts(ws: Workspace, version: str, o: EvalOptions, result: dict,
         description=f"model {version} on {o.split}: caption metrics x100, recall@K in percent, word checks passed (percent)",
     )
     ids = result["ids"][:samples]
-    con = connect(ws, read_only=True)
-    try:
-        paths = dict(con.execute("SELECT image_id, path FROM images WHERE list_contains(?, image_id)", [ids]).fetchall())
-    finally:
-        con.close()
+    with reading(ws) as con:
+        paths = reads.paths_of(con, ids)
     methods = list(result["captions"])
     lines = [f"# Sample captions, model {version} ({o.split})", "", "| photo | a human caption | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
     for k, image_id in enumerate(ids):
@@ -95,11 +86,8 @@ def imagine_grid(ws: Workspace, version: str, split: str, samples: list[dict]) -
     photos = "photo" in samples[0]
     paths = {}
     if photos:
-        con = connect(ws, read_only=True)
-        try:
-            paths = dict(con.execute("SELECT image_id, path FROM images WHERE list_contains(?, image_id)", [[s["photo"] for s in samples]]).fetchall())
-        finally:
-            con.close()
+        with reading(ws) as con:
+            paths = reads.paths_of(con, [s["photo"] for s in samples])
     head = "| description | imagined | its caption | " + ("the described photo | its rank |" if photos else "asked colour's share | judged |")
     lines = [f"# Imagine through the image decoder, model {version} ({split})", "", head, "|---" * (5 if photos else 5) + "|"]
     for s in samples:

@@ -42,8 +42,8 @@ def ingest(
 
     def run_shards(task, shards) -> list:
         return run.map(
-            task, {"photos": [list(s) for s in shards]}, workspace=ws, version=todo.current["version"],
-            checkpoint=todo.current["checkpoint"], batch_size=None,
+            task, {"photos": [list(s) for s in shards]}, workspace=ws, version=todo.current.version,
+            checkpoint=todo.current.checkpoint, batch_size=None,
         )
 
     parts = run_shards(shard_task, todo.shards)
@@ -65,14 +65,8 @@ def ingest(
 
 
 def newest_captions(ws: Workspace, version: str, k: int = 6) -> list[tuple[str, str]]:
-    from warehouse.db import connect
+    from warehouse import reads
+    from warehouse.db import reading
 
-    con = connect(ws, read_only=True)
-    try:
-        return con.execute(
-            """SELECT i.path, g.caption FROM images i JOIN generated_captions g USING (image_id)
-               WHERE g.version = ? AND i.source = 'folder' ORDER BY i.ingested_at DESC, i.path LIMIT ?""",
-            [version, k],
-        ).fetchall()
-    finally:
-        con.close()
+    with reading(ws) as con:
+        return reads.newest_captions(con, version, k)

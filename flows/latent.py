@@ -16,17 +16,13 @@ from core.files import sha256_file
 from core.workspace import Workspace
 from tasks.artifacts import data_uri
 from tasks.cache import Ref, TaskRuns, cached_task
-from warehouse.db import connect, model_version
-
-TOP_WORDS = "SELECT word, vec FROM word_vectors WHERE version = ? ORDER BY freq DESC, word LIMIT ?"
+from warehouse.db import model_version, reading
+from warehouse.reads import frequent_words
 
 
 def _top_words(ws: Workspace, version: str, n: int) -> tuple[list[str], np.ndarray]:
-    con = connect(ws, read_only=True)
-    try:
-        rows = con.execute(TOP_WORDS, [version, n]).fetchall()
-    finally:
-        con.close()
+    with reading(ws) as con:
+        rows = frequent_words(con, n, version)
     return [w for w, _ in rows], np.asarray([v for _, v in rows], dtype=np.float32)
 
 
@@ -63,11 +59,8 @@ def latent(workspace: str, words: int = 300, neighbours: int = 3, threshold: flo
     from PIL import Image
 
     ws = Workspace.at(workspace)
-    con = connect(ws, read_only=True)
-    try:
-        version = model_version(con, version)["version"]
-    finally:
-        con.close()
+    with reading(ws) as con:
+        version = model_version(con, version).version
     run = TaskRuns(ws.results)
     word_map = run(word_map_task, workspace=ws, version=version, words=words, seed=seed)
     graph = run(word_graph_task, workspace=ws, version=version, words=min(words, 200), neighbours=neighbours, threshold=threshold)

@@ -16,23 +16,20 @@ from prefect.runtime import flow_run
 from core.errors import OnenetError
 from core.workspace import Workspace
 from tasks.ingest import catch_up_ingested
-from warehouse.db import connect, current_version, model_version, previous_version, promote_recorded, publish_snapshot
+from warehouse.db import current_version, model_version, previous_version, promote_recorded, reading, writing
 
 
 def resolve_target(ws: Workspace, version: str | None) -> tuple[str, str | None]:
     """(target version, current version); `version` None means roll back. Errors are one line."""
-    con = connect(ws, read_only=True)
-    try:
+    with reading(ws) as con:
         current = current_version(con)
         if version is None:
             target = previous_version(con)
             if target is None:
                 raise OnenetError("nothing to roll back to: no earlier promoted version is recorded (see `onenet status`)")
         else:
-            target = model_version(con, version)["version"]
-    finally:
-        con.close()
-    return target, current["version"] if current else None
+            target = model_version(con, version).version
+    return target, current.version if current else None
 
 
 @flow(name="onenet-promote")
@@ -44,12 +41,8 @@ def promote(workspace: str, version: str | None = None, reason: str | None = Non
     if target == current:
         return {"version": target, "previous": current, "decision": "unchanged", "caught_up": 0}
     why = reason or (f"rolled back from {current}" if version is None else f"promoted by hand over {current}")
-    con = connect(ws)
-    try:
+    with writing(ws) as con:
         promote_recorded(con, target, decision, why, flow_run_id=flow_run.get_id())
-        publish_snapshot(con, ws)
-    finally:
-        con.close()
     caught_up = catch_up_ingested(ws)["added"]
     get_run_logger().info("promote: %s -> %s (%s)", current, target, why)
     create_table_artifact(

@@ -27,7 +27,7 @@ from flows.train import TrainOptions, check_options, train
 from tasks.evaluate import EvalOptions
 from tasks.ingest import catch_up_ingested
 from tasks.land import promoted_version
-from warehouse.db import connect, promote_recorded, publish_snapshot, record_decision
+from warehouse.db import promote_recorded, record_decision, writing
 
 # The gate's evaluation: captions and word checks on the whole split; retrieval is left out by
 # default (generative search costs seconds per query on a CPU, and 50 queries are +-6 points).
@@ -72,15 +72,11 @@ def retrain(workspace: str, options: TrainOptions | None = None, gate: GateOptio
         f"{', '.join(failed)} more than {g.tolerance:.0%} below {incumbent}" if failed
         else f"no gated metric more than {g.tolerance:.0%} below {incumbent}"
     )
-    con = connect(ws)
-    try:
+    with writing(ws) as con:
         if failed:
             record_decision(con, candidate, incumbent, decision, reason, g.tolerance, comparison, flow_run.get_id())
         else:
             promote_recorded(con, candidate, decision, reason, tolerance=g.tolerance, comparison=comparison, flow_run_id=flow_run.get_id())
-        publish_snapshot(con, ws)
-    finally:
-        con.close()
     if not failed:
         catch_up_ingested(ws)  # photos ingested into the incumbent get the new version's vectors
     log.info("retrain: candidate %s %s: %s", candidate, decision, reason)

@@ -193,15 +193,12 @@ def evaluate(
         at_least("--beam", beam)
     options = EvalOptions(split=split, beam_size=beam, retrieval_images=retrieval_images, text_queries=text_queries, image_queries=image_queries, rerank_queries=rerank_queries,
                           imagine_refine=imagine_refine, imagine_refine_queries=imagine_refine_queries, judge=judge or "")
-    from warehouse.db import connect, model_version
+    from warehouse.db import model_version, reading
 
-    con = connect(c.workspace, read_only=True)  # an unknown version is one line, not a failed flow run
-    try:
-        version = model_version(con, version)["version"]
+    with reading(c.workspace) as con:  # an unknown version is one line, not a failed flow run
+        version = model_version(con, version).version
         if judge:
             model_version(con, judge)  # an unknown judge is one line too
-    finally:
-        con.close()
     result = evaluate_flow(workspace=str(c.workspace.root), options=options, version=version)
     if c.json:
         _emit(c, result, None)
@@ -759,11 +756,9 @@ def tour(ctx: typer.Context) -> None:
     from onenet.examples import examples_for
 
     ex = examples_for(q.vocabulary)
-    samples = q.sql(
-        """SELECT i.path, g.caption, c.raw, i.split FROM images i JOIN current_captions g USING (image_id)
-           JOIN captions c ON c.image_id = i.image_id AND c.n = 0
-           WHERE i.split IN ('test', 'val') ORDER BY i.split = 'val', i.path LIMIT 5"""
-    )[1]
+    from warehouse.reads import held_out_samples
+
+    samples = held_out_samples(q.con, 5)
     held_out = "test" if samples and samples[0][3] == "test" else "validation"
     table = _table(f"1. caption this photo (held-out {held_out} photos)", "photo", "generated caption", "a human caption")
     for path, generated, human, _ in samples:

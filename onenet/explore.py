@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 from core.errors import OnenetError
 from core.photo_files import BROWSER_SUFFIXES, PHOTO_SUFFIXES, upright_thumbnail
 from core.workspace import Workspace
+from warehouse import reads
 
 log = logging.getLogger("onenet.explore")
 PAGE = Path(__file__).parent / "static" / "explore.html"
@@ -77,7 +78,7 @@ class Explorer:
     def _roots(self) -> set[Path]:
         """The folders photos were registered from (their directories, with directory symlinks
         resolved but not the file's own: a photo that is a link out of its folder is refused)."""
-        paths = [p for (p,) in self.queries.sql("SELECT path FROM images")[1]]
+        paths = reads.every_path(self.queries.con)
         return {Path(os.path.realpath(self.workspace.root))} | {Path(os.path.realpath(self.workspace.path(p).parent)) for p in paths}
 
     @contextmanager
@@ -121,8 +122,7 @@ class Explorer:
     def similar(self, image_id: str, k: int) -> dict:
         with self.reading():
             matches = self.queries.similar_images(image_id, k)
-            row = self.queries.con.execute("SELECT caption FROM current_captions WHERE image_id = ?", [image_id]).fetchone()
-        caption = row[0] if row else None
+            caption = reads.current_caption(self.queries.con, image_id)
         return {"image_id": image_id, "url": f"/photo/{image_id}", "caption": caption, "matches": [self._match(m) for m in matches]}
 
     def examples(self) -> dict:
@@ -147,7 +147,7 @@ class Explorer:
                 from tasks.artifacts import draw_points
                 from tasks.latent import tsne
 
-                rows = self.queries.sql("SELECT word, vec FROM current_word_vectors ORDER BY freq DESC, word LIMIT 200")[1]
+                rows = reads.frequent_words(self.queries.con, 200)
                 picture = draw_points([w for w, _ in rows], tsne(np.asarray([v for _, v in rows], dtype=np.float32)), size=700)
                 buffer = io.BytesIO()
                 picture.save(buffer, format="PNG")
@@ -159,10 +159,10 @@ class Explorer:
         if not IMAGE_ID.match(image_id):
             raise FileNotFoundError(image_id)
         with self.reading():
-            rows = self.queries.con.execute("SELECT path FROM images WHERE image_id = ?", [image_id]).fetchall()
-        if not rows:
+            path = reads.paths_of(self.queries.con, [image_id]).get(image_id)
+        if path is None:
             raise FileNotFoundError(image_id)
-        real = Path(os.path.realpath(self.workspace.path(rows[0][0])))
+        real = Path(os.path.realpath(self.workspace.path(path)))
         inside = any(real.parent == root or root in real.parents for root in self.roots)
         if not inside or real.suffix.lower() not in PHOTO_SUFFIXES or not real.is_file():
             raise PermissionError(f"{image_id}: {real} is not a photo inside the workspace or a registered photo folder")

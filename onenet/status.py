@@ -20,45 +20,36 @@ HEADLINE = ("BLEU-4", "METEOR", "CIDEr")
 
 
 def warehouse_status(ws: Workspace) -> dict:
-    from warehouse.db import connect, current_version
+    from warehouse import reads
+    from warehouse.db import current_version, reading
 
-    con = connect(ws, read_only=True)
-    try:
-        existing = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name FROM duckdb_views()").fetchall()}
-        tables = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES if t in existing}
+    with reading(ws) as con:
+        existing = reads.relations(con)
+        tables = {t: reads.row_count(con, t) for t in TABLES if t in existing}
         current = current_version(con)
         if current:
-            created, encoder = con.execute("SELECT created_at, encoder FROM model_versions WHERE version = ?", [current["version"]]).fetchone()
+            created, encoder = reads.version_landed(con, current.version)
             current = {
-                "version": current["version"], "created_at": str(created)[:19], "encoder": encoder, "dim": current["dim"],
-                "metrics": {k: v for k, v in json.loads(current["metrics"]).items() if k in ("epoch", "val_loss", "val_accuracy", "val_cider")},
-                "evaluation": latest_evaluation(con, current["version"]) if "evaluations" in existing else {},
+                "version": current.version, "created_at": str(created)[:19], "encoder": encoder, "dim": current.dim,
+                "metrics": {k: v for k, v in current.metrics.items() if k in ("epoch", "val_loss", "val_accuracy", "val_cider")},
+                "evaluation": latest_evaluation(con, current.version) if "evaluations" in existing else {},
             }
         versions = [
             {"version": v, "landed": str(t)[:19], "promoted": "yes" if p else "", "val_loss": round(json.loads(m).get("val_loss", float("nan")), 3)}
-            for v, t, p, m in con.execute("SELECT version, created_at, promoted, metrics FROM model_versions ORDER BY created_at DESC LIMIT 10").fetchall()
+            for v, t, p, m in reads.recent_versions(con, 10)
         ]
         promotions = [
             {"decided": str(t)[:19], "candidate": c, "was": i or "", "decision": d, "reason": r}
-            for t, c, i, d, r in (
-                con.execute("SELECT decided_at, candidate, incumbent, decision, reason FROM promotions ORDER BY decided_at DESC LIMIT 5").fetchall()
-                if "promotions" in existing else []
-            )
+            for t, c, i, d, r in (reads.recent_promotions(con, 5) if "promotions" in existing else [])
         ]
-    finally:
-        con.close()
     return {"workspace": str(ws.root), "current": current, "versions": versions, "promotions": promotions, "tables": tables, "server": _server_url()}
 
 
 def latest_evaluation(con, version: str) -> dict:
     """Headline caption metrics of the version's most recent evaluation (beam search)."""
-    rows = con.execute(
-        """SELECT split, metric, value FROM evaluations
-           WHERE version = ? AND task = 'captions' AND starts_with(method, 'beam')
-             AND evaluated_at = (SELECT max(evaluated_at) FROM evaluations WHERE version = ?)""",
-        [version, version],
-    ).fetchall()
-    out = {f"{m} ({s})": round(v, 1) for s, m, v in rows if m in HEADLINE and v is not None}
+    from warehouse.reads import latest_caption_metrics
+
+    out = {f"{m} ({s})": round(v, 1) for s, m, v in latest_caption_metrics(con, version) if m in HEADLINE and v is not None}
     return dict(sorted(out.items()))
 
 

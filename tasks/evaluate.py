@@ -37,12 +37,6 @@ from tasks.word_checks import run_checks
 
 log = logging.getLogger("onenet.evaluate")
 
-SPLIT_CAPTIONS = """
-    SELECT i.image_id, list(c.raw ORDER BY c.n) AS raw, list(c.clean ORDER BY c.n) AS clean
-    FROM images i JOIN captions c USING (image_id)
-    WHERE i.split = ?
-    GROUP BY i.image_id ORDER BY i.image_id"""
-
 
 @dataclass(frozen=True)
 class EvalOptions:
@@ -76,14 +70,12 @@ class SplitData:
 
 
 def load_split_data(workspace: Workspace, checkpoint: dict, split: str, with_train: bool = True) -> SplitData:
-    from warehouse.db import connect
+    from warehouse.db import reading
+    from warehouse.reads import split_captions
 
-    con = connect(workspace, read_only=True)
-    try:
-        rows = con.execute(SPLIT_CAPTIONS, [split]).fetchall()
-        train = con.execute(SPLIT_CAPTIONS, ["train"]).fetchall() if with_train else []
-    finally:
-        con.close()
+    with reading(workspace) as con:
+        rows = split_captions(con, split)
+        train = split_captions(con, "train") if with_train else []
     if not rows:
         raise OnenetError(f"no photos with captions in split {split!r}: evaluate needs a split of the training source (val or test)")
     enc = checkpoint["encoder"]
@@ -496,14 +488,11 @@ def png_uri(pixels: torch.Tensor) -> str:
 
 
 def is_shapes(workspace: Workspace) -> bool:
-    from warehouse.db import connect
+    from warehouse.db import reading
+    from warehouse.reads import training_sources
 
-    con = connect(workspace, read_only=True)
-    try:
-        sources = {s for (s,) in con.execute("SELECT DISTINCT source FROM images WHERE split IN ('train', 'val', 'test')").fetchall()}
-    finally:
-        con.close()
-    return sources == {"shapes"}
+    with reading(workspace) as con:
+        return training_sources(con) == {"shapes"}
 
 
 # --- the task ----------------------------------------------------------------------------------

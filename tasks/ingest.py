@@ -44,7 +44,7 @@ from models.beam import caption_vectors
 from models.captioner import load_model
 from tasks.features import extract_features, read_features
 from tasks.index import DELTA_UP_TO, build_image_index, fits, index_ids, index_kind
-from warehouse import db
+from warehouse import db, reads
 
 log = logging.getLogger("onenet.ingest")
 
@@ -216,11 +216,8 @@ def known_files(workspace: Workspace) -> Known:
     """What earlier ingests recorded of the files they read (photo_paths, rejects)."""
     if not workspace.warehouse.exists():
         return Known()
-    con = db.connect(workspace, read_only=True)
-    try:
+    with db.reading(workspace) as con:
         return Known(*db.judged_files(con))
-    finally:
-        con.close()
 
 
 def scan(workspace: Workspace, folders: list[str], exclude: list[str] | tuple[str, ...] = (), include_hidden: bool = False) -> Scan:
@@ -291,7 +288,7 @@ INGEST_SHARD_SIZE = 512
 class Plan:
     """What an ingest will do: the promoted version, its new photos in shards, what lands beside them."""
 
-    current: dict  # the promoted model version (warehouse.db.current_version)
+    current: db.ModelVersion  # the promoted one
     shards: tuple[tuple[tuple[str, str], ...], ...]  # (image_id, absolute path), in image-id order
     rejects: tuple[tuple[str, str], ...] = ()  # (path, reason) found before encoding (the scan)
     human: tuple[tuple[str, int, str, str], ...] = ()  # human captions to land (image_id, n, raw, clean)
@@ -320,7 +317,7 @@ def plan(workspace: Workspace, scan: Scan, captions_file: str | None = None, sha
     current, have = _promoted_and_known(workspace, [i for i, _ in scan.photos])
     new = [(i, p) for i, p in scan.photos if i not in have]
     log.info("ingest: %d photo files, %d distinct, %d not seen by model %s yet (to read), %d unreadable",
-             scan.files, len(scan.photos), len(new), current["version"], len(scan.rejects))
+             scan.files, len(scan.photos), len(new), current.version, len(scan.rejects))
     human = read_captions_file(Path(captions_file), scan) if captions_file else []
     return Plan(current, plan_shards(new, shard_size), tuple(scan.rejects), tuple(human), scan.seen, scan.stats)
 
@@ -352,7 +349,7 @@ def summary(scan: Scan, plan: Plan, counts: dict) -> dict:
         "index_added": counts["index_added"],
         "index_removed": counts["index_removed"],
         "skipped": {reason: n for reason in SKIPPED if (n := sum(r == reason for _, r in scan.skipped))},
-        "version": plan.current["version"],
+        "version": plan.current.version,
         "rejects": [{"path": p, "reason": r} for p, r in list(scan.rejects) + counts["rejects"]],
         "skipped_files": [{"path": p, "reason": r} for p, r in scan.skipped],
     }
@@ -364,38 +361,32 @@ def catch_up_ingested(workspace: Workspace, batch_size: int | None = None) -> di
     Photos are ingested into the version promoted at the time; after a promotion or a rollback
     the new current version may not have seen some of them. Their files are read again (a
     photo whose file is gone is recorded as rejected, and pruned by `ingest --prune`)."""
-    con = db.connect(workspace, read_only=True)
-    try:
-        rows = con.execute("SELECT image_id, path FROM images WHERE source = 'folder' ORDER BY path").fetchall()  # path: a copy that exists, as of the last ingest
-    finally:
-        con.close()
+    with db.reading(workspace) as con:
+        rows = reads.ingested_photos(con)
     current, have = _promoted_and_known(workspace, [i for i, _ in rows])
     missing = [(i, p) for i, p in rows if i not in have]
     if not missing:
-        return {"added": 0, "rejected": 0, "version": current["version"]}
-    log.info("catch-up: %d ingested photos have no vectors in model %s yet", len(missing), current["version"])
+        return {"added": 0, "rejected": 0, "version": current.version}
+    log.info("catch-up: %d ingested photos have no vectors in model %s yet", len(missing), current.version)
     p = Plan(current, plan_shards(missing))
     counts = land(workspace, p, in_threads(workspace, p, batch_size), prune=False)
-    return {"added": counts["added"], "rejected": counts["rejected"], "version": current["version"]}
+    return {"added": counts["added"], "rejected": counts["rejected"], "version": current.version}
 
 
-def _promoted_and_known(workspace: Workspace, image_ids: list[str]) -> tuple[dict, set[str]]:
+def _promoted_and_known(workspace: Workspace, image_ids: list[str]) -> tuple[db.ModelVersion, set[str]]:
     """The promoted version, and which of `image_ids` already have its image vectors."""
-    con = db.connect(workspace)
-    try:
+    with db.writing(workspace, publish=False) as con:  # the committed state, not the last published one
         current = db.current_version(con)
         if current is None:
             raise OnenetError("no trained model yet: run `onenet train` first")
-        return current, db.image_ids_with_vectors(con, current["version"], among=image_ids)
-    finally:
-        con.close()
+        return current, db.image_ids_with_vectors(con, current.version, among=image_ids)
 
 
 def in_threads(workspace: Workspace, plan: Plan, batch_size: int | None = None) -> list[Part]:
     """Every shard of `plan` through `ingest_shard`, as many at once as there are cores (what the
     flow's local runner does; each shard on one torch thread, so the results are the same)."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        version, checkpoint = plan.current["version"], plan.current["checkpoint"]
+        version, checkpoint = plan.current.version, plan.current.checkpoint
         return list(pool.map(lambda photos: ingest_shard(workspace, version, checkpoint, photos, batch_size), plan.shards))
 
 
@@ -460,9 +451,25 @@ def _captioner(path: str, size: int, mtime_ns: int):
 
 
 def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = False) -> dict:
-    """Land every part of `plan` in one transaction, make the version's faiss index match the
-    table, publish the read snapshot; then delete the parts (the warehouse holds them now)."""
+    """Land the parts of `plan`, forget the photos whose files are gone (`prune`), make the
+    version's faiss index match the table and delete the parts landed; the read snapshot is
+    published once all of that is done. Returns counts."""
     current = plan.current
+    with db.writing(workspace) as con:
+        ids, rejected = land_parts(con, workspace, plan, parts)
+        pruned = db.prune_missing_photos(con) if prune else []
+        added, removed = sync_index(workspace, con, current, landed=ids)
+        _remove_landed_parts(workspace, con, current.version)
+    log.info("ingest: %d new photos landed in model %s, %d unreadable", len(ids), current.version, len(plan.rejects) + len(rejected))
+    return {
+        "added": len(ids), "rejected": len(rejected), "rejects": rejected, "pruned": len(pruned),
+        "index_added": added, "index_removed": removed,
+    }
+
+
+def land_parts(con, workspace: Workspace, plan: Plan, parts: list[Part]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every part of `plan` in one transaction, with the plan's human captions, rejects and copies.
+    Returns (the ids landed, the (path, reason) of the files the shards could not read)."""
     # A part gone was landed by another ingest of the same photos at once (parts are removed only
     # once all their photos have vectors): nothing of it is left to land.
     tables = [pq.read_table(workspace.path(p.path)) for p in parts if workspace.path(p.path).exists()]
@@ -470,30 +477,18 @@ def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = Fals
     rejected = [r for p in parts for r in p.rejects]
     unreadable = {path for path, _ in rejected}
     ids = photos.column("image_id").to_pylist() if photos is not None else []
-    con = db.connect(workspace)
-    try:
-        ids = db.land_photos(
-            con,
-            version=current["version"],
-            images=photos.select(["image_id", "path", *(c for c in METADATA_COLUMNS if c in photos.column_names)]) if photos is not None else _NO_PHOTOS,
-            vectors=to_matrix(photos.column("vec")) if ids else np.zeros((0, 1), np.float32),
-            captions=list(zip(photos.column("caption").to_pylist(), photos.column("score").to_pylist())) if ids else [],
-            caption_method=shared_captioner(workspace.path(current["checkpoint"]))[0].decoding.label,
-            human_captions=list(plan.human),
-            rejects=[(p, r, *plan.stats.get(p, (None, None))) for p, r in list(plan.rejects) + rejected],
-            paths=[s for s in plan.seen if s[0] not in unreadable],  # the copies of photos
-        )
-        pruned = db.prune_missing_photos(con) if prune else []
-        added, removed = sync_index(workspace, con, current, landed=ids)
-        db.publish_snapshot(con, workspace)
-        _remove_landed_parts(workspace, con, current["version"])
-    finally:
-        con.close()
-    log.info("ingest: %d new photos landed in model %s, %d unreadable", len(ids), current["version"], len(plan.rejects) + len(rejected))
-    return {
-        "added": len(ids), "rejected": len(rejected), "rejects": rejected, "pruned": len(pruned),
-        "index_added": added, "index_removed": removed,
-    }
+    ids = db.land_photos(
+        con,
+        version=plan.current.version,
+        images=photos.select(["image_id", "path", *(c for c in METADATA_COLUMNS if c in photos.column_names)]) if photos is not None else _NO_PHOTOS,
+        vectors=to_matrix(photos.column("vec")) if ids else np.zeros((0, 1), np.float32),
+        captions=list(zip(photos.column("caption").to_pylist(), photos.column("score").to_pylist())) if ids else [],
+        caption_method=shared_captioner(workspace.path(plan.current.checkpoint))[0].decoding.label,
+        human_captions=list(plan.human),
+        rejects=[(p, r, *plan.stats.get(p, (None, None))) for p, r in list(plan.rejects) + rejected],
+        paths=[s for s in plan.seen if s[0] not in unreadable],  # the copies of photos
+    )
+    return ids, rejected
 
 
 def _remove_landed_parts(workspace: Workspace, con, version: str) -> None:
@@ -508,7 +503,7 @@ def _remove_landed_parts(workspace: Workspace, con, version: str) -> None:
 _NO_PHOTOS = pa.schema([("image_id", pa.string()), ("path", pa.string()), *METADATA_SCHEMA]).empty_table()
 
 
-def sync_index(workspace: Workspace, con, current: dict, landed: list[str] = ()) -> tuple[int, int]:
+def sync_index(workspace: Workspace, con, current: db.ModelVersion, landed: list[str] = ()) -> tuple[int, int]:
     """Make the version's served index (core/served_index.py: base + delta) hold exactly the
     table's image vectors. Returns (added, removed).
 
@@ -521,18 +516,18 @@ def sync_index(workspace: Workspace, con, current: dict, landed: list[str] = ())
     writing; the kind in use is recorded with the version (model_versions.index_kind).
     `landed`: the photos just landed, whose faiss ids need no search of the table to be named.
     """
-    path = workspace.path(current["index_path"])
+    path = workspace.path(current.index_path)
     base = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)  # its ids; its vectors stay on disk
     delta = read_delta(path, base.d)
     # Both sides as sorted int64 arrays, compared by binary search: at 1,000,000 photos Python sets
     # of ids took ~2 s, numpy's set operations (hashing, several sorts) ~1.3 s, this ~0.2 s.
     in_delta = index_ids(delta)
     in_index = np.sort(np.concatenate([index_ids(base), in_delta]))
-    in_table = np.sort(db.faiss_ids_with_vectors(con, current["version"]))
+    in_table = np.sort(db.faiss_ids_with_vectors(con, current.version))
     twice = np.unique(in_index[1:][in_index[1:] == in_index[:-1]])  # a delta from before its base was rebuilt
     missing, extra = _lacking(in_index, in_table), _lacking(in_table, np.unique(in_index) if len(twice) else in_index)
     total = len(in_table)
-    if not len(missing) and not len(extra) and not len(twice) and current.get("index_kind") == index_kind(base):
+    if not len(missing) and not len(extra) and not len(twice) and current.index_kind == index_kind(base):
         return 0, 0
     extra_in_delta = extra[np.isin(extra, in_delta)]  # the delta is small; the rest of `extra` is in the base
     if len(extra_in_delta) or len(twice):
@@ -542,11 +537,11 @@ def sync_index(workspace: Workspace, con, current: dict, landed: list[str] = ())
         if all(int(m) in named for m in missing):  # as a rule: the photos just landed (no scan of the table)
             ids = sorted(named[int(m)] for m in missing)
         else:
-            ids = db.image_ids_of_faiss_ids(con, current["version"], missing)
-        delta.add_with_ids(normalise(db.image_vectors_of(con, current["version"], ids)), np.array([faiss_id(i) for i in ids], dtype=np.int64))
+            ids = db.image_ids_of_faiss_ids(con, current.version, missing)
+        delta.add_with_ids(normalise(db.image_vectors_of(con, current.version, ids)), np.array([faiss_id(i) for i in ids], dtype=np.int64))
     leave_base = np.setdiff1d(extra, extra_in_delta)
     if len(leave_base) or delta.ntotal > DELTA_UP_TO or not fits(base, total):
-        base = _merged(con, current["version"], faiss.read_index(str(path)), delta, leave_base, total)
+        base = _merged(con, current.version, faiss.read_index(str(path)), delta, leave_base, total)
         with atomic_path(path) as tmp:
             faiss.write_index(base, str(tmp))
             crash_point("index")
@@ -555,7 +550,7 @@ def sync_index(workspace: Workspace, con, current: dict, landed: list[str] = ())
         with atomic_path(delta_path(path)) as tmp:
             faiss.write_index(delta, str(tmp))
             crash_point("index")
-    db.set_index_kind(con, current["version"], index_kind(base))
+    db.set_index_kind(con, current.version, index_kind(base))
     return len(missing), len(extra)
 
 

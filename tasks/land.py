@@ -22,7 +22,8 @@ from tasks.index import index_kind
 from tasks.joint import JointRef
 from tasks.picture import PictureRef
 from tasks.train import ModelRef
-from warehouse.db import connect, current_version, land_version, publish_snapshot
+from warehouse import reads
+from warehouse.db import current_version, land_version, reading, writing
 
 
 def land(
@@ -45,8 +46,7 @@ def land(
         "picture_checkpoint": picture.path if picture else None,
         "index_kind": index_kind(faiss.read_index(str(workspace.path(index.path)), faiss.IO_FLAG_MMAP_IFC)),
     }
-    con = connect(workspace)
-    try:
+    with writing(workspace) as con:
         promoted = land_version(
             con,
             manifest=with_metadata(workspace, pq.read_table(workspace.path(manifest.path))),
@@ -56,9 +56,6 @@ def land(
             rejects=list(features.rejects),
             promote_it=promote,
         )
-        publish_snapshot(con, workspace)
-    finally:
-        con.close()
     return {"version": model.version, "promoted": promoted}
 
 
@@ -75,22 +72,16 @@ def with_metadata(workspace: Workspace, manifest: pa.Table) -> pa.Table:
 def promoted_version(workspace: Workspace) -> str | None:
     if not workspace.warehouse.exists():
         return None
-    con = connect(workspace, read_only=True)
-    try:
+    with reading(workspace) as con:
         current = current_version(con)
-        return current["version"] if current else None
-    finally:
-        con.close()
+    return current.version if current else None
 
 
 def landed_versions(workspace: Workspace) -> set[str]:
     if not workspace.warehouse.exists():
         return set()
-    con = connect(workspace, read_only=True)
-    try:
-        return {v for (v,) in con.execute("SELECT version FROM model_versions").fetchall()}
-    finally:
-        con.close()
+    with reading(workspace) as con:
+        return reads.landed_versions(con)
 
 
 @cached_task(name="land-warehouse", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_transient)

@@ -80,26 +80,15 @@ def source_shapes(workspace: Workspace, n: int, seed: int) -> Ref:
 
 # --- photos ingested with human captions join the training data --------------------------------
 
-INGESTED_WITH_CAPTIONS = """
-    SELECT i.image_id, i.path, i.width, i.height, list(c.raw ORDER BY c.n) AS captions
-    FROM images i JOIN captions c USING (image_id)
-    WHERE i.source = 'folder'
-    GROUP BY ALL ORDER BY i.image_id"""
-
 
 def ingested_with_captions(workspace: Workspace) -> list[dict]:
     """Ingested photos that were given human captions (`onenet ingest --captions`)."""
-    from warehouse import db
+    from warehouse import db, reads
 
     if not workspace.warehouse.exists():
         return []
-    con = db.connect(workspace, read_only=True)
-    try:
-        cursor = con.execute(INGESTED_WITH_CAPTIONS)
-        columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
-    finally:
-        con.close()
+    with db.reading(workspace) as con:
+        return reads.ingested_with_captions(con)
 
 
 def add_ingested(workspace: Workspace, manifest: Ref) -> Ref:

@@ -50,7 +50,7 @@ def snapshot(ws: Workspace) -> dict:
     con = db.connect(ws, read_only=True)
     try:
         current = db.current_version(con)
-        version = current["version"]
+        version = current.version
         q = lambda sql, *p: con.execute(sql, list(p)).fetchall()  # noqa: E731
         state = {
             "versions": q("SELECT version, promoted FROM model_versions ORDER BY version"),
@@ -62,7 +62,7 @@ def snapshot(ws: Workspace) -> dict:
         }
     finally:
         con.close()
-    index = read_served(ws.path(current["index_path"]))  # base + delta, as queries read it
+    index = read_served(ws.path(current.index_path))  # base + delta, as queries read it
     state["index"] = sorted(index_ids(index).tolist())
     assert state["index"] == sorted(faiss_id(i) for (i,) in state["vectors"]), "index and table disagree"
     return state

@@ -80,15 +80,15 @@ def ingested(ws: Workspace) -> dict:
                JOIN image_vectors v ON v.image_id = i.image_id AND v.version = $version
                JOIN generated_captions g ON g.image_id = i.image_id AND g.version = $version
                WHERE i.source = 'folder' ORDER BY i.image_id""",
-            {"version": current["version"]},
+            {"version": current.version},
         ).fetchall()
-        vectors = con.execute("SELECT count(*) FROM image_vectors WHERE version = ?", [current["version"]]).fetchone()[0]
+        vectors = con.execute("SELECT count(*) FROM image_vectors WHERE version = ?", [current.version]).fetchone()[0]
     finally:
         con.close()
-    index = read_served(ws.path(current["index_path"]))
+    index = read_served(ws.path(current.index_path))
     assert index.ntotal == vectors, "index and table disagree"
     assert not list(ws.root.glob("ingest/*/part-*.parquet")), "landed parts were left behind"
-    return {"version": current["version"], "rows": rows}
+    return {"version": current.version, "rows": rows}
 
 
 def assert_same_captions(got: dict, expected: dict) -> None:

@@ -33,7 +33,7 @@ def held_out(trained):
     ws = trained["workspace"]
     con = db.connect(ws, read_only=True)
     try:
-        checkpoint_path = db.current_version(con)["checkpoint"]
+        checkpoint_path = db.current_version(con).checkpoint
     finally:
         con.close()
     model, checkpoint = load_model(ws.path(checkpoint_path))

@@ -78,7 +78,7 @@ def test_ingest_switches_the_index_by_size_and_records_it(trained, tmp_path, mon
     con = db.connect(ws, read_only=True)
     before = db.current_version(con)
     con.close()
-    assert before["index_kind"] == "flat"
+    assert before.index_kind == "flat"
     folder = tmp_path / "new"
     folder.mkdir()
     for i in range(40):
@@ -87,12 +87,12 @@ def test_ingest_switches_the_index_by_size_and_records_it(trained, tmp_path, mon
     ingest(ws, [str(folder)])
     con = db.connect(ws, read_only=True)
     after = db.current_version(con)
-    total = con.execute("SELECT count(*) FROM image_vectors WHERE version = ?", [after["version"]]).fetchone()[0]
+    total = con.execute("SELECT count(*) FROM image_vectors WHERE version = ?", [after.version]).fetchone()[0]
     con.close()
-    assert after["index_kind"].startswith("ivf-flat"), after["index_kind"]
+    assert after.index_kind.startswith("ivf-flat"), after.index_kind
     q = Queries.open(ws)
     try:
-        assert q.index.ntotal == total and index_kind(q.index) == after["index_kind"]
+        assert q.index.ntotal == total and index_kind(q.index) == after.index_kind
         new_id = q.sql("SELECT image_id FROM images WHERE source = 'folder' ORDER BY image_id LIMIT 1")[1][0][0]
         assert q.similar_images(new_id, 5)  # the new photos are searchable
         # and a pruned photo leaves the IVF index too
@@ -125,7 +125,7 @@ def test_ingest_writes_a_delta_not_the_base_and_merges_it_later(trained, tmp_pat
 
     ws = copy_of_trained(trained, tmp_path)
     con = db.connect(ws, read_only=True)
-    base = ws.path(db.current_version(con)["index_path"])
+    base = ws.path(db.current_version(con).index_path)
     con.close()
     trained_ids = set(index_ids(faiss.read_index(str(base))).tolist())
     before = base.read_bytes()

@@ -30,7 +30,7 @@ def ws(trained, tmp_path_factory) -> Workspace:
 def counts(ws: Workspace) -> dict:
     con = db.connect(ws, read_only=True)
     try:
-        version = db.current_version(con)["version"]
+        version = db.current_version(con).version
         rows = {
             "images": con.execute("SELECT count(*) FROM images").fetchone()[0],
             "vectors": con.execute("SELECT count(*) FROM image_vectors WHERE version = ?", [version]).fetchone()[0],
@@ -444,11 +444,8 @@ def test_every_caller_captions_with_the_decoding_settings_kept_in_the_model(trai
     import torch
 
     ws = copy_of_trained(trained, tmp_path)
-    con = db.connect(ws, read_only=True)
-    try:
-        path = ws.path(db.current_version(con)["checkpoint"])
-    finally:
-        con.close()
+    with db.reading(ws) as con:
+        path = ws.path(db.current_version(con).checkpoint)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     assert checkpoint["decoding"]["beam_size"] == 3  # what training set (the default)
     checkpoint["decoding"] = {**checkpoint["decoding"], "beam_size": 1}

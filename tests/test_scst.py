@@ -36,7 +36,7 @@ def test_scst_raises_the_reward_of_what_the_decoder_samples(trained, tmp_path):
 
     ws = copy_of_trained(trained, tmp_path)
     con = connect(ws, read_only=True)
-    version = model_version(con, None)["version"]
+    version = model_version(con, None).version
     con.close()
     model, checkpoint = load_model(ws.path(f"models/{version}.pt"), torch.device("cpu"))
     enc = checkpoint["encoder"]

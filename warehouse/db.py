@@ -1,4 +1,4 @@
-"""Opening the DuckDB file, creating the schema, landing a model version, promoting one.
+"""Opening the DuckDB file (`reading`, `writing`), bringing its schema to SCHEMA_VERSION, landing a model version, promoting one.
 
 Every landing is one transaction: readers see the previous state or the new one, never half.
 """
@@ -11,6 +11,7 @@ import os
 import re
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -73,21 +74,144 @@ def connect(workspace: Workspace, read_only: bool = False, wait_s: float | None 
     if read_only:
         return _when_unlocked(lambda: open_read_only(path), f"the warehouse {path}", wait_s)
     con = _when_unlocked(lambda: _open_for_writing(path), f"the warehouse {path}", wait_s)
-    before = _tables(con)
-    images_before_metadata = _lacks_column(con, "images", "taken_at_source")
-    con.execute(SCHEMA)
+    try:
+        migrate(con, workspace)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The warehouse as the writer found it, before the schema was applied."""
+
+    workspace: Workspace
+    tables: frozenset[str]
+    lacked_metadata: bool  # `images` without the capture metadata columns
+
+
+def add_columns(con: duckdb.DuckDBPyConnection, opened: Opened) -> bool:
+    """The columns added to tables since they were first made (schema.sql has them all)."""
+    for table, column, sql_type in ADDED_COLUMNS:
+        con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}")
+    return False
+
+
+def vectors_as_arrays(con: duckdb.DuckDBPyConnection, opened: Opened) -> bool:
     migrate_vectors_to_arrays(con)
-    if "images" not in before:  # a new warehouse: its rows will have today's meaning
+    return False
+
+
+def record_photo_paths(con: duckdb.DuckDBPyConnection, opened: Opened) -> bool:
+    """Every ingested photo's one known copy, its path of record (older code kept one path a photo)."""
+    if "images" not in opened.tables or "photo_paths" in opened.tables:
+        return False
+    with transaction(con):
+        con.execute("INSERT INTO photo_paths (path, image_id) SELECT path, image_id FROM images WHERE source = 'folder' ON CONFLICT DO NOTHING")
+        snapshot.journal(con, snapshot.EVERYTHING)
+    return True
+
+
+def fill_metadata_of_older_rows(con: duckdb.DuckDBPyConnection, opened: Opened) -> bool:
+    if "images" not in opened.tables or not opened.lacked_metadata:
+        return False
+    fill_photo_metadata(con, opened.workspace)
+    return True
+
+
+def upright_sizes_once(con: duckdb.DuckDBPyConnection, opened: Opened) -> bool:
+    if con.execute("SELECT count(*) FROM warehouse_info WHERE key = 'upright_sizes'").fetchone()[0]:
+        return False
+    if "images" not in opened.tables:  # a new warehouse: its rows will have today's meaning
         con.execute("INSERT OR REPLACE INTO warehouse_info VALUES ('upright_sizes', 'v1')")
-    migrated = "images" in before and migrate_photo_rows(con, workspace, images_before_metadata, paths_before="photo_paths" not in before)
-    if migrated:
-        publish_snapshot(con, workspace)  # readers (and other clients) see the migrated warehouse
+        return False
+    upright_sizes(con)
+    return True
+
+
+def macros_of_today(con: duckdb.DuckDBPyConnection, opened: Opened) -> bool:
     stored = con.execute("SELECT value FROM warehouse_info WHERE key = 'macros'").fetchone()
     if (stored is None or stored[0] != MACROS_VERSION) and con.execute(
         "SELECT count(*) FROM duckdb_views() WHERE view_name = 'current_image_vectors'"
     ).fetchone()[0]:
-        define_macros(con)  # a warehouse made by older code gets today's macros (once)
-    return con
+        define_macros(con)
+    return False
+
+
+# The columns added to tables after they were first made, in the order they were added.
+ADDED_COLUMNS = (
+    *(("images", c, t) for c, t in (("taken_at", "TIMESTAMP"), ("taken_at_offset", "VARCHAR"), ("taken_at_source", "VARCHAR"),
+                                     ("camera_make", "VARCHAR"), ("camera_model", "VARCHAR"), ("gps_lat", "DOUBLE"), ("gps_lon", "DOUBLE"),
+                                     ("orientation", "SMALLINT"))),
+    ("model_versions", "joint_checkpoint", "VARCHAR"), ("model_versions", "index_kind", "VARCHAR"), ("model_versions", "picture_checkpoint", "VARCHAR"),
+    ("rejects", "size", "BIGINT"), ("rejects", "mtime_ns", "BIGINT"),
+)
+# What a writer does to a warehouse made by older code, in order: (schema version it brings, step).
+# Each step returns whether it changed photo rows (readers are then given the migrated warehouse).
+MIGRATIONS = (
+    (1, add_columns),
+    (2, vectors_as_arrays),
+    (3, record_photo_paths),
+    (4, fill_metadata_of_older_rows),
+    (5, upright_sizes_once),
+    (6, macros_of_today),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+# The steps older code took without recording a schema version: a warehouse may have had any of
+# them, so each is told by the warehouse itself (cheaply) at every open, whatever version it records.
+TOLD_BY_LAYOUT_UP_TO = 6
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The schema version a warehouse records (0: none, made by older code)."""
+    found = con.execute("SELECT value FROM warehouse_info WHERE key = 'schema_version'").fetchone()
+    return int(found[0]) if found else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection, workspace: Workspace) -> None:
+    """Bring the warehouse the writer opened to SCHEMA_VERSION: a new one is made at it; one made
+    by older code gets the MIGRATIONS it lacks, in order, and is published to readers."""
+    opened = Opened(workspace, frozenset(_tables(con)), _lacks_column(con, "images", "taken_at_source"))
+    stored = schema_version(con) if "warehouse_info" in opened.tables else 0
+    if stored > SCHEMA_VERSION:
+        raise OnenetError(f"the warehouse {workspace.warehouse} has schema version {stored}, newer than this onenet's ({SCHEMA_VERSION}): "
+                          "upgrade onenet to open it")
+    con.execute(SCHEMA)
+    changed = False
+    for version, step in MIGRATIONS:
+        if version > stored or version <= TOLD_BY_LAYOUT_UP_TO:
+            changed = step(con, opened) or changed
+    if stored != SCHEMA_VERSION:
+        con.execute("INSERT OR REPLACE INTO warehouse_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        changed = changed or "images" in opened.tables  # a warehouse older code made (a new one is published by its first landing)
+    if changed:
+        publish_snapshot(con, workspace)  # readers (and other clients) see the migrated warehouse
+
+
+@contextmanager
+def reading(workspace: Workspace, wait_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection for the block (the readers' snapshot when it is current), closed after."""
+    con = connect(workspace, read_only=True, wait_s=wait_s)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def writing(workspace: Workspace, wait_s: float | None = None, publish: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The writer's connection for the block, closed after. When the block ends without an
+    exception (and `publish` is set) its committed writes are published to the readers'
+    snapshot; a block that fails publishes nothing, and readers read the warehouse itself until
+    the next writer publishes (`published_mark`)."""
+    con = connect(workspace, wait_s=wait_s)
+    try:
+        yield con
+        if publish:
+            publish_snapshot(con, workspace)
+    finally:
+        con.close()
 
 
 def open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
@@ -208,24 +332,6 @@ def _lacks_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bo
         [column, table],
     ).fetchall()[0]
     return found[0] > 0 and found[1] == 0
-
-
-def migrate_photo_rows(con: duckdb.DuckDBPyConnection, workspace: Workspace, lacks_metadata: bool, paths_before: bool) -> bool:
-    """Bring the photo rows of a warehouse made by older code to today's meaning, once each.
-    Returns whether anything was done."""
-    done = False
-    if paths_before:
-        with transaction(con):  # every ingested photo's one known copy: its path of record
-            con.execute("INSERT INTO photo_paths (path, image_id) SELECT path, image_id FROM images WHERE source = 'folder' ON CONFLICT DO NOTHING")
-            snapshot.journal(con, snapshot.EVERYTHING)
-        done = True
-    if lacks_metadata:
-        fill_photo_metadata(con, workspace)
-        done = True
-    if not con.execute("SELECT count(*) FROM warehouse_info WHERE key = 'upright_sizes'").fetchone()[0]:
-        upright_sizes(con)
-        done = True
-    return done
 
 
 def upright_sizes(con: duckdb.DuckDBPyConnection) -> None:
@@ -499,8 +605,8 @@ def promote_recorded(con: duckdb.DuckDBPyConnection, version: str, decision: str
     with transaction(con):
         incumbent = current_version(con)
         promote(con, version)
-        record_decision(con, version, incumbent["version"] if incumbent else None, decision, reason, **details)
-    return incumbent["version"] if incumbent else None
+        record_decision(con, version, incumbent.version if incumbent else None, decision, reason, **details)
+    return incumbent.version if incumbent else None
 
 
 def previous_version(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -510,25 +616,40 @@ def previous_version(con: duckdb.DuckDBPyConnection) -> str | None:
         "SELECT candidate, incumbent FROM promotions WHERE decision <> 'rejected' ORDER BY decided_at DESC, rowid DESC"
     ).fetchall()
     for candidate, incumbent in rows:
-        if current and candidate == current["version"] and incumbent and incumbent != current["version"]:
+        if current and candidate == current.version and incumbent and incumbent != current.version:
             return incumbent
     return None
 
 
-def current_version(con: duckdb.DuckDBPyConnection) -> dict | None:
-    """The promoted model version's row (version, checkpoint, index_path, dim, metrics), or None."""
+@dataclass(frozen=True)
+class ModelVersion:
+    """A landed model version (`model_versions`); paths are workspace-relative."""
+
+    version: str
+    checkpoint: str
+    index_path: str
+    dim: int
+    metrics: dict  # the training's, parsed
+    joint_checkpoint: str | None = None  # None: landed before the caption encoder existed
+    index_kind: str | None = None  # the faiss index serving it (tasks/index.py)
+    picture_checkpoint: str | None = None  # None: trained without an image decoder
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> ModelVersion | None:
+    """The promoted model version, or None."""
     if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'model_versions'").fetchone()[0]:
         return None
     rows = _version_rows(con, "promoted")
     return rows[0] if rows else None
 
 
-def _version_rows(con: duckdb.DuckDBPyConnection, where: str, parameters: list | None = None) -> list[dict]:
-    """model_versions rows as dicts; a column newer than the warehouse file reads as None (a
-    read-only snapshot of an older warehouse has not been migrated)."""
+def _version_rows(con: duckdb.DuckDBPyConnection, where: str, parameters: list | None = None) -> list[ModelVersion]:
+    """model_versions rows; a column newer than the warehouse file reads as None (a read-only
+    snapshot of an older warehouse has not been migrated)."""
     cursor = con.execute(f"SELECT * FROM model_versions WHERE {where}", parameters or [])
     columns = [d[0] for d in cursor.description]
-    return [{**dict.fromkeys(VERSION_FIELDS), **dict(zip(columns, row))} for row in cursor.fetchall()]
+    rows = [{**dict.fromkeys(VERSION_FIELDS), **dict(zip(columns, row))} for row in cursor.fetchall()]
+    return [ModelVersion(**{**{f: r[f] for f in VERSION_FIELDS}, "metrics": json.loads(r["metrics"]) if r["metrics"] else {}}) for r in rows]
 
 
 def set_index_kind(con: duckdb.DuckDBPyConnection, version: str, kind: str) -> None:
@@ -743,7 +864,7 @@ def land_evaluation(
         )
 
 
-def model_version(con: duckdb.DuckDBPyConnection, version: str | None) -> dict:
+def model_version(con: duckdb.DuckDBPyConnection, version: str | None) -> ModelVersion:
     """A landed version's row (the promoted one when `version` is None)."""
     if version is None:
         row = current_version(con)

@@ -1,5 +1,6 @@
-"""Every SQL statement the answers (answers/queries.py) and `onenet sql`/`export` run, behind
-typed functions over a read-only connection (`warehouse.db.connect(ws, read_only=True)`).
+"""Every SQL statement that reads the warehouse (the answers, the pipeline's tasks and flows,
+`onenet status`, `sql`, `export` and the explorer), behind typed functions over a read-only
+connection (`warehouse.db.reading(ws)`).
 
 The connection touches no file but the warehouse (`READ_ONLY_CONFIG`), so `run_sql` is a safe
 surface for user SQL, and `export_table` writes through Arrow rather than DuckDB's COPY.
@@ -249,3 +250,122 @@ def export_table(con: Connection, table: str, destination: Path, fmt: str = "par
             writer.write_batch(batch)
             rows += batch.num_rows
     return rows
+
+
+# --- what the pipeline, the flows, `onenet status` and the explorer read ----------------------
+
+def landed_versions(con: Connection) -> set[str]:
+    return {v for (v,) in con.execute("SELECT version FROM model_versions").fetchall()}
+
+
+def ingested_photos(con: Connection) -> list[tuple[str, str]]:
+    """(image_id, path) of every ingested photo, by path (a copy that existed at the last ingest)."""
+    return con.execute("SELECT image_id, path FROM images WHERE source = 'folder' ORDER BY path").fetchall()
+
+
+INGESTED_WITH_CAPTIONS = """
+    SELECT i.image_id, i.path, i.width, i.height, list(c.raw ORDER BY c.n) AS captions
+    FROM images i JOIN captions c USING (image_id)
+    WHERE i.source = 'folder'
+    GROUP BY ALL ORDER BY i.image_id"""
+
+
+def ingested_with_captions(con: Connection) -> list[dict]:
+    """Ingested photos given human captions: image_id, path, width, height, captions."""
+    cursor = con.execute(INGESTED_WITH_CAPTIONS)
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+
+SPLIT_CAPTIONS = """
+    SELECT i.image_id, list(c.raw ORDER BY c.n) AS raw, list(c.clean ORDER BY c.n) AS clean
+    FROM images i JOIN captions c USING (image_id)
+    WHERE i.split = ?
+    GROUP BY i.image_id ORDER BY i.image_id"""
+
+
+def split_captions(con: Connection, split: str) -> list[tuple[str, list[str], list[str]]]:
+    """(image_id, raw captions, clean captions) of the photos of `split`, by image id."""
+    return con.execute(SPLIT_CAPTIONS, [split]).fetchall()
+
+
+def training_sources(con: Connection) -> set[str]:
+    """The sources (shapes, flickr8k, ...) of the photos in a train, val or test split."""
+    return {s for (s,) in con.execute("SELECT DISTINCT source FROM images WHERE split IN ('train', 'val', 'test')").fetchall()}
+
+
+def frequent_words(con: Connection, n: int, version: str | None = None) -> list[tuple[str, list[float]]]:
+    """(word, vector) of the `n` most frequent words of `version` (None: the promoted one)."""
+    if version is None:
+        return con.execute("SELECT word, vec FROM current_word_vectors ORDER BY freq DESC, word LIMIT ?", [n]).fetchall()
+    return con.execute("SELECT word, vec FROM word_vectors WHERE version = ? ORDER BY freq DESC, word LIMIT ?", [version, n]).fetchall()
+
+
+def newest_captions(con: Connection, version: str, k: int) -> list[tuple[str, str]]:
+    """(path, caption by `version`) of the `k` photos ingested last."""
+    return con.execute(
+        """SELECT i.path, g.caption FROM images i JOIN generated_captions g USING (image_id)
+           WHERE g.version = ? AND i.source = 'folder' ORDER BY i.ingested_at DESC, i.path LIMIT ?""",
+        [version, k],
+    ).fetchall()
+
+
+def paths_of(con: Connection, ids: list[str]) -> dict[str, str]:
+    """image_id -> path of record, for the photos of `ids` the warehouse holds."""
+    return dict(con.execute("SELECT image_id, path FROM images WHERE list_contains(?, image_id)", [ids]).fetchall())
+
+
+def every_path(con: Connection) -> list[str]:
+    """The path of record of every photo."""
+    return [p for (p,) in con.execute("SELECT path FROM images").fetchall()]
+
+
+def current_caption(con: Connection, image_id: str) -> str | None:
+    """The promoted version's caption of a photo."""
+    row = con.execute("SELECT caption FROM current_captions WHERE image_id = ?", [image_id]).fetchone()
+    return row[0] if row else None
+
+
+def held_out_samples(con: Connection, k: int = 5) -> list[tuple[str, str, str, str]]:
+    """(path, generated caption, first human caption, split) of `k` test photos (else val ones)."""
+    return con.execute(
+        """SELECT i.path, g.caption, c.raw, i.split FROM images i JOIN current_captions g USING (image_id)
+           JOIN captions c ON c.image_id = i.image_id AND c.n = 0
+           WHERE i.split IN ('test', 'val') ORDER BY i.split = 'val', i.path LIMIT ?""",
+        [k],
+    ).fetchall()
+
+
+def relations(con: Connection) -> set[str]:
+    """The names of every table and view."""
+    return {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name FROM duckdb_views()").fetchall()}
+
+
+def row_count(con: Connection, table: str) -> int:
+    """The rows of `table` (a name the caller knows: not user input)."""
+    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def version_landed(con: Connection, version: str) -> tuple:
+    """(created_at, encoder) of a model version."""
+    return con.execute("SELECT created_at, encoder FROM model_versions WHERE version = ?", [version]).fetchone()
+
+
+def recent_versions(con: Connection, n: int = 10) -> list[tuple]:
+    """(version, created_at, promoted, metrics JSON) of the `n` versions landed last."""
+    return con.execute("SELECT version, created_at, promoted, metrics FROM model_versions ORDER BY created_at DESC LIMIT ?", [n]).fetchall()
+
+
+def recent_promotions(con: Connection, n: int = 5) -> list[tuple]:
+    """(decided_at, candidate, incumbent, decision, reason) of the `n` latest promotion decisions."""
+    return con.execute("SELECT decided_at, candidate, incumbent, decision, reason FROM promotions ORDER BY decided_at DESC LIMIT ?", [n]).fetchall()
+
+
+def latest_caption_metrics(con: Connection, version: str) -> list[tuple[str, str, float | None]]:
+    """(split, metric, value) of the beam-search caption metrics of the version's latest evaluation."""
+    return con.execute(
+        """SELECT split, metric, value FROM evaluations
+           WHERE version = ? AND task = 'captions' AND starts_with(method, 'beam')
+             AND evaluated_at = (SELECT max(evaluated_at) FROM evaluations WHERE version = ?)""",
+        [version, version],
+    ).fetchall()

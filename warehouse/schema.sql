@@ -1,4 +1,5 @@
--- onenet's warehouse: every table in one place.
+-- onenet's warehouse: every table in one place, at the schema version warehouse/db.py's
+-- SCHEMA_VERSION names (a warehouse made by older code gets its MIGRATIONS when a writer opens it).
 -- Vectors are stored as fixed-size FLOAT[d] arrays, the type array_cosine_similarity and
 -- array_inner_product work on, in one table per width: word_vectors_d300, image_vectors_d300
 -- (made by warehouse/db.py when a version of that width lands). The views word_vectors and
@@ -13,18 +14,17 @@ CREATE TABLE IF NOT EXISTS images (
     source      VARCHAR,              -- shapes | flickr8k | karpathy | folder
     split       VARCHAR,              -- train | val | test | NULL (ingested, no captions)
     truth       JSON,                 -- ground truth where the source has it (shapes)
-    ingested_at TIMESTAMP DEFAULT current_timestamp
+    ingested_at TIMESTAMP DEFAULT current_timestamp,
+    -- When, where and with which camera (core/photo_files.py: EXIF, read at ingest or landing)
+    taken_at        TIMESTAMP,        -- local time where taken (EXIF DateTimeOriginal), else the file's modification time
+    taken_at_offset VARCHAR,          -- '+02:00': taken_at minus it is UTC (NULL: EXIF gave no offset)
+    taken_at_source VARCHAR,          -- exif | file (modification time) | none (file unreadable when read)
+    camera_make     VARCHAR,
+    camera_model    VARCHAR,
+    gps_lat         DOUBLE,           -- decimal degrees, north positive
+    gps_lon         DOUBLE,           -- decimal degrees, east positive
+    orientation     SMALLINT          -- EXIF orientation 1..8 (onenet reads pixels upright)
 );
--- When, where and with which camera (core/photo_files.py: EXIF, read at ingest or landing; for
--- rows of a warehouse made before these columns, once by the first writer to open it)
-ALTER TABLE images ADD COLUMN IF NOT EXISTS taken_at TIMESTAMP;        -- local time where taken (EXIF DateTimeOriginal), else the file's modification time
-ALTER TABLE images ADD COLUMN IF NOT EXISTS taken_at_offset VARCHAR;   -- '+02:00': taken_at minus it is UTC (NULL: EXIF gave no offset)
-ALTER TABLE images ADD COLUMN IF NOT EXISTS taken_at_source VARCHAR;   -- exif | file (modification time) | none (file unreadable when read)
-ALTER TABLE images ADD COLUMN IF NOT EXISTS camera_make VARCHAR;
-ALTER TABLE images ADD COLUMN IF NOT EXISTS camera_model VARCHAR;
-ALTER TABLE images ADD COLUMN IF NOT EXISTS gps_lat DOUBLE;            -- decimal degrees, north positive
-ALTER TABLE images ADD COLUMN IF NOT EXISTS gps_lon DOUBLE;            -- decimal degrees, east positive
-ALTER TABLE images ADD COLUMN IF NOT EXISTS orientation SMALLINT;      -- EXIF orientation 1..8 (onenet reads pixels upright)
 
 CREATE TABLE IF NOT EXISTS captions (
     image_id VARCHAR NOT NULL,
@@ -45,14 +45,10 @@ CREATE TABLE IF NOT EXISTS model_versions (
     checkpoint  VARCHAR,              -- workspace-relative .pt
     index_path  VARCHAR,              -- workspace-relative faiss index
     promoted    BOOLEAN DEFAULT false,
-    joint_checkpoint VARCHAR          -- workspace-relative caption encoder (models/joint.py), NULL before it existed
+    joint_checkpoint VARCHAR,         -- workspace-relative caption encoder (models/joint.py), NULL before it existed
+    index_kind  VARCHAR,              -- which faiss index serves the version (exact 'flat', or 'ivf-flat lists=L nprobe=P' for large collections)
+    picture_checkpoint VARCHAR        -- workspace-relative image decoder (models/picture.py), NULL when trained without one
 );
--- warehouses made before the caption encoder existed
-ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS joint_checkpoint VARCHAR;
--- which faiss index serves the version (exact 'flat', or 'ivf-flat lists=L nprobe=P' for large collections)
-ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS index_kind VARCHAR;
--- workspace-relative image decoder (models/picture.py), NULL when trained without one
-ALTER TABLE model_versions ADD COLUMN IF NOT EXISTS picture_checkpoint VARCHAR;
 
 CREATE TABLE IF NOT EXISTS generated_captions (
     version  VARCHAR NOT NULL,
@@ -65,11 +61,11 @@ CREATE TABLE IF NOT EXISTS generated_captions (
 CREATE TABLE IF NOT EXISTS rejects (
     path    VARCHAR NOT NULL,
     reason  VARCHAR NOT NULL,
-    seen_at TIMESTAMP DEFAULT current_timestamp
+    seen_at TIMESTAMP DEFAULT current_timestamp,
+    -- the file as it was judged: unchanged (same size and modification time), it is not read again
+    size     BIGINT,
+    mtime_ns BIGINT
 );
--- the file as it was judged: unchanged (same size and modification time), it is not read again
-ALTER TABLE rejects ADD COLUMN IF NOT EXISTS size BIGINT;
-ALTER TABLE rejects ADD COLUMN IF NOT EXISTS mtime_ns BIGINT;
 
 -- Every file found holding an ingested photo: copies of one photo are one image (images.path is
 -- the copy a person would pick, core/paths.py), and `ingest --prune` forgets a photo only when
@@ -115,7 +111,7 @@ CREATE TABLE IF NOT EXISTS promotions (
     flow_run_id VARCHAR
 );
 
--- facts about the warehouse itself, e.g. which version of the SQL macros it holds
+-- facts about the warehouse itself, e.g. its schema version and which version of the SQL macros it holds
 CREATE TABLE IF NOT EXISTS warehouse_info (
     key   VARCHAR PRIMARY KEY,
     value VARCHAR

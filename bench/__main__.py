@@ -99,12 +99,17 @@ def markdown(results: dict, bounds: dict, args, wall: float) -> str:
 
 
 def write(path: Path, key: str, title: str, body: str) -> None:
-    """Replace this machine+mode's block in BENCHMARKS.md, or append it: one current block per key."""
+    """Replace this machine+mode's block in BENCHMARKS.md, or add it after the last block (else
+    before the History appendix, else at the end): one current block per key, current figures first."""
     start, end = f"<!-- bench:{key} start -->", f"<!-- bench:{key} end -->"
     block = f"{start}\n## {title}\n\n{body}{end}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    elif ends := [m.end() for m in re.finditer(r"<!-- bench:\S+ end -->", text)]:
+        text = text[: ends[-1]] + "\n\n" + block + text[ends[-1] :]
+    elif (history := text.find("\n## History")) >= 0:
+        text = text[:history].rstrip() + "\n\n" + block + "\n" + text[history:]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)

@@ -146,18 +146,9 @@ def train(
 
     chosen = task_runner(runner, dask_address, dask_workers)
     if gate:
-        from flows.retrain import GateOptions, check_gate
-        from flows.retrain import retrain as retrain_flow
+        from flows.retrain import GateOptions
 
-        g = GateOptions(tolerance=tolerance, **({"metrics": gate_metric} if gate_metric else {}))
-        check_gate(g)
-        decided = retrain_flow.with_options(task_runner=chosen)(workspace=str(c.workspace.root), options=options, gate=g)
-        table = _table(f"candidate {decided['candidate']}: {decided['decision']}", "metric", "promoted", "candidate", "floor", "passed")
-        for r in decided["comparison"]:
-            table.add_row(r["metric"], str(r["incumbent"]), str(r["candidate"]), str(r["floor"]), "yes" if r["passed"] else "NO")
-        _emit(c, decided, table)
-        if not c.json and decided.get("reason"):
-            console.print(decided["reason"])
+        _train_gated(c, options, GateOptions(tolerance=tolerance, **({"metrics": gate_metric} if gate_metric else {})), chosen)
         return
     result = train_flow.with_options(task_runner=chosen)(workspace=str(c.workspace.root), options=options)
     table = _table(f"model {result['version']} landed in {c.workspace.warehouse}", "task", "state")
@@ -167,6 +158,21 @@ def train(
     if not c.json:
         m = result["metrics"]
         console.print(f"validation: loss {m['val_loss']:.3f}, next-word accuracy {m['val_accuracy']:.3f} (epoch {m['epoch']})")
+
+
+def _train_gated(c: Context, options, gate, runner) -> None:
+    """`train --gate`: the retrain flow trains a candidate and promotes it only if not worse."""
+    from flows.retrain import check_gate
+    from flows.retrain import retrain as retrain_flow
+
+    check_gate(gate)
+    decided = retrain_flow.with_options(task_runner=runner)(workspace=str(c.workspace.root), options=options, gate=gate)
+    table = _table(f"candidate {decided['candidate']}: {decided['decision']}", "metric", "promoted", "candidate", "floor", "passed")
+    for r in decided["comparison"]:
+        table.add_row(r["metric"], str(r["incumbent"]), str(r["candidate"]), str(r["floor"]), "yes" if r["passed"] else "NO")
+    _emit(c, decided, table)
+    if not c.json and decided.get("reason"):
+        console.print(decided["reason"])
 
 
 @app.command()

@@ -356,66 +356,87 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
     picture: it may favour what it alone misreads. `judge` (version, captioner, checkpoint: another
     model on the same CNN, e.g. trained with another seed) reads the same pictures again, as
     methods "... judged by VERSION": a second reader that took no part in drawing them."""
-    from models.encoder import load_encoder
-    from models.imagine import Goal, ImagineConfig, draw_best, refine_picture
-    from models.picture import colour_share, upsample
-    from tasks.picture import load_picture_checkpoint
+    pictures = PictureJudge(workspace, model, checkpoint, data, joint, decoder_path, o, judge)
+    methods = [("decoder", 0)] + ([(f"decoder + refine {o.imagine_refine}", o.imagine_refine)] if o.imagine_refine else [])
+    return pictures.on_shapes(methods) if is_shapes(workspace) else pictures.on_photos(methods)
 
-    device = next(model.parameters()).device
-    decoder = load_picture_checkpoint(workspace.path(decoder_path), device)
-    settings, words = checkpoint["encoder"], checkpoint["vocab"]
-    cnn = load_encoder(settings["name"], settings["grid"], cache_dir=workspace.runtime_cache).to(device)
-    cfg = ImagineConfig(size=settings["image_size"])
-    index = {w: i for i, w in enumerate(words)}
-    readers: list[tuple[str, Captioner, list[str]]] = [("", model, words)]
-    if judge is not None:
-        judge_version, judge_model, judge_checkpoint = judge
-        if judge_checkpoint["encoder"] != settings:
-            raise OnenetError(f"judge {judge_version} reads photos through {judge_checkpoint['encoder']}, the model through {settings}: "
-                              "a judge must share the frozen CNN and its settings")
-        readers.append((f" judged by {judge_version}", judge_model.to(device), judge_checkpoint["vocab"]))
-    with torch.no_grad():
-        train_units = torch.nn.functional.normalize(model.image_vectors(torch.from_numpy(data.train_features).to(device)), dim=1)
 
-    def pictures_for(texts: list[str], refine: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+class PictureJudge:
+    """Draws imagine's pictures for descriptions and has each reader (the model, and the judge
+    when there is one) caption them and place them among the split's photos."""
+
+    def __init__(self, workspace: Workspace, model: Captioner, checkpoint: dict, data: SplitData, joint: CaptionEncoder,
+                 decoder_path: str, o: EvalOptions, judge: tuple[str, Captioner, dict] | None):
+        from models.encoder import load_encoder
+        from models.imagine import ImagineConfig
+        from tasks.picture import load_picture_checkpoint
+
+        self.model, self.data, self.joint, self.o = model, data, joint, o
+        self.device = device = next(model.parameters()).device
+        self.decoder = load_picture_checkpoint(workspace.path(decoder_path), device)
+        settings, words = checkpoint["encoder"], checkpoint["vocab"]
+        self.cnn = load_encoder(settings["name"], settings["grid"], cache_dir=workspace.runtime_cache).to(device)
+        self.cfg = ImagineConfig(size=settings["image_size"])
+        self.index = {w: i for i, w in enumerate(words)}
+        self.readers: list[tuple[str, Captioner, list[str]]] = [("", model, words)]
+        if judge is not None:
+            judge_version, judge_model, judge_checkpoint = judge
+            if judge_checkpoint["encoder"] != settings:
+                raise OnenetError(f"judge {judge_version} reads photos through {judge_checkpoint['encoder']}, the model through {settings}: "
+                                  "a judge must share the frozen CNN and its settings")
+            self.readers.append((f" judged by {judge_version}", judge_model.to(device), judge_checkpoint["vocab"]))
+        with torch.no_grad():
+            self.train_units = torch.nn.functional.normalize(model.image_vectors(torch.from_numpy(data.train_features).to(device)), dim=1)
+
+    def draw(self, texts: list[str], refine: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """texts -> (pictures (N, 3, s, s) uint8: the decoder's size, or the CNN's after `refine`
         steps, their image vectors (N, dim))."""
+        from models.imagine import Goal, draw_best, refine_picture
+        from models.picture import upsample
+
+        cfg, index, device = self.cfg, self.index, self.device
         drawn = []
         for text in texts:
             tokens = torch.tensor([[index[w] for w in text.split() if w in index]], device=device)
             with torch.no_grad():
-                target = joint(pad_batch([[index.get(w, UNK_ID) for w in text.split()]]).to(device))[0]
-                nearest = (train_units @ target).topk(min(cfg.candidates, len(train_units))).indices
+                target = self.joint(pad_batch([[index.get(w, UNK_ID) for w in text.split()]]).to(device))[0]
+                nearest = (self.train_units @ target).topk(min(cfg.candidates, len(self.train_units))).indices
             goal = Goal(tokens, target)
-            picture, vector, _ = draw_best(decoder, cnn, model, train_units[nearest], goal, cfg)
+            picture, vector, _ = draw_best(self.decoder, self.cnn, self.model, self.train_units[nearest], goal, cfg)
             if refine:
-                picture = refine_picture(cnn, model, goal, upsample(picture[None], cfg.size)[0], replace(cfg, steps=refine))
+                picture = refine_picture(self.cnn, self.model, goal, upsample(picture[None], cfg.size)[0], replace(cfg, steps=refine))
                 with torch.no_grad():
-                    vector = model.image_vectors(cnn.features(picture[None].to(device)))[0]
+                    vector = self.model.image_vectors(self.cnn.features(picture[None].to(device)))[0]
             drawn.append((picture.cpu(), vector))
         return torch.stack([p for p, _ in drawn]), torch.stack([v for _, v in drawn])
 
-    def read(reader: Captioner, pictures: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    def read(self, reader: Captioner, pictures: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """The image vectors `reader` takes from the pictures (the drawing model's are at hand)."""
-        if reader is model:
+        from models.picture import upsample
+
+        if reader is self.model:
             return vectors
         with torch.no_grad():
-            shown = pictures if pictures.size(-1) == cfg.size else upsample(pictures, cfg.size)
-            return torch.cat([reader.image_vectors(cnn.features(shown[s : s + 64].to(device))) for s in range(0, len(shown), 64)])
+            shown = pictures if pictures.size(-1) == self.cfg.size else upsample(pictures, self.cfg.size)
+            return torch.cat([reader.image_vectors(self.cnn.features(shown[s : s + 64].to(self.device))) for s in range(0, len(shown), 64)])
 
-    methods = [("decoder", 0)] + ([(f"decoder + refine {o.imagine_refine}", o.imagine_refine)] if o.imagine_refine else [])
-    rows, samples = [], []
-    if is_shapes(workspace):
+    def caption(self, reader: Captioner, words: list[str], vectors: torch.Tensor) -> list[str]:
+        return [c for c, _ in caption_vectors(reader, words, vectors, reader.decoding.but(beam_size=self.o.beam_size))]
+
+    def on_shapes(self, methods: list[tuple[str, int]]) -> tuple[list[dict], list[dict]]:
+        """Every "a big COLOUR SHAPE": is the colour shown, and does the caption name both?"""
+        from models.picture import colour_share
         from tasks.shapes import BACKGROUNDS, COLOURS, SHAPES
 
         texts = [f"a big {c} {s}" for c in COLOURS for s in SHAPES]
         palette = [*COLOURS.values(), *BACKGROUNDS.values()]
+        rows, samples = [], []
         for method, refine in methods:
-            pictures, vectors = pictures_for(texts, refine)
+            pictures, vectors = self.draw(texts, refine)
             shares = [colour_share(picture, COLOURS[text.split()[2]], palette=palette) for text, picture in zip(texts, pictures)]
             uris = [png_uri(picture) for picture in pictures]  # once: every reader sees the same pictures
-            for suffix, reader, reader_words in readers:
-                captions = [c for c, _ in caption_vectors(reader, reader_words, read(reader, pictures, vectors), reader.decoding.but(beam_size=o.beam_size))]
+            for suffix, reader, reader_words in self.readers:
+                captions = self.caption(reader, reader_words, self.read(reader, pictures, vectors))
                 judged = []
                 for text, uri, share, caption in zip(texts, uris, shares, captions):
                     colour, shape = text.split()[2:4]
@@ -428,34 +449,39 @@ def evaluate_pictures(workspace: Workspace, model: Captioner, checkpoint: dict, 
                 samples = samples or judged
         return rows, samples
 
-    photos = data.ids[: o.retrieval_images]
-    with torch.no_grad():  # each reader ranks the split's photos by its own vectors of them
-        split_units = [torch.nn.functional.normalize(reader.image_vectors(torch.from_numpy(data.features[: len(photos)]).to(device)), dim=1)
-                       for _, reader, _ in readers]
-    pool = [(p, text) for p, photo in enumerate(photos) for text in data.clean[photo]]
-    chosen = _sample(np.random.default_rng(o.seed), len(pool), o.imagine_queries)
-    for method, refine in methods:
-        judged = chosen[: o.imagine_refine_queries] if refine else chosen
-        texts = [pool[i][1] for i in judged]
-        truth = torch.tensor([pool[i][0] for i in judged], device=device)
-        pictures, vectors = pictures_for(texts, refine)
-        for (suffix, reader, reader_words), units in zip(readers, split_units):
-            seen = read(reader, pictures, vectors)
-            scores = torch.nn.functional.normalize(seen, dim=1) @ units.T  # (Q, photos)
-            ranks = (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy()
-            captions = [c for c, _ in caption_vectors(reader, reader_words, seen, reader.decoding.but(beam_size=o.beam_size))]
-            nouns = [(subject_noun(t), subject_noun(c)) for t, c in zip(texts, captions)]
-            counted = [(a, b) for a, b in nouns if a is not None]
-            rows += [{"task": "imagine", "method": method + suffix, "metric": f"picture->photo R@{k}", "value": 100.0 * float((ranks < k).mean()), "n": len(texts)}
-                     for k in (1, 10, 50)]
-            rows.append({"task": "imagine", "method": method + suffix, "metric": "subject noun shared", "value": 100.0 * sum(a == b for a, b in counted) / max(len(counted), 1), "n": len(counted)})
-            if not refine:
-                ceilings = subject_noun_ceilings(reader, reader_words, data, photos, pool, chosen, reader.decoding.but(beam_size=o.beam_size))
-                rows += [{**r, "method": r["method"] + suffix} for r in ceilings if not suffix or r["method"] == "the photo's own caption"]
-            if not refine and not suffix:
-                samples = [{"description": t, "caption": c, "rank of its photo": int(r) + 1, "picture": png_uri(p), "photo": photos[pool[i][0]]}
-                           for t, c, r, p, i in zip(texts[:12], captions, ranks, pictures, chosen)]
-    return rows, samples
+    def on_photos(self, methods: list[tuple[str, int]]) -> tuple[list[dict], list[dict]]:
+        """Sampled captions of the split: where does the picture place the described photo, and
+        does its caption share the subject noun?"""
+        data, o = self.data, self.o
+        photos = data.ids[: o.retrieval_images]
+        with torch.no_grad():  # each reader ranks the split's photos by its own vectors of them
+            split_units = [torch.nn.functional.normalize(reader.image_vectors(torch.from_numpy(data.features[: len(photos)]).to(self.device)), dim=1)
+                           for _, reader, _ in self.readers]
+        pool = [(p, text) for p, photo in enumerate(photos) for text in data.clean[photo]]
+        chosen = _sample(np.random.default_rng(o.seed), len(pool), o.imagine_queries)
+        rows, samples = [], []
+        for method, refine in methods:
+            asked = chosen[: o.imagine_refine_queries] if refine else chosen
+            texts = [pool[i][1] for i in asked]
+            truth = torch.tensor([pool[i][0] for i in asked], device=self.device)
+            pictures, vectors = self.draw(texts, refine)
+            for (suffix, reader, reader_words), units in zip(self.readers, split_units):
+                seen = self.read(reader, pictures, vectors)
+                scores = torch.nn.functional.normalize(seen, dim=1) @ units.T  # (Q, photos)
+                ranks = (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy()
+                captions = self.caption(reader, reader_words, seen)
+                nouns = [(subject_noun(t), subject_noun(c)) for t, c in zip(texts, captions)]
+                counted = [(a, b) for a, b in nouns if a is not None]
+                rows += [{"task": "imagine", "method": method + suffix, "metric": f"picture->photo R@{k}", "value": 100.0 * float((ranks < k).mean()), "n": len(texts)}
+                         for k in (1, 10, 50)]
+                rows.append({"task": "imagine", "method": method + suffix, "metric": "subject noun shared", "value": 100.0 * sum(a == b for a, b in counted) / max(len(counted), 1), "n": len(counted)})
+                if not refine:
+                    ceilings = subject_noun_ceilings(reader, reader_words, data, photos, pool, chosen, reader.decoding.but(beam_size=o.beam_size))
+                    rows += [{**r, "method": r["method"] + suffix} for r in ceilings if not suffix or r["method"] == "the photo's own caption"]
+                if not refine and not suffix:
+                    samples = [{"description": t, "caption": c, "rank of its photo": int(r) + 1, "picture": png_uri(p), "photo": photos[pool[i][0]]}
+                               for t, c, r, p, i in zip(texts[:12], captions, ranks, pictures, chosen)]
+        return rows, samples
 
 
 def subject_noun_ceilings(model: Captioner, words: list[str], data: SplitData, photos: list[str], pool: list[tuple[int, str]],

@@ -41,3 +41,8 @@ def test_bench_rewrites_only_its_own_block(tmp_path):
     text = path.read_text()
     assert "hand-written notes" in text and "gpu numbers" in text and "second" in text
     assert "first" not in text and text.count("<!-- bench:quick-cpu start -->") == 1
+    # a new machine's block goes with the others, before the records of past runs
+    path.write_text(text + "\n## History\n\nold runs\n")
+    write(path, "full-cuda", "full gpu", "full gpu numbers\n")
+    text = path.read_text()
+    assert text.index("gpu numbers") < text.index("full gpu numbers") < text.index("## History")

@@ -37,14 +37,14 @@ def worker(tree: Path, workspace: Path) -> None:
     ws = Workspace.at(workspace)
     prefect_env.configure(ws)
     import flows.ingest
-    from flows.train import TrainOptions, train
+    from flows.train import TrainOptions, train_flow
 
     for module in (flows.ingest, prefect_env):  # nothing of this checkout was imported first
         assert Path(module.__file__).is_relative_to(tree), f"imported {module.__file__}, not the code in {tree}"
-    train(workspace=str(workspace), options=TrainOptions(n_images=1000))
+    train_flow(workspace=str(workspace), options=TrainOptions(n_images=1000))
     for line in sys.stdin:
         started = time.perf_counter()
-        flows.ingest.ingest(workspace=str(workspace), folders=[line.strip()])
+        flows.ingest.ingest_flow(workspace=str(workspace), folders=[line.strip()])
         print(f"SECONDS {time.perf_counter() - started:.3f}", flush=True)
 
 

@@ -20,7 +20,7 @@ from core.workspace import Workspace
 
 
 def main(label: str, seed: int) -> None:
-    from flows.train import TrainOptions, train
+    from flows.train import TrainOptions, train_flow
     from models.captioner import load_model
     from models.joint import JointConfig
     from models.metrics import cider_by_image, paired_gain
@@ -30,7 +30,7 @@ def main(label: str, seed: int) -> None:
 
     ws = Workspace.at(Path("/tmp/spread") / label)
     options = TrainOptions(n_images=1500, decoder=TrainConfig(epochs=10, seed=seed), joint=JointConfig(epochs=8))
-    train(workspace=str(ws.root), options=options)
+    train_flow(workspace=str(ws.root), options=options)
     con = db.connect(ws, read_only=True)
     try:
         model, checkpoint = load_model(ws.path(db.current_version(con).checkpoint))

@@ -38,7 +38,7 @@ def metadata_share(ws: Workspace, folder: Path, timed) -> Row:
     from PIL import Image
 
     from core.photo_files import metadata_table
-    from flows.ingest import ingest
+    from flows.ingest import ingest_flow
     from tasks import shapes
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,7 +49,7 @@ def metadata_share(ws: Workspace, folder: Path, timed) -> Row:
     paths = [folder / f"IMG_{i:04d}.jpg" for i in range(1000)]
     for i, path in enumerate(paths):
         shapes.scene(23, i).image.convert("RGB").resize((320, 240)).save(path, exif=exif.tobytes(), quality=90)
-    seconds = timed("ingest 1,000 phone JPEGs", lambda: ingest(workspace=str(ws.root), folders=[str(folder)]))
+    seconds = timed("ingest 1,000 phone JPEGs", lambda: ingest_flow(workspace=str(ws.root), folders=[str(folder)]))
 
     def sizes_only() -> None:
         for p in paths:
@@ -123,8 +123,8 @@ def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Ro
     shutil.rmtree(root, ignore_errors=True)
     ws = Workspace.at(root)
     prefect_env.configure(ws)
-    from flows.ingest import ingest
-    from flows.train import train
+    from flows.ingest import ingest_flow
+    from flows.train import train_flow
 
     memory: dict[str, float] = {}
 
@@ -140,8 +140,8 @@ def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Ro
     # a smaller full train makes the incremental-ingest ratio below conservative, not flattering
     n_train = 2000 if full else 1000
     options = TrainOptions(n_images=n_train)
-    full_train = timed("full train", lambda: train(workspace=str(ws.root), options=options))
-    rerun = timed("cached re-run", lambda: train(workspace=str(ws.root), options=options))
+    full_train = timed("full train", lambda: train_flow(workspace=str(ws.root), options=options))
+    rerun = timed("cached re-run", lambda: train_flow(workspace=str(ws.root), options=options))
     started = time.perf_counter()  # what a user waits for: a new process, Prefect's temporary server included
     cli = [sys.executable, "-m", "onenet.cli", "--workspace", str(ws.root), "train", "--n-images", str(n_train)]
     subprocess.run(cli, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -156,7 +156,7 @@ def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Ro
     rows += text_search(ws, memory)
     n_bulk = 8000 - n_train
     write_scenes(root / "bulk", 1, n_bulk)
-    bulk = timed(f"ingest {n_bulk:,}", lambda: ingest(workspace=str(ws.root), folders=[str(root / "bulk")]))
+    bulk = timed(f"ingest {n_bulk:,}", lambda: ingest_flow(workspace=str(ws.root), folders=[str(root / "bulk")]))
     rows.append(Row("pipeline", f"ingest {n_bulk:,} new photos (decode, CNN, caption, land, index): collection -> 8,000", f"{bulk:.1f} s",
                     f"{n_bulk / bulk:.1f} photos/s"))
     # issue 17: the same ingest with the encoder on eager PyTorch and on OpenVINO (models/runtime.py)
@@ -169,7 +169,7 @@ def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Ro
                 folder = root / f"new1000-{name}-{round_}"
                 write_scenes(folder, 10 + 2 * round_ + (name == "openvino"), 1000)
                 with backend(name):
-                    seconds[name].append(timed(f"ingest 1,000 ({name})", lambda f=folder: ingest(workspace=str(ws.root), folders=[str(f)])))
+                    seconds[name].append(timed(f"ingest 1,000 ({name})", lambda f=folder: ingest_flow(workspace=str(ws.root), folders=[str(f)])))
         best = {name: min(times) for name, times in seconds.items()}
         rows.append(Row("pipeline", "ingest 1,000 new photos, encoder on OpenVINO vs eager PyTorch (the rest the same; best of 3 rounds taken in turn: "
                         + ", ".join(f"{n} {' / '.join(f'{t:.1f}' for t in ts)} s" for n, ts in seconds.items()) + ")",
@@ -178,8 +178,8 @@ def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Ro
         # `make bench-against` (bench/against.py) measures both in one run
     rows.append(metadata_share(ws, root / "phone1000", timed))
     write_scenes(root / "new100", 2, 100)
-    hundred = timed("ingest 100", lambda: ingest(workspace=str(ws.root), folders=[str(root / "new100")]))
-    again = timed("re-ingest 100", lambda: ingest(workspace=str(ws.root), folders=[str(root / "new100")]))
+    hundred = timed("ingest 100", lambda: ingest_flow(workspace=str(ws.root), folders=[str(root / "new100")]))
+    again = timed("re-ingest 100", lambda: ingest_flow(workspace=str(ws.root), folders=[str(root / "new100")]))
     rows += [
         Row("pipeline", f"ingest 100 new photos into the 8,000 (vs the full train of {n_train:,})", f"{hundred:.1f} s",
             f"{full_train:.1f} s full train", full_train / hundred),

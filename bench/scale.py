@@ -74,12 +74,12 @@ def grow(ws: Workspace, to: int, rng: np.random.Generator) -> float:
 def measure(ws: Workspace, root: Path, seed: int) -> dict:
     """Everything measured at the collection's current size."""
     from answers.queries import Queries
-    from tasks.ingest import ingest
+    from tasks.ingest import ingest_folders
 
     write_scenes(root / f"new-{seed}", seed, 100)
     reset_peak_rss()
     started = time.perf_counter()
-    counts = ingest(ws, [str(root / f"new-{seed}")])
+    counts = ingest_folders(ws, [str(root / f"new-{seed}")])
     result = {"ingest": time.perf_counter() - started}
     assert counts["new"] == 100, counts
 
@@ -130,7 +130,7 @@ def recall_at_10(q) -> float:
 
 
 def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Row], dict]:
-    from flows.train import TrainOptions, train
+    from flows.train import TrainOptions, train_flow
     from models.joint import JointConfig
     from tasks.train import TrainConfig
 
@@ -141,7 +141,7 @@ def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Ro
     prefect_env.configure(ws)
     rng = np.random.default_rng(0)
     try:
-        train(workspace=str(ws.root), options=TrainOptions(n_images=600, decoder=TrainConfig(epochs=3), joint=JointConfig(epochs=3)))
+        train_flow(workspace=str(ws.root), options=TrainOptions(n_images=600, decoder=TrainConfig(epochs=3), joint=JointConfig(epochs=3)))
         grow(ws, SMALL - 100, rng)  # the first ingest brings it to 8,000
         small = measure(ws, root, seed=31)
         landing = grow(ws, n - 100, rng)

@@ -23,7 +23,7 @@ from warehouse.db import land_evaluation, model_version, reading, writing
 
 
 @flow(name="onenet-evaluate")
-def evaluate(workspace: str, options: EvalOptions | None = None, version: str | None = None) -> dict:
+def evaluate_flow(workspace: str, options: EvalOptions | None = None, version: str | None = None) -> dict:
     """Evaluate `version` (default: the promoted one) on `options.split`; land and publish the results."""
     o = options or EvalOptions()
     ws = Workspace.at(workspace)

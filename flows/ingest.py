@@ -31,7 +31,7 @@ land_task = task(land, name="land-photos")
 
 
 @flow(name="onenet-ingest", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))  # shards: one per core
-def ingest(
+def ingest_flow(
     workspace: str, folders: list[str], captions_file: str | None = None, prune: bool = False, shard_size: int = INGEST_SHARD_SIZE,
     exclude: list[str] | None = None, include_hidden: bool = False,
 ) -> dict:

@@ -54,7 +54,7 @@ def word_graph_task(workspace: Workspace, version: str, words: int, neighbours: 
 
 
 @flow(name="onenet-latent")
-def latent(workspace: str, words: int = 300, neighbours: int = 3, threshold: float = 0.3, version: str | None = None, seed: int = 0) -> dict:
+def latent_flow(workspace: str, words: int = 300, neighbours: int = 3, threshold: float = 0.3, version: str | None = None, seed: int = 0) -> dict:
     """The word map (t-SNE of the `words` most frequent words) and the similarity graph."""
     from PIL import Image
 

@@ -33,7 +33,7 @@ def resolve_target(ws: Workspace, version: str | None) -> tuple[str, str | None]
 
 
 @flow(name="onenet-promote")
-def promote(workspace: str, version: str | None = None, reason: str | None = None) -> dict:
+def promote_flow(workspace: str, version: str | None = None, reason: str | None = None) -> dict:
     """Make `version` the promoted one (None: roll back to the version the current one replaced)."""
     ws = Workspace.at(workspace)
     target, current = resolve_target(ws, version)

@@ -1,6 +1,6 @@
 """Scheduled retraining with a promotion gate.
 
-    retrain = train (land the candidate, do not promote)
+    retrain = train_flow (land the candidate, do not promote)
               -> evaluate candidate and incumbent on the validation split (same options)
               -> promote the candidate only if no gated metric is worse than the incumbent's
                  by more than `tolerance` (relative); record the decision either way
@@ -22,8 +22,8 @@ from prefect.runtime import flow_run
 
 from core.errors import OnenetError
 from core.workspace import Workspace
-from flows.evaluate import evaluate
-from flows.train import TrainOptions, check_options, train
+from flows.evaluate import evaluate_flow
+from flows.train import TrainOptions, check_options, train_flow
 from tasks.evaluate import EvalOptions
 from tasks.ingest import catch_up_ingested
 from tasks.land import promoted_version
@@ -46,7 +46,7 @@ class GateOptions:
 
 
 @flow(name="onenet-retrain")
-def retrain(workspace: str, options: TrainOptions | None = None, gate: GateOptions | None = None) -> dict:
+def retrain_flow(workspace: str, options: TrainOptions | None = None, gate: GateOptions | None = None) -> dict:
     """Train a candidate, compare it with the promoted version, promote it only if not worse."""
     o, g = options or TrainOptions(), gate or GateOptions()
     check_options(o)
@@ -54,7 +54,7 @@ def retrain(workspace: str, options: TrainOptions | None = None, gate: GateOptio
     log = get_run_logger()
     ws = Workspace.at(workspace)
     incumbent = promoted_version(ws)
-    trained = train(workspace=workspace, options=o, promote=False)
+    trained = train_flow(workspace=workspace, options=o, promote=False)
     candidate = trained["version"]
     if incumbent is None or candidate == incumbent:
         why = "the first model version" if incumbent is None else "retraining reproduced the promoted version"
@@ -62,7 +62,7 @@ def retrain(workspace: str, options: TrainOptions | None = None, gate: GateOptio
         return {"candidate": candidate, "incumbent": incumbent, "decision": "unchanged" if incumbent else "first", "comparison": []}
 
     rows = {
-        version: evaluate(workspace=workspace, options=g.evaluation, version=version)["rows"]
+        version: evaluate_flow(workspace=workspace, options=g.evaluation, version=version)["rows"]
         for version in (candidate, incumbent)
     }
     comparison = compare(rows[candidate], rows[incumbent], g)

@@ -92,7 +92,7 @@ def options_for(source: str, decoder: dict | None = None, decoding: dict | None 
 
 
 @flow(name="onenet-train", task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1))  # shards: one per core
-def train(workspace: str, options: TrainOptions | None = None, promote: bool = True) -> dict:
+def train_flow(workspace: str, options: TrainOptions | None = None, promote: bool = True) -> dict:
     """Train the captioner end to end and land its by-products in the warehouse.
 
     promote=False lands the new version beside the promoted one (the promotion gate of

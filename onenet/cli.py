@@ -119,8 +119,7 @@ def train(
 ) -> None:
     """Run the training flow: source, captions, features, decoder, export, index, warehouse."""
     c = _ctx(ctx)
-    from flows.train import check_options, options_for
-    from flows.train import train as train_flow
+    from flows.train import check_options, options_for, train_flow
     from tasks.datasets import FLICKR8K_ARCHIVES
 
     urls = dict(FLICKR8K_ARCHIVES)
@@ -162,8 +161,7 @@ def train(
 
 def _train_gated(c: Context, options, gate, runner) -> None:
     """`train --gate`: the retrain flow trains a candidate and promotes it only if not worse."""
-    from flows.retrain import check_gate
-    from flows.retrain import retrain as retrain_flow
+    from flows.retrain import check_gate, retrain_flow
 
     check_gate(gate)
     decided = retrain_flow.with_options(task_runner=runner)(workspace=str(c.workspace.root), options=options, gate=gate)
@@ -191,8 +189,7 @@ def evaluate(
 ) -> None:
     """Measure a model: BLEU/METEOR/ROUGE-L/CIDEr vs the nearest-neighbour baseline, recall@K, word checks."""
     c = _ctx(ctx)
-    from flows.evaluate import evaluate as evaluate_flow
-    from flows.evaluate import metrics_table
+    from flows.evaluate import evaluate_flow, metrics_table
     from tasks.evaluate import EvalOptions
 
     if beam is not None:
@@ -234,8 +231,7 @@ def rollback(ctx: typer.Context) -> None:
 
 
 def _promote(c: Context, version: str | None) -> None:
-    from flows.promote import promote as promote_flow
-    from flows.promote import resolve_target
+    from flows.promote import promote_flow, resolve_target
 
     resolve_target(c.workspace, version)  # an unknown version is one line, not a failed flow run
     result = promote_flow(workspace=str(c.workspace.root), version=version)
@@ -484,7 +480,7 @@ def ingest(
 ) -> None:
     """Add new photos to the current model version: vectors, captions, index (no retraining)."""
     c = _ctx(ctx)
-    from flows.ingest import ingest as ingest_flow
+    from flows.ingest import ingest_flow
     from flows.runners import task_runner
 
     at_least("--shard-size", shard_size)
@@ -694,7 +690,7 @@ def latent(
 ) -> None:
     """Word map (t-SNE PNG) and word similarity graph (GraphML + PNG) of the promoted model, as a flow."""
     c = _ctx(ctx)
-    from flows.latent import latent as latent_flow
+    from flows.latent import latent_flow
 
     result = latent_flow(workspace=str(c.workspace.root), words=n_words, neighbours=neighbours, threshold=threshold)
     _emit(c, result, None)

@@ -524,7 +524,7 @@ def is_shapes(workspace: Workspace) -> bool:
 # --- the task ----------------------------------------------------------------------------------
 
 
-def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOptions, joint_path: str | None = None,
+def evaluate_model(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOptions, joint_path: str | None = None,
              picture_path: str | None = None, judge_path: str | None = None) -> dict:
     """All metrics of one model version on one split: {"rows", "captions", "ids", "word_checks"}.
     judge_path: the checkpoint of `o.judge` (imagine's pictures read by a second model)."""
@@ -552,4 +552,4 @@ def evaluate(workspace: Workspace, version: str, checkpoint_path: str, o: EvalOp
 @cached_task(name="evaluate-model", timeout_seconds=12 * 3600)  # METEOR talks to a Java process: a hang ends here
 def evaluate_task(workspace: Workspace, version: str, checkpoint_path: str, options: EvalOptions, joint_path: str | None = None,
                   picture_path: str | None = None, judge_path: str | None = None) -> dict:
-    return evaluate(workspace, version, checkpoint_path, options, joint_path, picture_path, judge_path)
+    return evaluate_model(workspace, version, checkpoint_path, options, joint_path, picture_path, judge_path)

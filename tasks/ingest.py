@@ -322,7 +322,7 @@ def plan(workspace: Workspace, scan: Scan, captions_file: str | None = None, sha
     return Plan(current, plan_shards(new, shard_size), tuple(scan.rejects), tuple(human), scan.seen, scan.stats)
 
 
-def ingest(
+def ingest_folders(
     workspace: Workspace, folders: list[str], captions_file: str | None = None, prune: bool = False,
     batch_size: int | None = None, shard_size: int = INGEST_SHARD_SIZE, exclude: list[str] | tuple[str, ...] = (),
     include_hidden: bool = False,

@@ -38,10 +38,10 @@ def small_options(**decoder_overrides):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> dict:
     """A workspace after one full `train` flow run: {'workspace', 'result'}."""
-    from flows.train import train
+    from flows.train import train_flow
 
     workspace = Workspace.at(tmp_path_factory.mktemp("workspace"))
-    result = train(workspace=str(workspace.root), options=small_options())
+    result = train_flow(workspace=str(workspace.root), options=small_options())
     return {"workspace": workspace, "result": result}
 
 

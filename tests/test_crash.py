@@ -21,7 +21,7 @@ from tasks import shapes
 from tasks.index import index_ids
 from warehouse import db
 
-INGEST = "import sys; from core.workspace import Workspace; from tasks.ingest import ingest; ingest(Workspace.at(sys.argv[1]), [sys.argv[2]])"
+INGEST = "import sys; from core.workspace import Workspace; from tasks.ingest import ingest_folders; ingest_folders(Workspace.at(sys.argv[1]), [sys.argv[2]])"
 
 
 def run(args: list[str], crash_at: str | None, prefect_home) -> subprocess.CompletedProcess:

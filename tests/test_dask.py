@@ -115,9 +115,9 @@ def assert_same_metrics(got: dict, expected: dict) -> None:
 
 
 def ingest_flow(ws: Workspace, folder: Path, runner) -> dict:
-    from flows.ingest import ingest
+    from flows.ingest import ingest_flow
 
-    return ingest.with_options(task_runner=runner)(workspace=str(ws.root), folders=[str(folder)], shard_size=INGEST_SHARD)
+    return ingest_flow.with_options(task_runner=runner)(workspace=str(ws.root), folders=[str(folder)], shard_size=INGEST_SHARD)
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +131,10 @@ def photos(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def local(tmp_path_factory, photos) -> dict:
     """Train, then ingest, with the in-process runner: what every other runner must reproduce."""
-    from flows.train import train
+    from flows.train import train_flow
 
     ws = Workspace.at(tmp_path_factory.mktemp("local") / "ws")
-    result = train.with_options(task_runner=task_runner("local"))(workspace=str(ws.root), options=small())
+    result = train_flow.with_options(task_runner=task_runner("local"))(workspace=str(ws.root), options=small())
     features, captions = features_by_id(ws), generated(ws, result["version"])
     counts = ingest_flow(ws, photos, task_runner("local"))
     assert counts["new"] == NEW_PHOTOS and counts["tasks"]["ingest-shard"] == "Completed"
@@ -142,10 +142,10 @@ def local(tmp_path_factory, photos) -> dict:
 
 
 def test_dask_runner_matches_the_in_process_runner(local, photos, tmp_path):
-    from flows.train import train
+    from flows.train import train_flow
 
     dask_ws = Workspace.at(tmp_path / "dask")
-    spread = train.with_options(task_runner=task_runner("dask", workers=2))(workspace=str(dask_ws.root), options=small())
+    spread = train_flow.with_options(task_runner=task_runner("dask", workers=2))(workspace=str(dask_ws.root), options=small())
 
     assert spread["tasks"]["encode-shard"] == local["train"]["tasks"]["encode-shard"] == spread["tasks"]["caption-shard"] == "Completed"
     assert len(list(dask_ws.root.glob("features/*/part-*.parquet"))) == 4  # four shards each way
@@ -173,7 +173,7 @@ def test_dask_runner_matches_the_in_process_runner(local, photos, tmp_path):
 
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, env=_api_env(current_api_url())) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        again = train.with_options(task_runner=task_runner("dask", address=cluster.scheduler_address))(workspace=str(dask_ws.root), options=small())
+        again = train_flow.with_options(task_runner=task_runner("dask", address=cluster.scheduler_address))(workspace=str(dask_ws.root), options=small())
     assert again["tasks"]["encode-shard"] == again["tasks"]["caption-shard"] == "Cached"
     assert again["version"] == local["train"]["version"]
 

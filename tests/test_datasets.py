@@ -235,7 +235,7 @@ def test_karpathy_source(tmp_path):
 def test_train_from_flickr8k_archives_over_http_then_rerun_from_cache(tmp_path):
     """The whole flow on a tiny Flickr8k served on loopback; a re-run downloads and computes nothing."""
     from answers.queries import Queries
-    from flows.train import TrainOptions, train
+    from flows.train import TrainOptions, train_flow
     from models.joint import JointConfig
     from tasks.train import TrainConfig
 
@@ -246,14 +246,14 @@ def test_train_from_flickr8k_archives_over_http_then_rerun_from_cache(tmp_path):
         digests = {name: sha256_file(archives / name) for name in urls}
         options = TrainOptions(source="flickr8k", archive_urls=urls, archive_sha256=digests, min_count=1, decoder=TrainConfig(epochs=2), joint=JointConfig(epochs=2))
         ws = tmp_path / "ws"
-        first = train(workspace=str(ws), options=options)
+        first = train_flow(workspace=str(ws), options=options)
         assert first["tasks"]["source-flickr8k"] == "Completed"
         fetched = len(server.requests)
         assert fetched == 2
-        again = train(workspace=str(ws), options=options)
+        again = train_flow(workspace=str(ws), options=options)
         assert set(again["tasks"].values()) == {"Cached"} and len(server.requests) == fetched
         shutil.rmtree(ws / "raw")  # downloads, extracted photos and manifest gone: fetched again
-        third = train(workspace=str(ws), options=options)
+        third = train_flow(workspace=str(ws), options=options)
         assert third["tasks"]["source-flickr8k"] == "Completed" and len(server.requests) == 2 * fetched
         assert third["version"] == first["version"]
     finally:

@@ -13,10 +13,10 @@ from tasks.evaluate import EvalOptions, consensus
 
 @pytest.fixture(scope="module")
 def evaluated(trained):
-    from flows.evaluate import evaluate
+    from flows.evaluate import evaluate_flow
 
     options = EvalOptions(split="val", retrieval_images=150, text_queries=24, image_queries=12)
-    result = evaluate(workspace=str(trained["workspace"].root), options=options)
+    result = evaluate_flow(workspace=str(trained["workspace"].root), options=options)
     return result
 
 
@@ -145,10 +145,10 @@ def test_results_land_in_duckdb_with_the_model_version(evaluated, trained):
 
 def test_evaluating_again_replaces_rows_instead_of_adding(evaluated, trained):
     from answers.queries import Queries
-    from flows.evaluate import evaluate
+    from flows.evaluate import evaluate_flow
 
     options = EvalOptions(split="val", retrieval_images=150, text_queries=24, image_queries=12)
-    again = evaluate(workspace=str(trained["workspace"].root), options=options)
+    again = evaluate_flow(workspace=str(trained["workspace"].root), options=options)
     assert set(again["tasks"].values()) == {"Cached"}  # nothing recomputed
     q = Queries.open(trained["workspace"])
     try:

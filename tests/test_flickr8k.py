@@ -46,15 +46,15 @@ IMAGINE_FLOORS = {"picture->photo R@50": 38.0, "subject noun shared": 38.0}
 @pytest.fixture(scope="module")
 def flickr8k(tmp_path_factory):
     from core.workspace import Workspace
-    from flows.evaluate import evaluate
-    from flows.train import options_for, train
+    from flows.evaluate import evaluate_flow
+    from flows.train import options_for, train_flow
     from tasks.evaluate import EvalOptions
 
     ws = Workspace.at(tmp_path_factory.mktemp("flickr8k"))
     started = time.perf_counter()
-    trained = train(workspace=str(ws.root), options=options_for("flickr8k", from_path=str(FLICKR8K), picture={"epochs": IMAGINE_EPOCHS}))
+    trained = train_flow(workspace=str(ws.root), options=options_for("flickr8k", from_path=str(FLICKR8K), picture={"epochs": IMAGINE_EPOCHS}))
     trained_s = time.perf_counter() - started
-    evaluated = evaluate(workspace=str(ws.root), options=EvalOptions(split="val"))  # what `onenet evaluate` runs
+    evaluated = evaluate_flow(workspace=str(ws.root), options=EvalOptions(split="val"))  # what `onenet evaluate` runs
     seconds = {"train": round(trained_s), "evaluate": round(time.perf_counter() - started - trained_s)}
     print(f"flickr8k: train {seconds['train']} s, evaluate {seconds['evaluate']} s")  # BENCHMARKS.md "Flickr8k" (not asserted)
     return {"workspace": ws, "trained": trained, "rows": evaluated["rows"], "seconds": seconds}

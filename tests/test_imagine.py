@@ -99,9 +99,9 @@ def test_cli_imagine_writes_the_picture_and_its_steps(trained, tmp_path):
 
 
 def test_latent_flow_writes_the_word_map_and_graph(trained):
-    from flows.latent import latent
+    from flows.latent import latent_flow
 
-    result = latent(workspace=str(trained["workspace"].root), words=120)
+    result = latent_flow(workspace=str(trained["workspace"].root), words=120)
     graph = nx.read_graphml(result["graphml"])
     colours = set(COLOURS)
     # a colour's graph neighbours are mostly colours; a shape's mostly shapes
@@ -110,7 +110,7 @@ def test_latent_flow_writes_the_word_map_and_graph(trained):
     for path in (result["word_map"], result["graph_png"]):
         with Image.open(path) as picture:
             assert picture.width >= 600 and len(set(picture.convert("L").getdata())) > 2  # something is drawn
-    again = latent(workspace=str(trained["workspace"].root), words=120)
+    again = latent_flow(workspace=str(trained["workspace"].root), words=120)
     assert set(again["tasks"].values()) == {"Cached"}
 
 

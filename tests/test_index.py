@@ -71,7 +71,7 @@ def test_an_index_that_the_collection_outgrew_no_longer_fits(monkeypatch):
 
 def test_ingest_switches_the_index_by_size_and_records_it(trained, tmp_path, monkeypatch):
     from answers.queries import Queries
-    from tasks.ingest import ingest
+    from tasks.ingest import ingest_folders
     from warehouse import db
 
     ws = copy_of_trained(trained, tmp_path)
@@ -84,7 +84,7 @@ def test_ingest_switches_the_index_by_size_and_records_it(trained, tmp_path, mon
     for i in range(40):
         shapes.scene(77, i).image.save(folder / f"{i}.png")
     monkeypatch.setattr("tasks.index.EXACT_UP_TO", 1000)  # the trained collection (1,500) is now "large"
-    ingest(ws, [str(folder)])
+    ingest_folders(ws, [str(folder)])
     con = db.connect(ws, read_only=True)
     after = db.current_version(con)
     total = con.execute("SELECT count(*) FROM image_vectors WHERE version = ?", [after.version]).fetchone()[0]
@@ -102,7 +102,7 @@ def test_ingest_switches_the_index_by_size_and_records_it(trained, tmp_path, mon
     import os
 
     os.remove(path)
-    ingest(ws, [str(folder)], prune=True)
+    ingest_folders(ws, [str(folder)], prune=True)
     q = Queries.open(ws)
     try:
         assert faiss_id(new_id) not in set(index_ids(q.index).tolist()) and q.index.ntotal == total - 1
@@ -120,7 +120,7 @@ def test_ingest_writes_a_delta_not_the_base_and_merges_it_later(trained, tmp_pat
     searches see both; past DELTA_UP_TO, or when a photo leaves the base, the delta is merged."""
     from answers.queries import Queries
     from core.served_index import delta_path
-    from tasks.ingest import ingest
+    from tasks.ingest import ingest_folders
     from warehouse import db
 
     ws = copy_of_trained(trained, tmp_path)
@@ -151,22 +151,22 @@ def test_ingest_writes_a_delta_not_the_base_and_merges_it_later(trained, tmp_pat
         return ids
 
     first = folder("first", 91, 12)
-    ingest(ws, [str(first)])
+    ingest_folders(ws, [str(first)])
     delta = faiss.read_index(str(delta_path(base)))
     assert base.read_bytes() == before and delta.ntotal == 12  # the base untouched
     assert served() - trained_ids == set(index_ids(delta).tolist())
 
     monkeypatch.setattr("tasks.ingest.DELTA_UP_TO", 20)
-    ingest(ws, [str(folder("second", 92, 10))])  # 22 in the delta: past 20, merged
+    ingest_folders(ws, [str(folder("second", 92, 10))])  # 22 in the delta: past 20, merged
     assert not delta_path(base).exists()
     merged = set(index_ids(faiss.read_index(str(base))).tolist())
     assert len(merged) == len(trained_ids) + 22 and served() == merged
 
-    ingest(ws, [str(folder("third", 93, 3))])  # a delta again
+    ingest_folders(ws, [str(folder("third", 93, 3))])  # a delta again
     assert faiss.read_index(str(delta_path(base))).ntotal == 3
     gone = sorted(first.iterdir())[0]  # a photo of the base leaves: the base is rewritten, the delta merged
     gone_id = hashlib.sha256(gone.read_bytes()).hexdigest()
     gone.unlink()
-    ingest(ws, [str(first)], prune=True)
+    ingest_folders(ws, [str(first)], prune=True)
     assert not delta_path(base).exists()
     assert faiss_id(gone_id) not in served() and len(served()) == len(trained_ids) + 24

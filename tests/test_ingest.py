@@ -17,7 +17,7 @@ from answers.queries import Queries
 from core.photos import load_pixels
 from core.workspace import Workspace
 from tasks import shapes
-from tasks.ingest import ingest
+from tasks.ingest import ingest_folders
 from warehouse import db
 
 
@@ -94,7 +94,7 @@ def _jpeg(image: Image.Image, **kwargs) -> bytes:
 
 def test_new_photos_land_bad_files_are_rejected_with_reasons(ws, folder):
     before = counts(ws)
-    result = ingest(ws, [str(folder)])
+    result = ingest_folders(ws, [str(folder)])
     after = counts(ws)
     # 6 scenes + unicode one + cmyk + gray + palette + alpha + 16-bit + symlinked = 13 distinct photos
     assert result["new"] == 13 and result["files"] == 19  # 13 + a duplicate + 5 bad files
@@ -125,14 +125,14 @@ def test_ingested_photos_are_captioned_and_found(ws, folder):
 
 def test_rerun_on_the_same_folder_changes_nothing(ws, folder):
     before = counts(ws)
-    result = ingest(ws, [str(folder)])
+    result = ingest_folders(ws, [str(folder)])
     assert result["new"] == 0 and result["known"] == 13
     assert counts(ws) == before
 
 
 def test_renamed_copy_costs_only_the_hash(ws, folder, tmp_path):
     shutil.copy(folder / "scene 1.png", tmp_path / "renamed.png")
-    assert ingest(ws, [str(tmp_path)])["new"] == 0
+    assert ingest_folders(ws, [str(tmp_path)])["new"] == 0
 
 
 def test_human_captions_file_and_prune(ws, tmp_path):
@@ -143,14 +143,14 @@ def test_human_captions_file_and_prune(ws, tmp_path):
     captions = tmp_path / "captions.tsv"
     captions.write_text("file\tcaption\na.png\tA red thing.\na.png\tSomething red\nb.png\tblue\nzzz.png\tunknown file\n")
     before = counts(ws)
-    result = ingest(ws, [str(extra)], captions_file=str(captions))
+    result = ingest_folders(ws, [str(extra)], captions_file=str(captions))
     assert result["new"] == 2 and result["human_captions"] == 3
     q = Queries.open(ws)
     rows = q.sql("SELECT c.n, c.clean FROM captions c JOIN images i USING (image_id) WHERE i.path LIKE '%extra/a.png' ORDER BY n")[1]
     q.close()
     assert rows == [(0, "a red thing"), (1, "something red")]
     (extra / "b.png").unlink()
-    pruned = ingest(ws, [str(extra)], prune=True)
+    pruned = ingest_folders(ws, [str(extra)], prune=True)
     assert pruned["pruned"] == 1 and pruned["index_removed"] == 1
     after = counts(ws)
     assert after["images"] == before["images"] + 1 and after["index"] == after["vectors"] == before["vectors"] + 1
@@ -176,19 +176,19 @@ def torch_rot(pixels):
 def test_unreadable_file_is_rejected(ws, tmp_path):
     (tmp_path / "secret.png").write_bytes(scene_png(14, 0))
     (tmp_path / "secret.png").chmod(0)
-    result = ingest(ws, [str(tmp_path)])
+    result = ingest_folders(ws, [str(tmp_path)])
     assert result["rejected"] == 1
 
 
 def test_human_captions_of_ingested_photos_join_the_next_retraining(ws):
     import dataclasses
 
-    from flows.train import train
+    from flows.train import train_flow
     from tests.conftest import small_options
 
     options = small_options()
     options = dataclasses.replace(options, decoder=dataclasses.replace(options.decoder, epochs=1))
-    result = train(workspace=str(ws.root), options=options)
+    result = train_flow(workspace=str(ws.root), options=options)
     assert result["tasks"]["add-ingested-captions"] == "Completed" and result["tasks"]["train-decoder"] == "Completed"
     assert "Completed" in result["tasks"]["encode-shard"]  # shards holding the ingested photos ran again
     q = Queries.open(ws)
@@ -196,7 +196,7 @@ def test_human_captions_of_ingested_photos_join_the_next_retraining(ws):
         assert "thing" in q.vocabulary  # a word only the human caption of an ingested photo has
     finally:
         q.close()
-    again = train(workspace=str(ws.root), options=options)
+    again = train_flow(workspace=str(ws.root), options=options)
     assert set(again["tasks"].values()) == {"Cached"}
 
 
@@ -218,7 +218,7 @@ def test_hidden_system_and_excluded_files_are_passed_over_and_counted(ws, tmp_pa
     (root / "$RECYCLE.BIN" / "deleted.png").write_bytes(scene_png(31, 5))
     rejects_before = counts(ws)["rejects"]
 
-    result = ingest(ws, [str(root)], exclude=["drafts"])
+    result = ingest_folders(ws, [str(root)], exclude=["drafts"])
     assert result["new"] == 1 and result["files"] == 1 and result["rejected"] == 0
     assert result["skipped"] == {"hidden": 3, "AppleDouble": 1, "system folder": 2, "excluded": 1, "other file type": 1}
     passed = {os.path.relpath(r["path"], root): r["reason"] for r in result["skipped_files"]}
@@ -226,7 +226,7 @@ def test_hidden_system_and_excluded_files_are_passed_over_and_counted(ws, tmp_pa
     assert passed["2024/drafts"] == "excluded" and passed["2024/notes.txt"] == "other file type"
     assert counts(ws)["rejects"] == rejects_before  # nothing passed over is a reject
 
-    again = ingest(ws, [str(root)], include_hidden=True)  # hidden and system folders walked; AppleDouble never
+    again = ingest_folders(ws, [str(root)], include_hidden=True)  # hidden and system folders walked; AppleDouble never
     assert again["new"] == 5 and again["rejected"] == 0  # .secret, inside, the thumbnail, deleted, draft
     assert again["skipped"] == {"AppleDouble": 1, "other file type": 2}  # .DS_Store is no photo either
 
@@ -246,7 +246,7 @@ def test_phone_and_camera_formats_land_with_when_where_and_camera(ws, tmp_path):
     scene(3).save(root / "DSC_0005.JPG", quality=92)  # the camera's JPEG of the same shot
     (root / "._IMG_0001.HEIC").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
 
-    result = ingest(ws, [str(root)])
+    result = ingest_folders(ws, [str(root)])
     assert result["new"] == 4 and result["files"] == 5 and result["rejected"] == 1
     assert result["skipped"] == {"AppleDouble": 1, "RAW beside its JPEG": 1}
     (reject,) = result["rejects"]
@@ -332,7 +332,7 @@ def test_a_name_that_is_not_utf8_lands_and_reads_back(ws, tmp_path):
     with open(os.path.join(os.fsencode(root), b"bad \xff.jpg"), "wb") as f:
         f.write(b"not a photo at all")
 
-    result = ingest(ws, [str(root)])
+    result = ingest_folders(ws, [str(root)])
     assert result["new"] == 2 and result["rejected"] == 1
     assert result["rejects"][0]["path"] == f"{root}/bad \\xff.jpg" and "\\xff" in result["rejects"][0]["reason"]
     ((stored, caption),) = _stored(
@@ -344,7 +344,7 @@ def test_a_name_that_is_not_utf8_lands_and_reads_back(ws, tmp_path):
         assert caption and q.caption(ws.path(stored))["caption"] == caption
     finally:
         q.close()
-    again = ingest(ws, [str(root)])
+    again = ingest_folders(ws, [str(root)])
     assert again["new"] == 0 and again["known"] == 2 and again["rejected"] == 1
 
 
@@ -360,12 +360,12 @@ def test_a_raw_lands_when_its_jpeg_twin_is_not_taken(ws, tmp_path):
         else:
             (root / f"DSC_000{n}.JPG").write_bytes(jpeg)
 
-    result = ingest(ws, [str(root)], exclude=["DSC_0001.JPG"])
+    result = ingest_folders(ws, [str(root)], exclude=["DSC_0001.JPG"])
     assert result["new"] == 3 and result["rejected"] == 2 and "RAW beside its JPEG" not in result["skipped"]
     landed = {os.path.basename(p) for (p,) in _stored(ws, "SELECT path FROM images WHERE path LIKE ?", [f"{root}/%"])}
     assert landed == {"DSC_0001.DNG", "DSC_0002.DNG", "DSC_0003.DNG"}
     assert {os.path.basename(r["path"]) for r in result["rejects"]} == {"DSC_0002.JPG", "DSC_0003.JPG"}
-    again = ingest(ws, [str(root)], exclude=["DSC_0001.JPG"])  # the JPEGs judged unreadable stay judged: the RAWs stay in
+    again = ingest_folders(ws, [str(root)], exclude=["DSC_0001.JPG"])  # the JPEGs judged unreadable stay judged: the RAWs stay in
     assert again["new"] == 0 and again["known"] == 3 and again["rejected"] == 2
 
 
@@ -376,18 +376,18 @@ def test_copies_are_all_known_and_prune_forgets_a_photo_only_when_none_is_left(w
     root.mkdir()
     for name in ("IMG_0001 copy.png", "IMG_0001.png"):
         (root / name).write_bytes(scene_png(63, 0))
-    assert ingest(ws, [str(root)])["new"] == 1
+    assert ingest_folders(ws, [str(root)])["new"] == 1
     of = lambda: _stored(ws, "SELECT path FROM images WHERE path LIKE ?", [f"{root}/%"])  # noqa: E731
     assert of() == [(f"{root}/IMG_0001.png",)]
     assert sorted(_stored(ws, "SELECT path FROM photo_paths WHERE path LIKE ?", [f"{root}/%"])) == [
         (f"{root}/IMG_0001 copy.png",), (f"{root}/IMG_0001.png",)]
 
     (root / "IMG_0001.png").unlink()
-    kept = ingest(ws, [str(root)], prune=True)
+    kept = ingest_folders(ws, [str(root)], prune=True)
     assert kept["pruned"] == 0 and kept["index_removed"] == 0
     assert of() == [(f"{root}/IMG_0001 copy.png",)]
     (root / "IMG_0001 copy.png").unlink()
-    assert ingest(ws, [str(root)], prune=True)["pruned"] == 1 and of() == []
+    assert ingest_folders(ws, [str(root)], prune=True)["pruned"] == 1 and of() == []
 
 
 def test_two_ingests_of_one_folder_at_once_report_new_once(ws, tmp_path):
@@ -423,17 +423,17 @@ def test_a_rescan_reads_no_file_already_judged(ws, tmp_path, monkeypatch, caplog
     (root / "bad.jpg").write_bytes(b"garbage")
     (root / "empty.png").write_bytes(b"")
     with caplog.at_level(logging.INFO, logger="onenet.ingest"):
-        first = ingest(ws, [str(root)])
+        first = ingest_folders(ws, [str(root)])
     assert (first["new"], first["rejected"]) == (1, 2)
     assert f"{first['new']} new photos landed" in caplog.text and f"{first['rejected']} unreadable" in caplog.text
 
     read = []
     hashing = tasks.ingest.sha256_file
     monkeypatch.setattr(tasks.ingest, "sha256_file", lambda p: read.append(p) or hashing(p))
-    again = ingest(ws, [str(root)])
+    again = ingest_folders(ws, [str(root)])
     assert (again["new"], again["known"], again["rejected"]) == (0, 1, 2) and read == []
     (root / "bad.jpg").write_bytes(scene_png(65, 1))  # fixed since: read again, lands, no longer a reject
-    fixed = ingest(ws, [str(root)])
+    fixed = ingest_folders(ws, [str(root)])
     assert (fixed["new"], fixed["rejected"]) == (1, 1) and [os.path.basename(p) for p in read] == ["bad.jpg"]
     assert [os.path.basename(p) for (p,) in _stored(ws, "SELECT path FROM rejects WHERE path LIKE ?", [f"{root}/%"])] == ["empty.png"]
 
@@ -454,7 +454,7 @@ def test_every_caller_captions_with_the_decoding_settings_kept_in_the_model(trai
     photo = tmp_path / "photos" / "scene.png"
     photo.parent.mkdir()
     photo.write_bytes(scene_png(13, 0))
-    ingest(ws, [str(photo.parent)])
+    ingest_folders(ws, [str(photo.parent)])
     q = Queries.open(ws)
     try:
         assert q.model.decoding.beam_size == 1

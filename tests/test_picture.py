@@ -82,10 +82,10 @@ def with_decoder(trained, folder, cfg: PictureConfig):
     """A copy of the suite's workspace retrained with an image decoder: every upstream task is a
     cache hit, so only the decoder is trained and the version landed again with it."""
     from answers.queries import Queries
-    from flows.train import train
+    from flows.train import train_flow
 
     ws = copy_of_trained(trained, folder)
-    result = train(workspace=str(ws.root), options=replace(small_options(), picture=cfg))
+    result = train_flow(workspace=str(ws.root), options=replace(small_options(), picture=cfg))
     return {"workspace": ws, "result": result, "queries": Queries.open(ws)}
 
 
@@ -195,10 +195,10 @@ def test_default_decoder_draws_every_colour_and_shape(trained, tmp_path, record_
 
 
 def test_evaluate_reports_the_pictures(pictured):
-    from flows.evaluate import evaluate
+    from flows.evaluate import evaluate_flow
     from tasks.evaluate import EvalOptions
 
-    result = evaluate(workspace=str(pictured["workspace"].root), options=EvalOptions(text_queries=5, image_queries=5, rerank_queries=20, imagine_refine=4))
+    result = evaluate_flow(workspace=str(pictured["workspace"].root), options=EvalOptions(text_queries=5, image_queries=5, rerank_queries=20, imagine_refine=4))
     for method in ("decoder", "decoder + refine 4"):
         rows = {r["metric"]: r for r in result["rows"] if r["task"] == "imagine" and r["method"] == method}
         assert set(rows) == {"colour >= 10%", "caption names colour and shape", "both"}, method
@@ -211,16 +211,16 @@ def test_evaluate_has_a_second_model_judge_the_pictures(pictured, tmp_path, reco
     took no part in picking the pictures, reads the same pictures again. It sees the same colours
     and, being a captioner of the same photos, names colour and shape for most: a judge shown the
     drawing model's image vectors instead of its own reading would name almost none."""
-    from flows.evaluate import evaluate
-    from flows.train import train
+    from flows.evaluate import evaluate_flow
+    from flows.train import train_flow
     from models.joint import JointConfig
     from tasks.evaluate import EvalOptions
 
     ws = copy_of_trained(pictured, tmp_path)
-    second = train(workspace=str(ws.root), options=replace(small_options(seed=1), joint=JointConfig(epochs=0)), promote=False)
+    second = train_flow(workspace=str(ws.root), options=replace(small_options(seed=1), joint=JointConfig(epochs=0)), promote=False)
     version, judge = pictured["result"]["version"], second["version"]
     assert judge != version and second["tasks"]["train-decoder"] == "Completed"
-    result = evaluate(workspace=str(ws.root), options=EvalOptions(text_queries=5, image_queries=5, rerank_queries=20, judge=judge[:7]))
+    result = evaluate_flow(workspace=str(ws.root), options=EvalOptions(text_queries=5, image_queries=5, rerank_queries=20, judge=judge[:7]))
     assert result["version"] == version  # the promoted model is evaluated; the judge only reads
     rows = {(r["method"], r["metric"]): r["value"] for r in result["rows"] if r["task"] == "imagine"}
     by_judge = f"decoder judged by {judge}"
@@ -229,7 +229,7 @@ def test_evaluate_has_a_second_model_judge_the_pictures(pictured, tmp_path, reco
     record_property("judged", {m: v for (m, k), v in rows.items() if k == "caption names colour and shape"})
     assert rows[(by_judge, "caption names colour and shape")] >= 50, rows
     with pytest.raises(OnenetError, match="another model version"):
-        evaluate(workspace=str(ws.root), options=EvalOptions(judge=version))
+        evaluate_flow(workspace=str(ws.root), options=EvalOptions(judge=version))
 
 
 def test_imagine_grid_shows_every_description(pictured):

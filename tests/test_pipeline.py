@@ -123,20 +123,20 @@ def test_a_photo_never_seen_is_captioned_and_matched(queries, tmp_path):
 
 
 def test_rerun_with_nothing_changed_recomputes_nothing(trained):
-    from flows.train import train
+    from flows.train import train_flow
 
-    again = train(workspace=str(trained["workspace"].root), options=small_options())
+    again = train_flow(workspace=str(trained["workspace"].root), options=small_options())
     assert again["version"] == trained["result"]["version"]
     assert set(again["tasks"].values()) == {"Cached"}, again["tasks"]
 
 
 def test_changing_a_decoder_hyperparameter_reruns_training_not_features(trained, tmp_path):
     from core.workspace import Workspace
-    from flows.train import train
+    from flows.train import train_flow
 
     copy = Workspace.at(tmp_path / "copy")
     shutil.copytree(trained["workspace"].root, copy.root)  # a workspace is relocatable
-    result = train(workspace=str(copy.root), options=_fast(small_options()))
+    result = train_flow(workspace=str(copy.root), options=_fast(small_options()))
     states = result["tasks"]
     assert [states[t] for t in ("source-shapes", "clean-captions", "encode-shard")] == ["Cached"] * 3
     assert [states[t] for t in ("train-decoder", "export-vectors", "caption-shard", "build-index", "land-warehouse")] == ["Completed"] * 5

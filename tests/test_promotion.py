@@ -42,9 +42,9 @@ def decisions(ws: Workspace) -> list[tuple]:
 def test_gate_rejects_a_worse_model_then_promotion_rollback_and_catch_up(ws, trained, tmp_path):
     from conftest import small_options
 
-    from flows.ingest import ingest
-    from flows.promote import promote
-    from flows.retrain import retrain
+    from flows.ingest import ingest_flow
+    from flows.promote import promote_flow
+    from flows.retrain import retrain_flow
 
     original = trained["result"]["version"]
     assert decisions(ws) == [(original, None, "first")]
@@ -52,7 +52,7 @@ def test_gate_rejects_a_worse_model_then_promotion_rollback_and_catch_up(ws, tra
     # One epoch instead of ten: clearly worse captions. The gate must keep the promoted version.
     worse = small_options()
     worse.decoder = dataclasses.replace(worse.decoder, epochs=1)
-    result = retrain(workspace=str(ws.root), options=worse)
+    result = retrain_flow(workspace=str(ws.root), options=worse)
     candidate = result["candidate"]
     assert candidate != original and result["decision"] == "rejected"
     cider = next(c for c in result["comparison"] if c["metric"] == "captions/beam/CIDEr")
@@ -71,18 +71,18 @@ def test_gate_rejects_a_worse_model_then_promotion_rollback_and_catch_up(ws, tra
 
     # Allowing any drop, the same candidate (its training and evaluations are cached) is promoted.
     loose = GateOptions(tolerance=0.99)
-    result = retrain(workspace=str(ws.root), options=worse, gate=loose)
+    result = retrain_flow(workspace=str(ws.root), options=worse, gate=loose)
     assert result["decision"] == "promoted" and promoted(ws) == candidate
 
     # A photo ingested while the candidate is promoted...
     folder = tmp_path / "inbox"
     folder.mkdir()
     shapes.scene(99, 0).image.save(folder / "new.png")
-    new_id = ingest(workspace=str(ws.root), folders=[str(folder)])
+    new_id = ingest_flow(workspace=str(ws.root), folders=[str(folder)])
     assert new_id["new"] == 1 and new_id["version"] == candidate
 
     # ...is still found after rolling back to the original version.
-    back = promote(workspace=str(ws.root))
+    back = promote_flow(workspace=str(ws.root))
     assert back == {"version": original, "previous": candidate, "decision": "rollback", "caught_up": 1}
     assert promoted(ws) == original
     q = Queries.open(ws)
@@ -97,9 +97,9 @@ def test_gate_rejects_a_worse_model_then_promotion_rollback_and_catch_up(ws, tra
     assert [d for _, _, d in decisions(ws)] == ["first", "rejected", "promoted", "rollback"]
 
     # Promotion by hand, and the errors a person can make.
-    assert promote(workspace=str(ws.root), version=candidate[:6])["version"] == candidate
+    assert promote_flow(workspace=str(ws.root), version=candidate[:6])["version"] == candidate
     with pytest.raises(OnenetError, match="no model version 'nope'"):
-        promote(workspace=str(ws.root), version="nope")
+        promote_flow(workspace=str(ws.root), version="nope")
 
 
 def test_compare_applies_the_tolerance_per_metric():

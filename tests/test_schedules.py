@@ -156,7 +156,7 @@ def test_the_scheduler_creates_the_runs_and_the_worker_completes_them(operated):
     ingest = operated["deployments"]["hourly-ingest"]
     assert ingest["parameters"]["workspace"] == str(operated["ws"].root)
     assert ingest["parameters"]["folders"] == [str(operated["ws"].path("inbox"))]
-    assert ingest["entrypoint"] == "flows.ingest.ingest"  # resolved from the installed package, not a checkout's file
+    assert ingest["entrypoint"] == "flows.ingest.ingest_flow"  # resolved from the installed package, not a checkout's file
 
 
 def test_the_scheduled_ingest_landed_the_dropped_photos(operated):

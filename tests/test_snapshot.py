@@ -16,7 +16,7 @@ from test_crash import INGEST, run
 
 from core.workspace import Workspace
 from tasks import shapes
-from tasks.ingest import ingest
+from tasks.ingest import ingest_folders
 from warehouse import db
 from warehouse.snapshot import spare_path
 
@@ -35,7 +35,7 @@ def scenes(root, seed: int, n: int = 4):
 @pytest.fixture
 def ws(trained, tmp_path) -> Workspace:
     ws = copy_of_trained(trained, tmp_path)
-    ingest(ws, [str(scenes(tmp_path / "first", 41))])  # both snapshot files exist after it
+    ingest_folders(ws, [str(scenes(tmp_path / "first", 41))])  # both snapshot files exist after it
     assert spare_path(ws).exists()
     return ws
 
@@ -48,16 +48,16 @@ def test_an_ingest_syncs_the_spare_and_readers_get_exactly_the_warehouse(ws, tmp
         assert inode(spare_path(ws)) == spare, "what readers had open is the next spare"
         assert_snapshot_is_the_warehouse(ws)
 
-    assert ingest(ws, [str(scenes(tmp_path / "second", 42))])["new"] == 4
+    assert ingest_folders(ws, [str(scenes(tmp_path / "second", 42))])["new"] == 4
     synced(y, x)
     # From here on the spare's rows are found by a join, as for an ingest of over 300 photos,
     # instead of through the image_id indexes
     monkeypatch.setattr("warehouse.reads.BY_INDEX_UP_TO", 0)
-    assert ingest(ws, [str(scenes(tmp_path / "third", 43))])["new"] == 4
+    assert ingest_folders(ws, [str(scenes(tmp_path / "third", 43))])["new"] == 4
     synced(x, y)
     # a photo both files know is pruned: the spare must lose its rows too
     next((tmp_path / "second").iterdir()).unlink()
-    assert ingest(ws, [str(tmp_path / "second")], prune=True)["pruned"] == 1
+    assert ingest_folders(ws, [str(tmp_path / "second")], prune=True)["pruned"] == 1
     synced(y, x)
     # a row written around the journal (raw SQL on the warehouse) is not lost: that publish copies
     con = db.connect(ws)
@@ -128,9 +128,9 @@ def test_a_reader_holding_the_spare_is_never_written_under(ws, tmp_path, elsewhe
     try:
         seen = reader.count()
         held = inode(ws.read_snapshot)
-        ingest(ws, [str(scenes(tmp_path / "a", 43))])  # syncs the spare: the held file becomes the spare
+        ingest_folders(ws, [str(scenes(tmp_path / "a", 43))])  # syncs the spare: the held file becomes the spare
         assert inode(spare_path(ws)) == held
-        ingest(ws, [str(scenes(tmp_path / "b", 44))])  # the spare is held: copied instead
+        ingest_folders(ws, [str(scenes(tmp_path / "b", 44))])  # the spare is held: copied instead
         assert held not in (inode(ws.read_snapshot), inode(spare_path(ws)))
         assert_snapshot_is_the_warehouse(ws)
         assert reader.count() == seen  # what it read did not change under it

@@ -183,13 +183,13 @@ def _tables(ws) -> dict:
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(folders(most=6))
 def test_an_ingest_lands_every_good_photo_once_and_a_rerun_changes_nothing(ingest_ws, tmp_path_factory, drawn):
-    from tasks.ingest import ingest
+    from tasks.ingest import ingest_folders
 
     entries, exclude = drawn
     root = tmp_path_factory.mktemp("ingest")
     made = make(root, entries)
     with must_finish(300):
-        result = ingest(ingest_ws, [str(root)], exclude=exclude)
+        result = ingest_folders(ingest_ws, [str(root)], exclude=exclude)
     tables = _tables(ingest_ws)
     paths = {p: i for p, i, *_ in tables["photo_paths"]}
     rejected = {p for p, *_ in tables["rejects"]}
@@ -202,7 +202,7 @@ def test_an_ingest_lands_every_good_photo_once_and_a_rerun_changes_nothing(inges
             assert text in paths and paths[text] in landed and text not in rejected, text
     assert len(tables["image_vectors"]) == len({(v[0], v[1]) for v in tables["image_vectors"]})  # each photo's vector once
     with must_finish(300):
-        again = ingest(ingest_ws, [str(root)], exclude=exclude)
+        again = ingest_folders(ingest_ws, [str(root)], exclude=exclude)
     assert again["new"] == 0 and again["rejected"] == result["rejected"]
     after = _tables(ingest_ws)
     for table, rows in tables.items():

@@ -262,7 +262,7 @@ def test_a_warehouse_from_before_photo_paths_and_upright_sizes_is_migrated_once(
     from conftest import copy_of_trained
     from PIL import Image
 
-    from tasks.ingest import ingest
+    from tasks.ingest import ingest_folders
 
     ws = copy_of_trained(trained, tmp_path)
     photos = tmp_path / "photos"
@@ -271,7 +271,7 @@ def test_a_warehouse_from_before_photo_paths_and_upright_sizes_is_migrated_once(
     exif[0x0112] = 6
     for name, colour in (("turned.jpg", "red"), ("turned.heic", "blue")):
         Image.new("RGB", (200, 100), colour).save(photos / name, exif=exif.tobytes())
-    assert ingest(ws, [str(photos)])["new"] == 2
+    assert ingest_folders(ws, [str(photos)])["new"] == 2
     con = db.connect(ws)
     try:  # as older code left it
         con.execute("DROP TABLE photo_paths")
@@ -291,4 +291,4 @@ def test_a_warehouse_from_before_photo_paths_and_upright_sizes_is_migrated_once(
     finally:
         reader.close()
     (photos / "turned.heic").unlink()
-    assert ingest(ws, [str(photos)], prune=True)["pruned"] == 1
+    assert ingest_folders(ws, [str(photos)], prune=True)["pruned"] == 1

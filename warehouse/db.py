@@ -444,7 +444,7 @@ def land_version(
         incumbent = current_version(con)
         promote_it = promote_it or incumbent is None
         if promote_it:
-            promote(con, version)
+            set_promoted(con, version)
             if incumbent is None:
                 record_decision(con, version, None, "first", "the first model version: nothing to compare with")
         crash_point("landing")
@@ -517,10 +517,10 @@ def migrate_vectors_to_arrays(con: duckdb.DuckDBPyConnection) -> None:
         snapshot.journal(con, snapshot.EVERYTHING)
         promoted = con.execute("SELECT version FROM model_versions WHERE promoted").fetchone()
         if promoted:
-            promote(con, promoted[0])  # the current_* views, now on the array tables
+            set_promoted(con, promoted[0])  # the current_* views, now on the array tables
 
 
-def promote(con: duckdb.DuckDBPyConnection, version: str) -> None:
+def set_promoted(con: duckdb.DuckDBPyConnection, version: str) -> None:
     """Make `version` the one every query reads, and point the current_* views at it."""
     row = con.execute("SELECT dim FROM model_versions WHERE version = ?", [version]).fetchone()
     if row is None:
@@ -604,7 +604,7 @@ def promote_recorded(con: duckdb.DuckDBPyConnection, version: str, decision: str
     """Promote `version` and record why, in one transaction. Returns the version it replaced."""
     with transaction(con):
         incumbent = current_version(con)
-        promote(con, version)
+        set_promoted(con, version)
         record_decision(con, version, incumbent.version if incumbent else None, decision, reason, **details)
     return incumbent.version if incumbent else None
 

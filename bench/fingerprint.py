@@ -55,7 +55,7 @@ def tables(warehouse: str) -> list[str]:
 def answers(workspace: str) -> list[str]:
     lines = []
     for args in (["words", "red"], ["analogy", "circle", "circles", "square"], ["search", "a red circle"]):
-        out = subprocess.run([sys.executable, "-m", "onenet.cli", "-w", workspace, "--json", *args], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([sys.executable, "-m", "onenet", "-w", workspace, "--json", *args], capture_output=True, text=True, check=True).stdout
         lines.append(f"{' '.join(args)}: {hashlib.sha256(out.encode()).hexdigest()[:16]}")
     return lines
 

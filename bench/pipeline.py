@@ -143,7 +143,7 @@ def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Ro
     full_train = timed("full train", lambda: train_flow(workspace=str(ws.root), options=options))
     rerun = timed("cached re-run", lambda: train_flow(workspace=str(ws.root), options=options))
     started = time.perf_counter()  # what a user waits for: a new process, Prefect's temporary server included
-    cli = [sys.executable, "-m", "onenet.cli", "--workspace", str(ws.root), "train", "--n-images", str(n_train)]
+    cli = [sys.executable, "-m", "onenet", "--workspace", str(ws.root), "train", "--n-images", str(n_train)]
     subprocess.run(cli, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rerun_cli = time.perf_counter() - started
     rows = [

@@ -93,7 +93,7 @@ def measure(ws: Workspace, root: Path, seed: int) -> dict:
         result["recall"] = recall_at_10(q)
     finally:
         q.close()
-    cli = [sys.executable, "-m", "onenet.cli", "--workspace", str(ws.root)]
+    cli = [sys.executable, "-m", "onenet", "--workspace", str(ws.root)]
     for name, args in (("status", ["status"]), ("onenet sql", ["sql", "SELECT count(*) FROM images"])):
         started = time.perf_counter()
         subprocess.run(cli + args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -30,7 +30,7 @@ def onenet_env(ws: Workspace | None = None) -> dict:
 
 def onenet(ws: Workspace, *args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), *args],
+        [sys.executable, "-m", "onenet", "-w", str(ws.root), *args],
         env=onenet_env(ws), capture_output=True, text=True, timeout=timeout, cwd=cwd,
     )
 
@@ -39,7 +39,7 @@ def start(ws: Workspace, *args: str, log: Path | None = None, cwd: Path | None =
     """`onenet -w WS ARGS...` in the background (in folder `cwd`); its output in `log` (else a pipe)."""
     out = open(log, "w") if log else subprocess.PIPE
     return subprocess.Popen(
-        [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), *args],
+        [sys.executable, "-m", "onenet", "-w", str(ws.root), *args],
         env=onenet_env(ws), stdout=out, stderr=subprocess.STDOUT, text=True, cwd=cwd,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 
 def onenet(workspace, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "onenet.cli", "-w", str(workspace), *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "onenet", "-w", str(workspace), *args], capture_output=True, text=True, timeout=300
     )
 
 
@@ -43,12 +44,28 @@ def test_json_may_follow_the_command(ws):
 
 
 def test_global_options_are_moved_before_the_command_but_not_past_a_double_dash():
-    from onenet.cli import global_options_first
+    from onenet.main import global_options_first
 
     assert global_options_first(["words", "red", "--json", "-k", "3"]) == ["--json", "words", "red", "-k", "3"]
     assert global_options_first(["sql", "SELECT 1", "--workspace", "/w"]) == ["--workspace", "/w", "sql", "SELECT 1"]
     assert global_options_first(["sql", "--workspace=/w", "SELECT 1"]) == ["--workspace=/w", "sql", "SELECT 1"]
     assert global_options_first(["search", "--", "--json"]) == ["search", "--", "--json"]
+
+
+def test_prefect_is_configured_for_the_workspace_before_the_commands_load(tmp_path):
+    """The workspace is read from the command line before Prefect is imported (it reads its
+    settings once, then): Prefect's home is the workspace's, wherever -w stands."""
+    from onenet.main import workspace_option
+
+    assert workspace_option(["-w", "/a", "words", "red"]) == "/a"
+    assert workspace_option(["--json", "--workspace=/b", "words"]) == "/b"
+    assert workspace_option(["words", "red", "-w", "/c"]) is None  # after the command: the command's own
+    home = tmp_path / "ws"
+    code = "import sys; sys.argv = ['onenet', '-w', sys.argv[1], 'status']; import onenet.main; onenet.main.main()"
+    probe = "import atexit; atexit.register(lambda: print('HOME', __import__('prefect.settings').settings.get_current_settings().home))"
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
+    done = subprocess.run([sys.executable, "-c", f"{probe}\n{code}", str(home)], capture_output=True, text=True, timeout=300, env=env)
+    assert f"HOME {home / 'prefect'}" in done.stdout, done.stdout + done.stderr
 
 
 def test_sql_that_reaches_for_a_file_is_refused_in_one_line(ws, tmp_path):
@@ -141,7 +158,7 @@ def test_a_writer_that_waits_says_so_once_and_gives_up_in_one_line(trained, tmp_
         assert holder.stdout.readline().strip() == "locked"
         (tmp_path / "photos").mkdir()
         proc = subprocess.run(
-            [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "ingest", str(tmp_path / "photos")],
+            [sys.executable, "-m", "onenet", "-w", str(ws.root), "ingest", str(tmp_path / "photos")],
             env={**onenet_env(ws), "ONENET_LOCK_WAIT_S": "3"}, capture_output=True, text=True, timeout=300,
         )
     finally:

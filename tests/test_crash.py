@@ -104,7 +104,7 @@ def test_killed_training_landing_is_completed_exactly_by_the_next_run(trained, t
     ws = Workspace.at(tmp_path / "ws")
     shutil.copytree(trained["workspace"].root, ws.root)
     ws.warehouse.unlink()  # every task is cached; only the landing has work to do
-    train = ["-m", "onenet.cli", "-w", str(ws.root), "train", "--n-images", str(TEST_IMAGES), "--epochs", str(TEST_EPOCHS)]
+    train = ["-m", "onenet", "-w", str(ws.root), "train", "--n-images", str(TEST_IMAGES), "--epochs", str(TEST_EPOCHS)]
     killed = run(train, "landing", tmp_path / "ph")
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:]
     rerun = run(train, None, tmp_path / "ph")

@@ -243,7 +243,7 @@ def healthy(api_url: str) -> bool:
 
 
 def onenet(ws: Workspace, *args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "onenet.cli", "-w", str(ws.root), *args], env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run([sys.executable, "-m", "onenet", "-w", str(ws.root), *args], env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_a_cluster_started_from_the_command_line_survives_killed_workers(local, photos, tmp_path):
@@ -269,7 +269,7 @@ def test_a_cluster_started_from_the_command_line_survives_killed_workers(local, 
 
     ingest_args = ["--json", "ingest", str(photos), "--shard-size", str(INGEST_SHARD), "--runner", "dask", "--dask-address", address]
     try:
-        procs.start("server", [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "server", "--port", str(port)], tmp_path / "head", clean_env())
+        procs.start("server", [sys.executable, "-m", "onenet", "-w", str(ws.root), "server", "--port", str(port)], tmp_path / "head", clean_env())
         procs.start("scheduler", [dask, "scheduler", "--host", "127.0.0.1", "--port", str(scheduler_port), "--no-dashboard"], tmp_path / "head", clean_env())
         procs.wait_until("server", lambda: healthy(api_url), timeout=120)
         worker("a"), worker("b")

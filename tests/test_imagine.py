@@ -83,7 +83,7 @@ def test_imagined_pictures_are_recognisable_to_the_network(queries, imagined):
 def test_cli_imagine_writes_the_picture_and_its_steps(trained, tmp_path):
     out, gif, strip = tmp_path / "out.png", tmp_path / "steps.gif", tmp_path / "strip.png"
     result = subprocess.run(
-        [sys.executable, "-m", "onenet.cli", "-w", str(trained["workspace"].root), "imagine", "a big green star", "-o", str(out),
+        [sys.executable, "-m", "onenet", "-w", str(trained["workspace"].root), "imagine", "a big green star", "-o", str(out),
          "--gif", str(gif), "--strip", str(strip), "--frames", "4", "--restarts", "2", "--steps", "30", "--pixel-steps", "6"],
         capture_output=True, text=True, timeout=600,
     )

@@ -248,7 +248,7 @@ def test_cli_similar_show_draws_the_arithmetic(pictured, tmp_path):
     red = q.sql("SELECT image_id FROM current_captions WHERE caption LIKE 'a big red circle%' ORDER BY image_id LIMIT 1")[1][0][0]
     out = tmp_path / "arithmetic.png"
     done = subprocess.run(
-        [sys.executable, "-m", "onenet.cli", "-w", str(pictured["workspace"].root), "similar", red, "--minus", "red", "--plus", "blue", "--show", str(out)],
+        [sys.executable, "-m", "onenet", "-w", str(pictured["workspace"].root), "similar", red, "--minus", "red", "--plus", "blue", "--show", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr

@@ -77,7 +77,7 @@ def test_methods_and_unknown_words(queries):
 def test_cli_search_warns_about_unknown_words(trained):
     ws = trained["workspace"]
     result = subprocess.run(
-        [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "search", "a red zebra circle", "-k", "3"],
+        [sys.executable, "-m", "onenet", "-w", str(ws.root), "search", "a red zebra circle", "-k", "3"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -166,7 +166,7 @@ def test_descriptions_inside_sql(queries):
 def test_cli_sql_search_text_warns_about_unknown_words(trained):
     ws = trained["workspace"]
     result = subprocess.run(
-        [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "--json", "sql",
+        [sys.executable, "-m", "onenet", "-w", str(ws.root), "--json", "sql",
          "SELECT path, caption FROM search_text('a red zebra circle', 3)"],
         capture_output=True, text=True, timeout=300,
     )
@@ -175,7 +175,7 @@ def test_cli_sql_search_text_warns_about_unknown_words(trained):
     assert len(rows) == 3 and all("red circle" in r["caption"] for r in rows)
     assert "leaked" not in result.stderr  # the UDF is unregistered before the connection closes
     result = subprocess.run(
-        [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "sql", "SELECT path FROM search_text('a red zebra circle', 3)"],
+        [sys.executable, "-m", "onenet", "-w", str(ws.root), "sql", "SELECT path FROM search_text('a red zebra circle', 3)"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0 and "ignored unknown words: zebra" in result.stderr, result.stderr

@@ -31,7 +31,7 @@ def served(trained, tmp_path_factory):
     ws = copy_of_trained(trained, tmp_path_factory.mktemp("server"))
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "server", "--port", str(port)],
+        [sys.executable, "-m", "onenet", "-w", str(ws.root), "server", "--port", str(port)],
         env=onenet_env(ws), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -142,7 +142,7 @@ def test_onenet_serve_runs_a_deployment_on_demand(served, tmp_path):
     inbox.mkdir(exist_ok=True)
     shapes.scene(321, 0).image.save(inbox / "dropped.png")
     serving = subprocess.Popen(
-        [sys.executable, "-m", "onenet.cli", "-w", str(ws.root), "serve", "hourly-ingest"],
+        [sys.executable, "-m", "onenet", "-w", str(ws.root), "serve", "hourly-ingest"],
         env=onenet_env(ws), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -1,0 +1,3 @@
+from onenet.main import main
+
+main()

@@ -29,7 +29,8 @@ def _normalised(logprob: float, n_tokens: int, alpha: float) -> float:
 
 @torch.no_grad()
 def beam_search(
-    model: Captioner, image_vecs: torch.Tensor, beam_size: int = 3, max_len: int = 20, alpha: float = 0.7
+    model: Captioner, image_vecs: torch.Tensor, beam_size: int = Decoding.beam_size, max_len: int = Decoding.max_len,
+    alpha: float = Decoding.length_alpha,
 ) -> list[Caption]:
     """Best caption for each of image_vecs (B, dim). beam_size=1 is greedy decoding."""
     B, K = image_vecs.size(0), beam_size

@@ -49,7 +49,7 @@ class TrainConfig:
     epochs: int = 12
     batch_size: int = 64
     lr: float = 3e-3
-    label_smoothing: float = 0.0  # 0.1 was within noise on RSICD and hurt the word vectors (BENCHMARKS.md)
+    label_smoothing: float = 0.0  # 0.1 did not help captions and made the word vectors worse
     # Keep the epoch with the lowest validation "loss", or the best "cider" of greedy captions. Loss
     # is the default: greedy CIDEr jumps 10-25 points between neighbouring epochs on RSICD (noise a
     # selection on it would chase), and search ranks photos by the likelihood that loss measures.

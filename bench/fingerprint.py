@@ -20,11 +20,12 @@ import sys
 
 import duckdb
 
-# Columns whose values differ between two identical runs, or name the version.
+# Columns whose values differ between two identical runs (times: a photo drawn for the run has
+# its file time as when it was taken), or name the version.
 VARYING = {
     "created_at", "landed_at", "seen_at", "promoted_at", "evaluated_at", "flow_run_id", "mtime_ns", "at", "updated_at",
     "version", "model_version", "checkpoint", "joint_checkpoint", "picture_checkpoint", "index_path", "config", "metrics",
-    "previous", "value", "seconds", "started_at", "ended_at",
+    "previous", "value", "seconds", "started_at", "ended_at", "ingested_at", "taken_at", "taken_at_offset",
 }
 SKIP_TABLES = {"snapshot_journal", "warehouse_info", "promotions", "model_versions"}
 

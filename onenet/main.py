@@ -21,6 +21,7 @@ GLOBAL_OPTIONS = ("--workspace",)  # ... and these with their value
 def main() -> None:
     argv = global_options_first(sys.argv[1:])
     prefect_env.configure(Workspace.at(workspace_option(argv)))
+    prefect_env.CLI_SAYS_ERRORS = True  # before the flows load: they set up Prefect's logging with it
     from onenet import cli  # the commands, once Prefect is configured
 
     if command_of(argv) not in cli.command_names():

@@ -129,7 +129,7 @@ class Queries:
     # What a refresh keeps when the promoted version is the same: the model and what is computed
     # from its weights alone (cached properties, by name). What is read from the warehouse's rows
     # (the index, its ids, the palette) is read again.
-    MODEL_STATE = ("device", "_loaded", "vocabulary", "_joint", "picture_decoder", "_query_runtime", "encoder")
+    MODEL_STATE = ("device", "_loaded", "vocabulary", "_joint", "picture_decoder", "_query_runtime", "cnn")
 
     def refresh(self) -> bool:
         """Read the warehouse as a writer last published it, if that is newer than what this object

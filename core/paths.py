@@ -19,6 +19,8 @@ import os
 import re
 from pathlib import PurePosixPath
 
+from core.photo_files import RAW_SUFFIXES
+
 _ESCAPED = re.compile(r"\\(\\|x[0-9a-f]{2})")
 
 
@@ -59,7 +61,10 @@ _COPY_NAME = re.compile(r"(\bcopy\b|^copy of |\(\d+\)$|\bkopie\b|\bcopie\b)", re
 
 
 def preferred_path(paths) -> str:
-    """Of several copies of one photo, the path a person would pick: not named like a copy
-    ("IMG_0001 copy", "Copy of IMG_0001", "IMG_0001 (1)"), then the shortest name, then the
-    first in sort order."""
-    return min(paths, key=lambda p: (bool(_COPY_NAME.search(PurePosixPath(p).stem)), len(PurePosixPath(p).name), p))
+    """Of several copies of one photo, the path a person would pick, and the one that is read: not
+    named as a camera RAW when another copy is not (the same bytes cannot be both, and a JPEG or
+    PNG named .dng does not open as a RAW), not named like a copy ("IMG_0001 copy", "Copy of
+    IMG_0001", "IMG_0001 (1)"), then the shortest name, then the first in sort order."""
+    return min(paths, key=lambda p: (
+        PurePosixPath(p).suffix.lower() in RAW_SUFFIXES, bool(_COPY_NAME.search(PurePosixPath(p).stem)), len(PurePosixPath(p).name), p,
+    ))

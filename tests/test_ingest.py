@@ -468,3 +468,13 @@ def test_every_caller_captions_with_the_decoding_settings_kept_in_the_model(trai
         assert q.caption(photo, beam_size=3)["caption"] == caption_vectors(q.model, q.words, vector, greedy.but(beam_size=3))[0][0]
     finally:
         q.close()
+
+
+def test_of_copies_a_photo_is_read_from_one_not_named_as_a_raw():
+    """The same bytes under a RAW name and another: the other is read (a PNG named .dng does not
+    open as a RAW, and the photo would be rejected though a readable copy exists)."""
+    from core.paths import preferred_path
+
+    assert preferred_path(["/p/фото.dng", "/p/" + "x" * 200 + ".png"]) == "/p/" + "x" * 200 + ".png"
+    assert preferred_path(["/p/IMG_1 copy.jpg", "/p/IMG_1.jpg", "/p/IMG_1.DNG"]) == "/p/IMG_1.jpg"
+    assert preferred_path(["/p/IMG_1 (1).dng", "/p/IMG_1.dng"]) == "/p/IMG_1.dng"  # RAW copies only: as before

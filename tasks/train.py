@@ -22,7 +22,7 @@ from core.errors import OnenetError
 from core.files import atomic_path, sha256_text
 from core.workspace import Workspace
 from models import default_device
-from models.beam import beam_search
+from models.beam import beam_search, caption_text
 from models.captioner import PAD_ID, UNK_ID, Captioner, CaptionerConfig, Decoding, pad_batch, training_step, with_end
 from models.fit import Best, fit, seeded
 from models.metrics import cider
@@ -188,7 +188,7 @@ def greedy_cider(model: Captioner, words: list[str], feats: torch.Tensor, image_
     model.eval()
     texts = []
     for s in range(0, len(feats), 512):
-        texts += [" ".join(words[t] for t in c.tokens) for c in beam_search(model, model.image_vectors(feats[s : s + 512]), beam_size=1)]
+        texts += [caption_text(words, c.tokens) for c in beam_search(model, model.image_vectors(feats[s : s + 512]), beam_size=1)]
     return cider(refs, dict(zip(image_ids, texts)))
 
 

@@ -22,7 +22,7 @@ import torch
 from prefect import flow
 
 from core.workspace import Workspace
-from models.beam import beam_search, decode
+from models.beam import beam_search, caption_text
 from models.captioner import load_model
 from models.metrics import caption_scores
 from tasks.cache import TaskRuns
@@ -57,7 +57,7 @@ def dev_scores(ws: Workspace, captions, features, model_ref, beam: int = 3, alph
     ids = sorted(refs)
     with torch.no_grad():
         vecs = model.image_vectors(torch.from_numpy(read_features(ws, features, ids)))
-        texts = [decode(checkpoint["vocab"], c.tokens) for s in range(0, len(ids), 500) for c in beam_search(model, vecs[s : s + 500], beam, alpha=alpha)]
+        texts = [caption_text(checkpoint["vocab"], c.tokens) for s in range(0, len(ids), 500) for c in beam_search(model, vecs[s : s + 500], beam, alpha=alpha)]
     return caption_scores(refs, dict(zip(ids, texts))) | diversity(texts, checkpoint["vocab"])
 
 

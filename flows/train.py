@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from core.errors import OnenetError, at_least
 from core.workspace import Workspace
 from models.captioner import Decoding
-from models.encoder import DEFAULT_ENCODER
+from models.encoder import DEFAULT_ENCODER, trunk_name
 from models.joint import JOINT_LOSSES, JointConfig
 from models.picture import PICTURE_FRAMES, PictureConfig
 from tasks.cache import TaskRuns
@@ -51,6 +51,7 @@ class TrainOptions:
     encoder: str = DEFAULT_ENCODER
     image_size: int = 160  # pixels fed to the CNN (shapes are drawn at 128; 160 sees small objects better)
     grid: int = 2
+    tune_blocks: int = -1  # the encoder's top trained with the captioner: -1 none (frozen), 0 the head, N the last N blocks and the head
     feature_batch: int | None = None  # photos per CNN call; None: what suits the device (8 on CPU, 256 on CUDA)
     min_count: int | None = None  # vocabulary: words seen fewer times are <unk>; None: 1 for shapes, 5 for photos
     max_words: int = 20
@@ -108,12 +109,13 @@ def train_flow(workspace: str, options: TrainOptions | None = None, promote: boo
     captions = run(clean_captions_task, workspace=ws, manifest=manifest, min_count=min_count, max_words=o.max_words)
     publish_caption_stats(ws, captions)
     shards = plan_shards(ws, manifest, o.shard_size)  # features: mapped over shards of photos (Dask-ready)
+    encoder = trunk_name(o.encoder, o.tune_blocks)  # with a tuned top: the frozen trunk below it
     rejects = run.map(
-        encode_shard_task, {"photos": shards}, workspace=ws, encoder_name=o.encoder, image_size=o.image_size,
+        encode_shard_task, {"photos": shards}, workspace=ws, encoder_name=encoder, image_size=o.image_size,
         grid=o.grid, batch_size=o.feature_batch,
     )
     photos = [p for shard in shards for p in shard]
-    features = collect_features(ws, photos, o.encoder, o.image_size, o.grid, [r for shard in rejects for r in shard])
+    features = collect_features(ws, photos, encoder, o.image_size, o.grid, [r for shard in rejects for r in shard])
     model = run(train_decoder_task, workspace=ws, captions=captions, features=features, cfg=o.decoder)
     if o.scst.epochs:
         model = run(scst_task, workspace=ws, captions=captions, features=features, model=model, cfg=o.scst)
@@ -156,6 +158,7 @@ def check_options(o: TrainOptions) -> None:
     if o.joint.loss not in JOINT_LOSSES:
         raise OnenetError(f"--joint-loss must be {' or '.join(map(repr, JOINT_LOSSES))}, not {o.joint.loss!r}")
     at_least("--shard-size", o.shard_size)
+    trunk_name(o.encoder, o.tune_blocks)  # an encoder that can be tuned, and as many blocks as it has
     at_least("--beam", o.decoder.decoding.beam_size)
     at_least("--max-caption-words", o.decoder.decoding.max_len)
     at_least("--rerank", o.decoder.decoding.rerank, 0)

@@ -17,6 +17,7 @@ from torch import nn
 
 from core.errors import OnenetError
 from models import default_device
+from models.encoder import EncoderTop
 
 # Every vocabulary starts with these tokens (tasks/captions.py builds it from SPECIALS), so each
 # one's id is its place in SPECIALS, looked up by name.
@@ -47,7 +48,7 @@ class Decoding:
 
 @dataclass
 class CaptionerConfig:
-    feature_dim: int  # width of the stored CNN features
+    feature_dim: int  # width of the pooled CNN features the image vector is made from
     vocab_size: int
     dim: int = 300  # image vector and word vector width
     hidden: int = 300  # RNN state width
@@ -57,6 +58,8 @@ class CaptionerConfig:
     tie_weights: bool = True  # output layer shares the word vectors (needs hidden == dim)
     init_state: bool = True  # the image vector also sets the RNN's initial state
     image_every_step: bool = False  # also feed the image vector beside every word (not only first)
+    top: str | None = None  # the encoder cut ("efficientnet-lite0@15") whose top this model tunes; None: a frozen encoder
+    grid: int = 2  # the top's pooling grid (as the frozen encoder's)
 
 
 class Captioner(nn.Module):
@@ -67,6 +70,9 @@ class Captioner(nn.Module):
         # Standardise the frozen CNN's features with statistics of the training photos.
         self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
         self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
+        # A tuned encoder top turns the stored trunk features into pooled ones; it is part of the
+        # model version, and every use of the image vector goes through it.
+        self.top = EncoderTop(cfg.top, cfg.grid) if cfg.top else None
         self.image_proj = nn.Linear(cfg.feature_dim, cfg.dim)
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=PAD_ID)
         rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}[cfg.rnn]
@@ -87,9 +93,18 @@ class Captioner(nn.Module):
         # what a small vocabulary learns, and similar words end up with cosine ~0.1.
         nn.init.normal_(self.embed.weight, std=0.02)
 
+    def image_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Stored CNN features -> the pooled features (B, feature_dim) the image vector is made from:
+        the features themselves, or with a tuned top, the top's output on the trunk's features."""
+        if self.top is None:
+            return features
+        if torch.is_grad_enabled():
+            return self.top(features)
+        return torch.cat([self.top(features[s : s + 256]) for s in range(0, len(features), 256)]) if len(features) else self.top(features)
+
     def image_vectors(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, feature_dim) CNN features -> (B, dim) image vectors."""
-        return self.image_proj((features - self.feature_mean) / self.feature_std)
+        """(B, D) stored CNN features -> (B, dim) image vectors."""
+        return self.image_proj((self.image_features(features) - self.feature_mean) / self.feature_std)
 
     def forward(self, image_vecs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing. image_vecs (B, dim), tokens (B, T) -> logits (B, T + 1, V).
@@ -182,15 +197,18 @@ def pad_batch(sequences: list[list[int]]) -> torch.Tensor:
 
 
 def training_step(
-    model: Captioner, optimiser: torch.optim.Optimizer, features: torch.Tensor, tokens: torch.Tensor, label_smoothing: float = 0.0
+    model: Captioner, optimiser: torch.optim.Optimizer, features: torch.Tensor, tokens: torch.Tensor, label_smoothing: float = 0.0,
+    owners: torch.Tensor | None = None,
 ) -> tuple[float, int]:
     """One optimiser step of teacher-forced cross-entropy; returns (mean loss, target tokens).
 
-    features: (B, feature_dim) stored CNN features; tokens: (B, T) padded caption ids.
+    features: (B, D) stored CNN features; tokens: (B, T) padded caption ids. owners: (B,) the row
+    of `features` each caption describes, when the batch holds each photo once (P, D).
     label_smoothing spreads that much of each target's probability over the vocabulary.
     """
     targets = with_end(tokens)  # (B, T + 1)
-    logits = model(model.image_vectors(features), tokens)  # (B, T + 1, V)
+    image_vecs = model.image_vectors(features)  # (B or P, dim)
+    logits = model(image_vecs if owners is None else image_vecs[owners], tokens)  # (B, T + 1, V)
     loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, label_smoothing=label_smoothing)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()

@@ -138,14 +138,19 @@ class EfficientNetLite(nn.Module):
         self.taps = taps
         self.tap_channels = tuple(blocks[i]._bn2.num_features for i in taps)
 
-    def feature_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(B, 3, H, W) normalised pixels -> head map (B, 1280, H/32, W/32) and the tapped maps."""
+    def feature_maps(self, x: torch.Tensor, cut: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(B, 3, H, W) normalised pixels -> head map (B, 1280, H/32, W/32) and the tapped maps.
+
+        cut: stop after that many blocks and return that block's map instead of the head's (the
+        trunk that a tuned top, `EncoderTop`, continues from)."""
         x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         taps = []
-        for i, block in enumerate(self._blocks):
+        for i, block in enumerate(self._blocks[:cut]):
             x = block(x)
             if i in self.taps:
                 taps.append(x)
+        if cut is not None:
+            return x, taps
         return F.relu6(self._bn1(self._conv_head(x)), inplace=True), taps
 
     def fold_batchnorm(self) -> None:
@@ -171,12 +176,17 @@ class Encoder:
     std: tuple[float, float, float]
     grid: int = 2  # also pool the map into grid x grid cells: keeps coarse "where" information
     precision: str = "f32"  # "bf16": through OpenVINO only, named "<encoder>+bf16" (other features)
+    cut: int | None = None  # features are the map after this many blocks, named "<encoder>@<cut>" (see EncoderTop)
     cache_dir: Path | None = None  # where models/runtime.py keeps the converted OpenVINO graphs
     _runtimes: dict = field(default_factory=dict, repr=False)  # input size -> OpenVinoFeatures (None: failed)
 
-    @property
-    def feature_dim(self) -> int:
-        return self.channels * (1 + self.grid * self.grid) + 2 * sum(getattr(self.net, "tap_channels", ()))
+    def feature_dim(self, size: int) -> int:
+        """Width of `features` for photos of `size` px."""
+        taps = 2 * sum(getattr(self.net, "tap_channels", ()))
+        if self.cut is None:
+            return self.channels * (1 + self.grid * self.grid) + taps
+        block = self.net._blocks[self.cut - 1]
+        return block._project_conv.out_channels * trunk_side(self.net, self.cut, size) ** 2 + taps
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) uint8 -> float, normalised the way the weights expect."""
@@ -191,9 +201,10 @@ class Encoder:
 
     @torch.inference_mode()
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) uint8 -> (B, feature_dim).
+        """(B, 3, H, W) uint8 -> (B, feature_dim(H)).
 
-        [head average (C) | head grid-cell averages (C * grid^2) | per tap: average, max]
+        [head average (C) | head grid-cell averages (C * grid^2) | per tap: average, max], or with
+        a cut, [the cut block's map, flattened | per tap: average, max].
         """
         if pixels.device.type == "cpu" and self.backend == "openvino" and (runtime := self.runtime(pixels.shape[-1])):
             return runtime(pixels)
@@ -223,13 +234,11 @@ class Encoder:
 
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         """`features` of normalised float pixels, differentiable (models/imagine.py optimises x)."""
-        fmap, taps = self.net.feature_maps(x)  # (B, C, h, w), [(B, c_i, h_i, w_i)]
-        pooled = [fmap.mean(dim=(2, 3))]  # (B, C)
-        if self.grid:
-            pooled.append(F.adaptive_avg_pool2d(fmap, self.grid).flatten(1))  # (B, C * grid * grid)
-        for tap in taps:
-            pooled += [tap.mean(dim=(2, 3)), tap.amax(dim=(2, 3))]  # (B, c_i) each
-        return torch.cat(pooled, dim=1).float()
+        if self.cut is None:
+            fmap, taps = self.net.feature_maps(x)  # (B, C, h, w), [(B, c_i, h_i, w_i)]
+            return pool(fmap, self.grid, pool_taps(taps, len(x)))
+        fmap, taps = self.net.feature_maps(x, self.cut)  # (B, c, h', w') at the cut
+        return torch.cat([fmap.flatten(1), pool_taps(taps, len(x))], dim=1).float()
 
     def encode_files(
         self, paths: list[Path], size: int, batch_size: int | None = None
@@ -246,7 +255,7 @@ class Encoder:
         for batch in decoded_batches(paths, size, batch_size):
             good = [(start + j, px) for j, px in enumerate(batch) if not isinstance(px, str)]
             bad = [(start + j, px) for j, px in enumerate(batch) if isinstance(px, str)]
-            vectors = np.zeros((0, self.feature_dim), np.float32)
+            vectors = np.zeros((0, self.feature_dim(size)), np.float32)
             if good:
                 pixels = torch.stack([px for _, px in good]).to(device, non_blocking=True)  # (B, 3, S, S) uint8
                 vectors = self.features(pixels).cpu().numpy()  # (B, feature_dim)
@@ -257,6 +266,102 @@ class Encoder:
         device = torch.device(device)
         self.net.to(device, memory_format=memory_format(device))
         return self
+
+
+def pool(fmap: torch.Tensor, grid: int, taps: torch.Tensor) -> torch.Tensor:
+    """The head map (B, C, h, w) -> pooled features [average | grid-cell averages | taps (B, T)]."""
+    pooled = [fmap.mean(dim=(2, 3))]  # (B, C)
+    if grid:
+        pooled.append(F.adaptive_avg_pool2d(fmap, grid).flatten(1))  # (B, C * grid * grid)
+    return torch.cat([*pooled, taps], dim=1).float()
+
+
+def pool_taps(taps: list[torch.Tensor], batch: int) -> torch.Tensor:
+    """Tapped maps -> (B, 2 * sum c_i): per tap its average and its max ((B, 0) without taps)."""
+    pooled = [p for tap in taps for p in (tap.mean(dim=(2, 3)), tap.amax(dim=(2, 3)))]
+    return torch.cat(pooled, dim=1) if pooled else torch.zeros(batch, 0)
+
+
+def trunk_side(net: "EfficientNetLite", cut: int, size: int) -> int:
+    """Side of the map after `cut` blocks for `size` px input ('SAME' padding: each stride 2 halves, rounding up)."""
+    side = math.ceil(size / 2)  # the stem
+    for block in net._blocks[:cut]:
+        side = math.ceil(side / block._depthwise_conv.stride[0])
+    return side
+
+
+class EncoderTop(nn.Module):
+    """The encoder above its cut, trained with the captioner: blocks[cut:], the head and the pooling.
+
+    It reads the trunk's features ("<encoder>@<cut>": the cut block's map, flattened, then the
+    pooled taps, which lie below the cut) and returns what the whole encoder's `features` would:
+    at the start, with the pretrained weights, the same numbers. The blocks are the folded ones
+    (convolutions with biases, no BatchNorm), so training keeps ImageNet's normalisation
+    statistics, as fine-tuning with small batches should."""
+
+    def __init__(self, name: str, grid: int):
+        super().__init__()
+        base, cut = split_cut(name)
+        if base not in LITE_ENCODERS or cut is None:
+            raise OnenetError(f"{name!r}: a tuned top needs an EfficientNet-Lite encoder with a cut, e.g. 'efficientnet-lite0@15'")
+        stages, taps, _ = LITE_ENCODERS[base]
+        net = EfficientNetLite(stages, taps)
+        check_cut(net, cut, name)
+        self.channels = net._blocks[cut - 1]._bn2.num_features  # the map's channels at the cut
+        net.fold_batchnorm()
+        self.blocks = nn.Sequential(*net._blocks[cut:])
+        self.head = net._conv_head
+        self.grid = grid
+        self.tap_dim = 2 * sum(net.tap_channels)
+        self.out_dim = net._conv_head.out_channels * (1 + grid * grid) + self.tap_dim
+        self.cut = cut
+
+    @classmethod
+    def pretrained(cls, name: str, grid: int) -> "EncoderTop":
+        """The top with the encoder's ImageNet weights (where training starts)."""
+        top = cls(name, grid)
+        net = load_encoder(split_cut(name)[0], grid).net
+        top.blocks.load_state_dict(nn.Sequential(*net._blocks[top.cut :]).state_dict())
+        top.head.load_state_dict(net._conv_head.state_dict())
+        return top
+
+    def forward(self, trunk: torch.Tensor) -> torch.Tensor:
+        """(B, c * h * w + taps) trunk features -> (B, out_dim) pooled features."""
+        maps, taps = trunk[:, : trunk.shape[1] - self.tap_dim], trunk[:, trunk.shape[1] - self.tap_dim :]
+        side = math.isqrt(maps.shape[1] // self.channels)
+        x = self.blocks(maps.reshape(len(trunk), self.channels, side, side))
+        return pool(F.relu6(self.head(x)), self.grid, taps)
+
+
+def split_cut(name: str) -> tuple[str, int | None]:
+    """'efficientnet-lite0@15' (or '...@15+bf16') -> ('efficientnet-lite0', 15); no cut -> (name, None)."""
+    base, at, cut = name.partition("+")[0].partition("@")
+    if not at:
+        return name, None
+    if not cut.isdigit():
+        raise OnenetError(f"encoder {name!r}: after '@' comes the number of frozen blocks, e.g. 'efficientnet-lite0@15'")
+    return base, int(cut)
+
+
+def check_cut(net: nn.Module, cut: int, name: str) -> None:
+    blocks = len(getattr(net, "_blocks", ()))
+    lowest = max(getattr(net, "taps", (0,))) + 1
+    if not blocks or not lowest <= cut <= blocks:
+        raise OnenetError(f"encoder {name!r}: the cut must be between {lowest} and {blocks} blocks (the taps lie below it)")
+
+
+def trunk_name(encoder: str, tuned_blocks: int) -> str:
+    """The features a model with its top `tuned_blocks` blocks (and its head) tuned is trained on:
+    the encoder cut below them. -1: the frozen encoder itself."""
+    if tuned_blocks == -1:
+        return encoder
+    base, plus, precision = encoder.partition("+")
+    if base not in LITE_ENCODERS:
+        raise OnenetError(f"--tune-blocks needs an EfficientNet-Lite encoder ({' or '.join(LITE_ENCODERS)}), not {encoder!r}")
+    blocks = sum(stage[-1] for stage in LITE_ENCODERS[base][0])
+    if not 0 <= tuned_blocks <= blocks:
+        raise OnenetError(f"--tune-blocks must be -1 (a frozen encoder), 0 (the head only) or up to {blocks} blocks, not {tuned_blocks}")
+    return f"{base}@{blocks - tuned_blocks}{plus}{precision}"
 
 
 _building = threading.Lock()  # encoders shared by threads (tasks/features.shared_encoder) build a runtime once
@@ -330,6 +435,12 @@ def load_encoder(name: str = DEFAULT_ENCODER, grid: int = 2, fold_batchnorm: boo
             raise OnenetError(f"unknown encoder variant {name!r}: the only one is '<encoder>+bf16'")
         encoder = load_encoder(base, grid, fold_batchnorm, cache_dir)
         encoder.name, encoder.precision = name, precision
+        return encoder
+    whole, cut = split_cut(name)
+    if cut is not None:
+        encoder = load_encoder(whole, grid, fold_batchnorm, cache_dir)
+        check_cut(encoder.net, cut, name)
+        encoder.name, encoder.cut = name, cut
         return encoder
     if name in LITE_ENCODERS:
         stages, taps, weights = LITE_ENCODERS[name]

@@ -151,8 +151,8 @@ class FeatureLoss(nn.Module):
     def __init__(self, encoder, size: int):
         super().__init__()
         self.encoder, self.size = encoder, size
-        self.register_buffer("mean", torch.zeros(encoder.feature_dim))
-        self.register_buffer("std", torch.ones(encoder.feature_dim))
+        self.register_buffer("mean", torch.zeros(encoder.feature_dim(size)))
+        self.register_buffer("std", torch.ones(encoder.feature_dim(size)))
 
     def raw(self, pictures: torch.Tensor) -> torch.Tensor:
         return cnn_features(self.encoder, pictures, self.size)

@@ -52,6 +52,8 @@ def train(
     seed: int = typer.Option(0, help="shapes: which scenes"),
     encoder: Optional[str] = typer.Option(None, help="efficientnet-lite0, efficientnet-lite2 or torchvision:NAME (weights in TORCH_HOME); +bf16 (e.g. efficientnet-lite0+bf16): OpenVINO bf16 on CPU, other features [default: efficientnet-lite0]"),
     image_size: Optional[int] = typer.Option(None, help="pixels fed to the CNN [default: 160 for shapes, 224 for photos]"),
+    tune_blocks: Optional[int] = typer.Option(None, help="train the encoder's top with the captioner: -1 none (frozen), 0 its head, N its last N blocks and head [default: -1]"),
+    top_lr: Optional[float] = typer.Option(None, help="peak learning rate of the tuned encoder top [default: 0.0001]"),
     epochs: Optional[int] = typer.Option(None, help="decoder epochs [default: 12 for shapes; photos: see PHOTO_DEFAULTS]"),
     dim: Optional[int] = typer.Option(None, help="image and word vector width [default: 300]"),
     hidden: Optional[int] = typer.Option(None, help="RNN state width [default: 300]"),
@@ -96,9 +98,9 @@ def train(
     digests = dict(_key_value("--sha256", item) for item in sha256)
     options = options_for(
         source, from_path=from_path, images=images, archive_urls=urls, archive_sha256=digests, n_images=n_images, seed=seed,
-        encoder=encoder, image_size=image_size, min_count=min_count, max_words=max_words, shard_size=shard_size,
+        encoder=encoder, image_size=image_size, tune_blocks=tune_blocks, min_count=min_count, max_words=max_words, shard_size=shard_size,
         decoder=dict(
-            dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
+            dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, top_lr=top_lr,
             label_smoothing=label_smoothing, select_by=select_by, patience=patience, seed=decoder_seed,
         ),
         decoding=dict(beam_size=beam, length_alpha=length_alpha, max_len=max_caption_words, rerank=rerank),

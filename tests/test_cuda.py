@@ -90,7 +90,7 @@ def test_imagine_runs_on_cuda():
 
     encoder = load_encoder("efficientnet-lite0").to(CUDA)
     torch.manual_seed(0)
-    model = Captioner(CaptionerConfig(feature_dim=encoder.feature_dim, vocab_size=9)).to(CUDA).eval()
+    model = Captioner(CaptionerConfig(feature_dim=encoder.feature_dim(64), vocab_size=9)).to(CUDA).eval()
     palette = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [1.0, 1.0, 1.0], [0, 0, 0]])
     cfg = ImagineConfig(size=64, scales=(32, 64), restarts=2, sketch_steps=4, steps=4)
     result = imagine(encoder, model, Goal(torch.tensor([[3, 4]], device=CUDA)), palette, cfg=cfg)

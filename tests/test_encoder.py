@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from core.errors import OnenetError
-from models.encoder import SameConv2d, load_encoder
+from models.encoder import EncoderTop, SameConv2d, load_encoder, trunk_name
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -35,7 +35,7 @@ def test_lite2_weights_recognise_real_photos():
     lite2 = load_encoder("efficientnet-lite2")
     assert classify(lite2, skimage_data.chelsea(), 260)[0] in {281, 282, 285}
     assert classify(lite2, skimage_data.coffee(), 260)[0] == 967
-    assert lite2.feature_dim == 1280 * 5 + 2 * (16 + 24 + 48 + 88)
+    assert lite2.feature_dim(224) == 1280 * 5 + 2 * (16 + 24 + 48 + 88)
     # taps are the last block of stages 1-4: the next block starts a wider stage
     blocks = lite2.net._blocks
     assert all(blocks[i + 1]._project_conv.out_channels > blocks[i]._project_conv.out_channels for i in lite2.net.taps)
@@ -44,10 +44,40 @@ def test_lite2_weights_recognise_real_photos():
 def test_features_have_global_and_grid_parts(encoder):
     pixels = torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8)
     features = encoder.features(pixels)
-    assert features.shape == (2, 1280 * 5 + 2 * (16 + 24 + 40 + 80)) == (2, encoder.feature_dim)
+    assert features.shape == (2, 1280 * 5 + 2 * (16 + 24 + 40 + 80)) == (2, encoder.feature_dim(128))
     # the global part is the mean of the four grid cells (4x4 map pooled to 2x2)
     cells = features[:, 1280 : 1280 * 5].view(2, 1280, 4)
     assert torch.allclose(features[:, :1280], cells.mean(-1), atol=1e-5)
+
+
+@pytest.mark.parametrize("tuned_blocks", [0, 1, 5])
+def test_the_pretrained_top_over_the_trunk_gives_the_whole_encoders_features(encoder, tuned_blocks):
+    # The features a tuned model is trained on (the trunk below the cut) and its top at the start.
+    name = trunk_name("efficientnet-lite0", tuned_blocks)
+    assert name == f"efficientnet-lite0@{16 - tuned_blocks}"
+    trunk = load_encoder(name)
+    pixels = torch.from_numpy(np.asarray(Image.fromarray(skimage_data.chelsea()).resize((224, 224))).copy()).permute(2, 0, 1)[None]
+    stored = trunk.features(pixels)  # through OpenVINO where it is installed, as an ingest runs it
+    assert stored.shape == (1, trunk.feature_dim(224))
+    top = EncoderTop.pretrained(name, 2)
+    with torch.no_grad():
+        pooled = top(stored)
+    whole = encoder.features(pixels)
+    assert pooled.shape == whole.shape == (1, top.out_dim)
+    assert (pooled - whole).abs().max() <= 1e-4 * whole.abs().max()
+
+
+def test_a_cut_that_cannot_be_tuned_is_a_clear_error():
+    with pytest.raises(OnenetError, match="between 8 and 16"):
+        load_encoder("efficientnet-lite0@3")  # below the colour taps
+    with pytest.raises(OnenetError, match="number of frozen blocks"):
+        load_encoder("efficientnet-lite0@top")
+    with pytest.raises(OnenetError, match="--tune-blocks must be"):
+        trunk_name("efficientnet-lite0", 17)
+    with pytest.raises(OnenetError, match="EfficientNet-Lite"):
+        trunk_name("torchvision:resnet18", 1)
+    assert trunk_name("efficientnet-lite2+bf16", 2) == "efficientnet-lite2@19+bf16"
+    assert trunk_name("efficientnet-lite0", -1) == "efficientnet-lite0"
 
 
 def test_same_padding_matches_tensorflow_output_size():
@@ -74,7 +104,7 @@ def test_torchvision_encoder_is_used_when_its_weights_are_in_torch_home(tmp_path
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     encoder = load_encoder("torchvision:resnet18")
     features = encoder.features(torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8))
-    assert features.shape == (1, 512 * 5) == (1, encoder.feature_dim)
+    assert features.shape == (1, 512 * 5) == (1, encoder.feature_dim(64))
 
 
 def test_torchvision_encoder_without_weights_says_where_to_put_them(tmp_path, monkeypatch):

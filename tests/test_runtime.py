@@ -49,7 +49,7 @@ def test_openvino_features_match_pytorch_on_real_photos(encoder, size, monkeypat
     monkeypatch.setenv("ONENET_BACKEND", "torch")
     assert encoder.backend == "torch"
     reference = encoder.features(pixels)
-    assert fast.dtype == reference.dtype == torch.float32 and fast.shape == reference.shape == (4, encoder.feature_dim)
+    assert fast.dtype == reference.dtype == torch.float32 and fast.shape == reference.shape == (4, encoder.feature_dim(size))
     assert_same_features(fast, reference)  # the same features: caches and versions hold
     with single_thread():  # how the training flow's shards run it
         assert_same_features(encoder.features(pixels[:1]), reference[:1])

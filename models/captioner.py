@@ -102,9 +102,13 @@ class Captioner(nn.Module):
             return self.top(features)
         return torch.cat([self.top(features[s : s + 256]) for s in range(0, len(features), 256)]) if len(features) else self.top(features)
 
+    def standardised(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, feature_dim) -> standardised with the training photos' statistics."""
+        return (pooled - self.feature_mean) / self.feature_std
+
     def image_vectors(self, features: torch.Tensor) -> torch.Tensor:
         """(B, D) stored CNN features -> (B, dim) image vectors."""
-        return self.image_proj((self.image_features(features) - self.feature_mean) / self.feature_std)
+        return self.image_proj(self.standardised(self.image_features(features)))
 
     def forward(self, image_vecs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing. image_vecs (B, dim), tokens (B, T) -> logits (B, T + 1, V).
@@ -212,7 +216,8 @@ def training_step(
     loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, label_smoothing=label_smoothing)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    for group in optimiser.param_groups:  # the decoder and a tuned top (tasks/train.py) are clipped each on its own
+        torch.nn.utils.clip_grad_norm_(group["params"], 5.0)
     optimiser.step()
     return loss.item(), int((targets != PAD_ID).sum())
 

@@ -235,7 +235,7 @@ def goal_loss(model: Captioner, vectors: torch.Tensor, goal: Goal, cfg: ImagineC
 def picture_loss(encoder: Encoder, model: Captioner, image: torch.Tensor, goal: Goal, cfg: ImagineConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(R, 3, S, S) in [0, 1] -> (goal loss, feature-range penalty), each (R,)."""
     pooled = model.image_features(encoder.pooled_features(encoder.normalise(image * 255)))  # (R, feature_dim)
-    z = (pooled - model.feature_mean) / model.feature_std
+    z = model.standardised(pooled)
     soft = cfg.feature_range * torch.tanh(z / cfg.feature_range)
     return goal_loss(model, model.image_proj(soft), goal, cfg), F.relu(z.abs() - cfg.feature_range).pow(2).mean(1)
 

@@ -51,6 +51,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     top_lr: float = 1e-4  # peak learning rate of a tuned encoder top (features from a cut encoder, "<encoder>@<cut>")
+    tune_from: int = 1  # the epoch from which the top learns (before it, only the decoder does)
     label_smoothing: float = 0.0  # 0.1 did not help captions and made the word vectors worse
     # Keep the epoch with the lowest validation "loss", or the best "cider" of greedy captions. Loss
     # is the default: greedy CIDEr jumps 10-25 points between neighbouring epochs on RSICD (noise a
@@ -135,6 +136,8 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
     def run_epoch(epoch: int) -> dict:
         model.train()
         started, seen_tokens, total_loss = time.perf_counter(), 0, 0.0
+        if top:
+            model.top.requires_grad_(epoch >= cfg.tune_from)
         batches = photo_batches(rng, train_owners, steps_per_epoch) if top else length_batches(rng, lengths, steps_per_epoch)
         for batch in batches:
             tokens = pad_batch([train_tokens[i] for i in batch]).to(device)  # (B, T)

@@ -22,7 +22,7 @@ import torch
 from prefect import flow
 
 from core.workspace import Workspace
-from models.beam import beam_search, caption_text
+from models.beam import caption_vectors
 from models.captioner import load_model
 from models.metrics import caption_scores
 from tasks.cache import TaskRuns
@@ -39,7 +39,7 @@ FLICKR8K = os.environ.get("ONENET_FLICKR8K", str(ROOT.parent / "shared" / "data"
 
 @flow(name="flickr8k-levers-inputs")
 def inputs(workspace: str, encoder: str = "efficientnet-lite0", image_size: int = 224, grid: int = 2, min_count: int = 5):
-    """The captions and features refs, exactly as `onenet train --source flickr8k` makes them."""
+    """The captions and features refs (and the photos' manifest), exactly as `onenet train --source flickr8k` makes them."""
     ws = Workspace.at(workspace)
     run = TaskRuns(ws.results)
     manifest = run(flickr8k_source_task, workspace=ws, from_path=FLICKR8K, urls=dict(FLICKR8K_ARCHIVES), sha256={})
@@ -48,25 +48,36 @@ def inputs(workspace: str, encoder: str = "efficientnet-lite0", image_size: int 
     shards = plan_shards(ws, manifest, 1024)
     rejects = run.map(encode_shard_task, {"photos": shards}, workspace=ws, encoder_name=encoder, image_size=image_size, grid=grid, batch_size=None)
     features = collect_features(ws, [p for s in shards for p in s], encoder, image_size, grid, [r for s in rejects for r in s])
-    return ws, captions, features
+    return ws, captions, features, manifest
 
 
 def dev_scores(ws: Workspace, captions, features, model_ref, beam: int = 3, alpha: float = 0.7) -> dict:
+    """Scores of the model's captions of the dev photos; with members (an ensemble), also of its
+    first decoder alone, under "first decoder"."""
     model, checkpoint = load_model(ws.path(model_ref.path), torch.device("cpu"))
     refs = clean_references(ws, captions, "val")
     ids = sorted(refs)
+    decoding = model.decoding.but(beam_size=beam, length_alpha=alpha)
+
+    def scores(m) -> dict:
+        texts = [text for text, _ in caption_vectors(m, checkpoint["vocab"], vecs, decoding)]
+        return caption_scores(refs, dict(zip(ids, texts))) | diversity(texts, checkpoint["vocab"])
+
     with torch.no_grad():
         vecs = model.image_vectors(torch.from_numpy(read_features(ws, features, ids)))
-        texts = [caption_text(checkpoint["vocab"], c.tokens) for s in range(0, len(ids), 500) for c in beam_search(model, vecs[s : s + 500], beam, alpha=alpha)]
-    return caption_scores(refs, dict(zip(ids, texts))) | diversity(texts, checkpoint["vocab"])
+        result = scores(model)
+        if len(model.members):
+            model.members = torch.nn.ModuleList()
+            result["first decoder"] = scores(model)
+    return result
 
 
 def main(workspace: str, name: str, spec: dict) -> dict:
     logging.getLogger("onenet").setLevel(logging.INFO)
-    ws, captions, features = inputs(workspace, **spec.get("feats", {}))
+    ws, captions, features, _ = inputs(workspace, **spec.get("feats", {}))
     started = time.perf_counter()
     ref = train_decoder(ws, captions, features, TrainConfig(**spec.get("decoder", {})))
-    result = {"name": name, "spec": spec, "train_s": round(time.perf_counter() - started), "xe": dev_scores(ws, captions, features, ref, **spec.get("eval", {}))}
+    result = {"name": name, "version": ref.version, "spec": spec, "train_s": round(time.perf_counter() - started), "xe": dev_scores(ws, captions, features, ref, **spec.get("eval", {}))}
     if spec.get("scst"):
         started = time.perf_counter()
         tuned = finetune_scst(ws, captions, features, ref, ScstConfig(**spec["scst"]))

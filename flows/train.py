@@ -160,6 +160,7 @@ def check_options(o: TrainOptions) -> None:
     at_least("--shard-size", o.shard_size)
     trunk_name(o.encoder, o.tune_blocks)  # an encoder that can be tuned, and as many blocks as it has
     at_least("--beam", o.decoder.decoding.beam_size)
+    at_least("--decoders", o.decoder.decoders)
     at_least("--max-caption-words", o.decoder.decoding.max_len)
     at_least("--rerank", o.decoder.decoding.rerank, 0)
     if o.picture.frame not in PICTURE_FRAMES:

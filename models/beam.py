@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.captioner import END_ID, PAD_ID, UNK_ID, Captioner, Decoding
+from models.captioner import END_ID, PAD_ID, UNK_ID, Captioner, Decoding, Ensemble
 
 
 @dataclass
@@ -29,7 +29,7 @@ def _normalised(logprob: float, n_tokens: int, alpha: float) -> float:
 
 @torch.no_grad()
 def beam_search(
-    model: Captioner, image_vecs: torch.Tensor, beam_size: int = Decoding.beam_size, max_len: int = Decoding.max_len,
+    model: Captioner | Ensemble, image_vecs: torch.Tensor, beam_size: int = Decoding.beam_size, max_len: int = Decoding.max_len,
     alpha: float = Decoding.length_alpha,
 ) -> list[Caption]:
     """Best caption for each of image_vecs (B, dim). beam_size=1 is greedy decoding."""
@@ -122,11 +122,12 @@ def caption_text(words: list[str], tokens: list[int]) -> str:
 
 @torch.no_grad()
 def caption_vectors(model: Captioner, words: list[str], image_vecs: torch.Tensor, decoding: Decoding | None = None, batch_size: int = 512):
-    """Captions (text, score) for (N, dim) image vectors, decoded in batches with the model's
-    own decoding settings (`decoding`: other ones for this call)."""
+    """Captions (text, score) for (N, dim) image vectors, decoded in batches by the model's writer
+    (its decoders together, if it has members) with its own decoding settings (`decoding`: other
+    ones for this call)."""
     d = decoding or model.decoding
     out = []
     for s in range(0, len(image_vecs), batch_size):
-        for c in beam_search(model, image_vecs[s : s + batch_size], beam_size=d.beam_size, max_len=d.max_len, alpha=d.length_alpha):
+        for c in beam_search(model.writer, image_vecs[s : s + batch_size], beam_size=d.beam_size, max_len=d.max_len, alpha=d.length_alpha):
             out.append((caption_text(words, c.tokens), c.score))
     return out

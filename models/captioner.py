@@ -60,6 +60,8 @@ class CaptionerConfig:
     image_every_step: bool = False  # also feed the image vector beside every word (not only first)
     top: str | None = None  # the encoder cut ("efficientnet-lite0@15") whose top this model tunes; None: a frozen encoder
     grid: int = 2  # the top's pooling grid (as the frozen encoder's)
+    reads_vectors: bool = False  # a member of an ensemble: it reads image vectors another model made (no projection of its own)
+    members: int = 0  # decoders that write captions with this one (`writer`), each reading this model's image vectors
 
 
 class Captioner(nn.Module):
@@ -67,13 +69,17 @@ class Captioner(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.decoding = decoding or Decoding()
-        # Standardise the frozen CNN's features with statistics of the training photos.
-        self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
-        self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
+        # Standardise the frozen CNN's features with statistics of the training photos (a member
+        # reads image vectors: it has no features of its own).
+        if not cfg.reads_vectors:
+            self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
+            self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
         # A tuned encoder top turns the stored trunk features into pooled ones; it is part of the
         # model version, and every use of the image vector goes through it.
         self.top = EncoderTop(cfg.top, cfg.grid) if cfg.top else None
-        self.image_proj = nn.Linear(cfg.feature_dim, cfg.dim)
+        if cfg.reads_vectors and cfg.feature_dim != cfg.dim:
+            raise OnenetError(f"a decoder that reads image vectors takes {cfg.dim} values, not {cfg.feature_dim}")
+        self.image_proj = nn.Identity() if cfg.reads_vectors else nn.Linear(cfg.feature_dim, cfg.dim)
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=PAD_ID)
         rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}[cfg.rnn]
         rnn_input = 2 * cfg.dim if cfg.image_every_step else cfg.dim
@@ -92,6 +98,13 @@ class Captioner(nn.Module):
         # Small initial word vectors: with N(0, 1) in 300 dimensions the random start dominates
         # what a small vocabulary learns, and similar words end up with cosine ~0.1.
         nn.init.normal_(self.embed.weight, std=0.02)
+        self.members = nn.ModuleList(Captioner(member_config(cfg)) for _ in range(cfg.members))
+
+    @property
+    def writer(self) -> "Captioner | Ensemble":
+        """What writes this model's captions (beam search calls its start and step): the model
+        itself, or with members, all of its decoders together."""
+        return Ensemble([self, *self.members]) if len(self.members) else self
 
     def image_features(self, features: torch.Tensor) -> torch.Tensor:
         """Stored CNN features -> the pooled features (B, feature_dim) the image vector is made from:
@@ -107,7 +120,9 @@ class Captioner(nn.Module):
         return (pooled - self.feature_mean) / self.feature_std
 
     def image_vectors(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, D) stored CNN features -> (B, dim) image vectors."""
+        """(B, D) stored CNN features -> (B, dim) image vectors (a member's input is image vectors already)."""
+        if self.cfg.reads_vectors:
+            return features
         return self.image_proj(self.standardised(self.image_features(features)))
 
     def forward(self, image_vecs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -181,6 +196,38 @@ class Captioner(nn.Module):
         model = cls(CaptionerConfig(**config), Decoding(**decoding))
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()
+
+
+def member_config(cfg: CaptionerConfig) -> CaptionerConfig:
+    """The configuration of an ensemble member of a model configured `cfg`: its decoder, reading
+    the model's image vectors."""
+    return replace(cfg, feature_dim=cfg.dim, top=None, reads_vectors=True, members=0)
+
+
+class Ensemble:
+    """Decoders that write one caption together (Show and Tell's ensembles): at every step each
+    decoder gives its log-probabilities of the next word and the ensemble's are their mean,
+    normalised again (a product of the decoders' distributions). Its state is the tuple of theirs,
+    so beam search repeats and selects beams in all of them."""
+
+    def __init__(self, decoders: list[Captioner]):
+        self.decoders = decoders
+        self.decoding = decoders[0].decoding
+
+    def start(self, image_vecs: torch.Tensor):
+        return self._combined([d.start(image_vecs) for d in self.decoders])
+
+    def step(self, tokens: torch.Tensor, state):
+        return self._combined([d.step(tokens, s) for d, s in zip(self.decoders, state)])
+
+    def log_probs(self, image_vecs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing, as Captioner.forward: (B, dim), (B, T) -> the ensemble's next-word
+        log-probabilities (B, T + 1, V), as beam search sees them."""
+        return torch.stack([F.log_softmax(d(image_vecs, tokens), dim=-1) for d in self.decoders]).mean(0).log_softmax(-1)
+
+    @staticmethod
+    def _combined(outputs: list) -> tuple[torch.Tensor, tuple]:
+        return torch.stack([logp for logp, _ in outputs]).mean(0).log_softmax(-1), tuple(state for _, state in outputs)
 
 
 def with_end(tokens: torch.Tensor) -> torch.Tensor:

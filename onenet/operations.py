@@ -69,6 +69,7 @@ def train(
     length_alpha: Optional[float] = typer.Option(None, help="beam search ranks captions by log-prob / length**alpha, kept with the model [default: 0.7 for shapes, 1.0 for photos]"),
     max_caption_words: Optional[int] = typer.Option(None, help="captions the model writes stop at this many words, kept with it [default: 20]"),
     rerank: Optional[int] = typer.Option(None, help="nearest photos a likelihood-ranked search re-orders, kept with the model [default: 100]"),
+    decoders: Optional[int] = typer.Option(None, help="decoders that write captions together (an ensemble; the first makes the image and word vectors) [default: 1]"),
     decoder_seed: Optional[int] = typer.Option(None, help="the decoder's initial weights and caption order; another seed is another model (e.g. a judge for `evaluate --judge`) [default: 0]"),
     scst_epochs: Optional[int] = typer.Option(None, help="self-critical (CIDEr-D) fine-tuning epochs after cross-entropy (0: none) [default: 0 for shapes]"),
     scst_lr: Optional[float] = typer.Option(None, help="self-critical fine-tuning learning rate [default: 5e-05]"),
@@ -101,7 +102,7 @@ def train(
         encoder=encoder, image_size=image_size, tune_blocks=tune_blocks, min_count=min_count, max_words=max_words, shard_size=shard_size,
         decoder=dict(
             dim=dim, hidden=hidden, layers=layers, rnn=rnn, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, top_lr=top_lr,
-            label_smoothing=label_smoothing, select_by=select_by, patience=patience, seed=decoder_seed,
+            label_smoothing=label_smoothing, select_by=select_by, patience=patience, seed=decoder_seed, decoders=decoders,
         ),
         decoding=dict(beam_size=beam, length_alpha=length_alpha, max_len=max_caption_words, rerank=rerank),
         scst=dict(epochs=scst_epochs, lr=scst_lr, baseline=scst_baseline), joint=dict(epochs=joint_epochs, hidden=joint_hidden, loss=joint_loss),

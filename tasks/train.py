@@ -11,19 +11,20 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from core.errors import OnenetError
 from core.files import atomic_path, sha256_text
 from core.workspace import Workspace
 from models import default_device
 from models.beam import beam_search, caption_text
-from models.captioner import PAD_ID, UNK_ID, Captioner, CaptionerConfig, Decoding, pad_batch, training_step, with_end
+from models.captioner import PAD_ID, UNK_ID, Captioner, CaptionerConfig, Decoding, member_config, pad_batch, training_step, with_end
 from models.encoder import EncoderTop, split_cut
 from models.fit import Best, fit, seeded
 from models.metrics import cider
@@ -59,6 +60,7 @@ class TrainConfig:
     select_by: str = "loss"
     patience: int = 0  # stop after this many epochs without a better one (0: run every epoch)
     seed: int = 0
+    decoders: int = 1  # decoders that write captions together; the first makes the image and word vectors, the others read its image vectors
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,14 @@ def word_frequencies(workspace: Workspace, captions: Ref) -> tuple[list[str], li
     return table.column("word").to_pylist(), table.column("freq").to_pylist()
 
 
+@dataclass
+class Captions:
+    """One split's captions as a trainer reads them: word ids, and the feature row of each one's photo."""
+
+    tokens: list[list[int]]
+    rows: np.ndarray  # (captions,)
+
+
 def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: TrainConfig) -> ModelRef:
     rng = seeded(cfg.seed)
     device = default_device()
@@ -97,6 +107,14 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
     images = sorted(set(train_ids) | set(val_ids))
     row = {image_id: r for r, image_id in enumerate(images)}
     feats = torch.from_numpy(read_features(workspace, features, images)).to(device)  # (N, D)
+    train = Captions(train_tokens, np.array([row[i] for i in train_ids], dtype=np.int64))
+    val = Captions(val_tokens, np.array([row[i] for i in val_ids], dtype=np.int64))
+    if cfg.select_by not in ("cider", "loss"):
+        raise OnenetError(f"select_by must be 'cider' or 'loss', not {cfg.select_by!r}")
+    if cfg.decoders < 1:
+        raise OnenetError(f"decoders must be at least 1, not {cfg.decoders}")
+    val_refs = clean_references(workspace, captions, "val")
+    val_photos = (sorted(val_refs), [row[i] for i in sorted(val_refs)], val_refs)
 
     # Features from a cut encoder ("<encoder>@<cut>"): the model tunes the encoder's top above the cut.
     top = EncoderTop.pretrained(features.encoder, features.grid) if split_cut(features.encoder)[1] is not None else None
@@ -110,59 +128,28 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
     ).to(device)
     if top:
         model.top.load_state_dict(top.state_dict())
-    train_rows = torch.tensor([row[i] for i in sorted(set(train_ids))], device=device)
     with torch.no_grad():
-        pooled = model.image_features(feats[train_rows])  # (N_train, feature_dim): the frozen top's, at the start
+        pooled = model.image_features(feats[np.unique(train.rows)])  # (N_train, feature_dim): the frozen top's, at the start
     model.feature_mean.copy_(pooled.mean(0))
     model.feature_std.copy_(feature_scale(pooled.std(0), tuned=top is not None))
     del pooled
+    best, history = fit_decoder(model, feats, train, val, val_photos, words, cfg, rng, "train")
 
-    lengths = np.array([len(t) for t in train_tokens])
-    train_owners = np.array([row[i] for i in train_ids])
-    if top:
-        tuned = list(model.top.parameters())
-        rest = [p for p in model.parameters() if all(p is not q for q in tuned)]
-        optimiser = torch.optim.Adam([{"params": rest, "lr": cfg.lr}, {"params": tuned, "lr": cfg.top_lr}])
-        peak = [cfg.lr, cfg.top_lr]
-    else:
-        optimiser, peak = torch.optim.Adam(model.parameters(), lr=cfg.lr), cfg.lr
-    steps_per_epoch = math.ceil(len(train_tokens) / cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, peak, total_steps=max(1, cfg.epochs * steps_per_epoch), pct_start=0.1)
-    if cfg.select_by not in ("cider", "loss"):
-        raise OnenetError(f"select_by must be 'cider' or 'loss', not {cfg.select_by!r}")
-    val_refs = clean_references(workspace, captions, "val")
-    val_images = sorted(val_refs)
+    # Further decoders learn to caption the first one's image vectors; they write captions with
+    # it (Captioner.writer), and every other use reads the first one's vectors and words.
+    members, member_history = [], []
+    if cfg.decoders > 1:
+        model.eval()
+        with torch.no_grad():
+            vecs = model.image_vectors(feats)  # (N, dim)
+        for k in range(1, cfg.decoders):
+            member = Captioner(member_config(model.cfg), cfg.decoding).to(device)
+            _, record = fit_decoder(member, vecs, train, val, val_photos, words, cfg, seeded(cfg.seed + k), f"train decoder {k + 1}/{cfg.decoders}")
+            members.append(member)
+            member_history.append(record)
+        model.cfg = replace(model.cfg, members=len(members))
+        model.members = nn.ModuleList(members)
 
-    def run_epoch(epoch: int) -> dict:
-        model.train()
-        started, seen_tokens, total_loss = time.perf_counter(), 0, 0.0
-        if top:
-            model.top.requires_grad_(epoch >= cfg.tune_from)
-        batches = photo_batches(rng, train_owners, steps_per_epoch) if top else length_batches(rng, lengths, steps_per_epoch)
-        for batch in batches:
-            tokens = pad_batch([train_tokens[i] for i in batch]).to(device)  # (B, T)
-            if top:  # the top runs once per photo of the batch
-                photos, owners = np.unique(train_owners[batch], return_inverse=True)
-                loss, n = training_step(model, optimiser, feats[photos], tokens, cfg.label_smoothing, torch.from_numpy(owners).to(device))
-            else:
-                loss, n = training_step(model, optimiser, feats[train_owners[batch]], tokens, cfg.label_smoothing)
-            schedule.step()
-            seen_tokens, total_loss = seen_tokens + n, total_loss + loss * n
-        tokens_per_s = seen_tokens / (time.perf_counter() - started)
-        val = evaluate_loss(model, feats, [row[i] for i in val_ids], val_tokens, device)
-        if val_images:
-            val["val_cider"] = greedy_cider(model, words, feats[[row[i] for i in val_images]], val_images, val_refs)
-        record = {"epoch": epoch, "train_loss": total_loss / seen_tokens, **val, "tokens_per_s": tokens_per_s}
-        log.info(
-            "train: epoch %d/%d  loss %.3f  val_loss %.3f  val_acc %.3f  val_cider %.1f  (%.0f tokens/s)",
-            epoch, cfg.epochs, record["train_loss"], val["val_loss"], val["val_accuracy"], val.get("val_cider", float("nan")), tokens_per_s,
-        )
-        return record
-
-    def score(record: dict) -> float:
-        return record["val_cider"] if cfg.select_by == "cider" and val_images else -record["val_loss"]
-
-    best, history = fit(model, cfg.epochs, run_epoch, score, patience=cfg.patience, log=log, name="train")
     metrics = {k: round(float(v), 5) for k, v in best.record.items()} | {"val_perplexity": round(math.exp(best.record["val_loss"]), 4)}
     version = "m" + sha256_text(captions.digest, features.digest, json.dumps(asdict(cfg), sort_keys=True))[:10]
     checkpoint = {
@@ -174,12 +161,72 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
         "train_config": asdict(cfg),
         "metrics": metrics,
         "history": history,
+        "member_history": member_history,
     }
     path = workspace.path(f"models/{version}.pt")
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
     log.info("train: model %s  best epoch %d  val_loss %.3f", version, metrics["epoch"], metrics["val_loss"])
     return ModelRef(workspace.relative(path), version, version, metrics)
+
+
+def fit_decoder(
+    model: Captioner, feats: torch.Tensor, train: Captions, val: Captions, val_photos: tuple[list[str], list[int], dict],
+    words: list[str], cfg: TrainConfig, rng: np.random.Generator, name: str,
+) -> tuple[Best, list[dict]]:
+    """Train `model` on the captions for cfg.epochs; it ends with its best epoch's weights.
+
+    feats: (N, D) what model.image_vectors reads, by row (stored features, or a member's image
+    vectors). val_photos: (ids, rows, references) of the validation photos greedy CIDEr scores."""
+    tuned = list(model.top.parameters()) if model.top is not None else []
+    if tuned:
+        rest = [p for p in model.parameters() if all(p is not q for q in tuned)]
+        optimiser = torch.optim.Adam([{"params": rest, "lr": cfg.lr}, {"params": tuned, "lr": cfg.top_lr}])
+        peak = [cfg.lr, cfg.top_lr]
+    else:
+        optimiser, peak = torch.optim.Adam(model.parameters(), lr=cfg.lr), cfg.lr
+    steps_per_epoch = math.ceil(len(train.tokens) / cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, peak, total_steps=max(1, cfg.epochs * steps_per_epoch), pct_start=0.1)
+    lengths = np.array([len(t) for t in train.tokens])
+    val_ids, val_rows, val_refs = val_photos
+    device = feats.device
+
+    def run_epoch(epoch: int) -> dict:
+        model.train()
+        started, seen_tokens, total_loss = time.perf_counter(), 0, 0.0
+        if tuned:
+            model.top.requires_grad_(epoch >= cfg.tune_from)
+        batches = photo_batches(rng, train.rows, steps_per_epoch) if tuned else length_batches(rng, lengths, steps_per_epoch)
+        for batch in batches:
+            tokens = pad_batch([train.tokens[i] for i in batch]).to(device)  # (B, T)
+            if tuned:  # the top runs once per photo of the batch
+                photos, owners = each_once(train.rows[batch])
+                loss, n = training_step(model, optimiser, feats[photos], tokens, cfg.label_smoothing, owners.to(device))
+            else:
+                loss, n = training_step(model, optimiser, feats[train.rows[batch]], tokens, cfg.label_smoothing)
+            schedule.step()
+            seen_tokens, total_loss = seen_tokens + n, total_loss + loss * n
+        tokens_per_s = seen_tokens / (time.perf_counter() - started)
+        val_scores = evaluate_loss(model, feats, val.rows, val.tokens, device)
+        if val_ids:
+            val_scores["val_cider"] = greedy_cider(model, words, feats[val_rows], val_ids, val_refs)
+        record = {"epoch": epoch, "train_loss": total_loss / seen_tokens, **val_scores, "tokens_per_s": tokens_per_s}
+        log.info(
+            "%s: epoch %d/%d  loss %.3f  val_loss %.3f  val_acc %.3f  val_cider %.1f  (%.0f tokens/s)", name,
+            epoch, cfg.epochs, record["train_loss"], val_scores["val_loss"], val_scores["val_accuracy"], val_scores.get("val_cider", float("nan")), tokens_per_s,
+        )
+        return record
+
+    def score(record: dict) -> float:
+        return record["val_cider"] if cfg.select_by == "cider" and val_ids else -record["val_loss"]
+
+    return fit(model, cfg.epochs, run_epoch, score, patience=cfg.patience, log=log, name=name)
+
+
+def each_once(rows: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+    """Rows that repeat (a photo's several captions) -> (the distinct rows, where each row is among them)."""
+    photos, owners = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+    return photos, torch.from_numpy(owners)
 
 
 def length_batches(rng: np.random.Generator, lengths: np.ndarray, n_batches: int, pool: int = 50) -> list[np.ndarray]:
@@ -236,11 +283,11 @@ def greedy_cider(model: Captioner, words: list[str], feats: torch.Tensor, image_
 
 
 @torch.no_grad()
-def evaluate_loss(model: Captioner, feats: torch.Tensor, rows: list[int], tokens: list[list[int]], device, batch_size: int = 256) -> dict:
+def evaluate_loss(model: Captioner, feats: torch.Tensor, rows: np.ndarray | list[int], tokens: list[list[int]], device, batch_size: int = 256) -> dict:
     """Mean per-token loss and next-word accuracy on held-out captions."""
     model.eval()
-    photos, owners = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
-    vecs = model.image_vectors(feats[photos])[torch.from_numpy(owners).to(feats.device)]  # (len(rows), dim): each photo once
+    photos, owners = each_once(rows)
+    vecs = model.image_vectors(feats[photos])[owners.to(feats.device)]  # (len(rows), dim): each photo once
     total_loss, correct, count = 0.0, 0, 0
     for s in range(0, len(tokens), batch_size):
         batch_tokens = pad_batch(tokens[s : s + batch_size]).to(device)

@@ -16,6 +16,7 @@ class MarkovDecoder:
 
     def __init__(self, first: dict[int, float], after: dict[int, dict[int, float]], vocab: int = 6):
         self.first, self.after, self.vocab = first, after, vocab
+        self.writer = self  # what caption_vectors decodes with: one decoder, as a Captioner without members
 
     def _logp(self, dist: dict[int, float]) -> torch.Tensor:
         p = torch.full((self.vocab,), 1e-9)

@@ -161,6 +161,8 @@ def check_options(o: TrainOptions) -> None:
     trunk_name(o.encoder, o.tune_blocks)  # an encoder that can be tuned, and as many blocks as it has
     at_least("--beam", o.decoder.decoding.beam_size)
     at_least("--decoders", o.decoder.decoders)
+    if o.decoder.decoders > 1 and o.scst.epochs:
+        raise OnenetError("--decoders > 1 with --scst-epochs: self-critical training changes the image vectors the other decoders learned to read; choose one")
     at_least("--max-caption-words", o.decoder.decoding.max_len)
     at_least("--rerank", o.decoder.decoding.rerank, 0)
     if o.picture.frame not in PICTURE_FRAMES:

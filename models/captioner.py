@@ -223,11 +223,16 @@ class Ensemble:
     def log_probs(self, image_vecs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing, as Captioner.forward: (B, dim), (B, T) -> the ensemble's next-word
         log-probabilities (B, T + 1, V), as beam search sees them."""
-        return torch.stack([F.log_softmax(d(image_vecs, tokens), dim=-1) for d in self.decoders]).mean(0).log_softmax(-1)
+        return self.mean([F.log_softmax(d(image_vecs, tokens), dim=-1) for d in self.decoders])
+
+    @staticmethod
+    def mean(log_probs: list[torch.Tensor]) -> torch.Tensor:
+        """The decoders' log-probabilities -> the ensemble's: their mean, normalised again."""
+        return torch.stack(log_probs).mean(0).log_softmax(-1)
 
     @staticmethod
     def _combined(outputs: list) -> tuple[torch.Tensor, tuple]:
-        return torch.stack([logp for logp, _ in outputs]).mean(0).log_softmax(-1), tuple(state for _, state in outputs)
+        return Ensemble.mean([logp for logp, _ in outputs]), tuple(state for _, state in outputs)
 
 
 def with_end(tokens: torch.Tensor) -> torch.Tensor:

@@ -143,8 +143,9 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
         with torch.no_grad():
             vecs = model.image_vectors(feats)  # (N, dim)
         for k in range(1, cfg.decoders):
+            member_rng = seeded(cfg.seed + k)  # before the member's weights are drawn
             member = Captioner(member_config(model.cfg), cfg.decoding).to(device)
-            _, record = fit_decoder(member, vecs, train, val, val_photos, words, cfg, seeded(cfg.seed + k), f"train decoder {k + 1}/{cfg.decoders}")
+            _, record = fit_decoder(member, vecs, train, val, val_photos, words, cfg, member_rng, f"train decoder {k + 1}/{cfg.decoders}")
             members.append(member)
             member_history.append(record)
         model.cfg = replace(model.cfg, members=len(members))

@@ -81,4 +81,17 @@ def test_decoders_together_predict_held_out_captions_better_than_their_mean(trai
     # they differ (equal to it without the normalisation). On shapes the members, which cannot
     # shape the image vector, stay behind the first decoder (Flickr8k: level; BENCHMARKS.md).
     assert together < sum(each) / len(each) - 0.01, (together, each)
-    assert max(each) < 2.0, each  # the member learned to read the first decoder's vectors (untrained: ~3.4, log of the vocabulary)
+    assert max(each) < 2.0, each  # the member learned (untrained: ~3.4, log of the vocabulary)
+    with torch.no_grad():  # ... to read the first decoder's image vectors: other photos' vectors mislead it
+        member = model.members[0]
+        shuffled = nll(F.log_softmax(member(vecs[torch.randperm(len(vecs), generator=torch.Generator().manual_seed(0))], tokens), dim=-1))
+    assert shuffled > each[1] + 0.1, (shuffled, each[1])
+
+
+def test_members_and_self_critical_training_are_not_combined():
+    from core.errors import OnenetError
+    from flows.train import check_options, options_for
+
+    with pytest.raises(OnenetError, match="--decoders > 1 with --scst-epochs"):
+        check_options(options_for("shapes", decoder={"decoders": 3}, scst={"epochs": 2}))
+    check_options(options_for("shapes", decoder={"decoders": 3}))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.errors import OnenetError
+from core.errors import OnenetError, at_least
 from core.files import atomic_path, sha256_text
 from core.workspace import Workspace
 from models import default_device
@@ -111,10 +111,10 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
     val = Captions(val_tokens, np.array([row[i] for i in val_ids], dtype=np.int64))
     if cfg.select_by not in ("cider", "loss"):
         raise OnenetError(f"select_by must be 'cider' or 'loss', not {cfg.select_by!r}")
-    if cfg.decoders < 1:
-        raise OnenetError(f"decoders must be at least 1, not {cfg.decoders}")
+    at_least("decoders", cfg.decoders)
     val_refs = clean_references(workspace, captions, "val")
-    val_photos = (sorted(val_refs), [row[i] for i in sorted(val_refs)], val_refs)
+    val_photo_ids = sorted(val_refs)
+    val_photos = (val_photo_ids, [row[i] for i in val_photo_ids], val_refs)
 
     # Features from a cut encoder ("<encoder>@<cut>"): the model tunes the encoder's top above the cut.
     top = EncoderTop.pretrained(features.encoder, features.grid) if split_cut(features.encoder)[1] is not None else None

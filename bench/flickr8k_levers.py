@@ -1,11 +1,13 @@
 """Caption levers on Flickr8k dev, one at a time (BENCHMARKS.md, "Flickr8k").
 
-    python -m bench.flickr8k_levers WORKSPACE NAME '{"decoder": {...}, "scst": {...}, "feats": {...}}'
+    python -m bench.flickr8k_levers WORKSPACE NAME '{"decoder": {...}, "scst": {...}, "feats": {...}, "views": ["mirror"]}'
 
 Runs the training flow's own steps (source, captions, features: cached tasks in WORKSPACE, so
 the photos are encoded once per encoder and size), trains the decoder with the given TrainConfig
 fields (and ScstConfig fields, if any), and scores beam-3 captions of the 1,000 dev photos with
 pycocoevalcap (Java PTB tokenizer, five references), plus distinct captions and vocabulary used.
+"views": ["mirror"] trains on each photo and its mirror image (a batch reads one of the two at
+random, `train_decoder(views=...)`); the mirrored features are encoded once into WORKSPACE.
 Appends one JSON line to WORKSPACE/levers.jsonl. Data: ONENET_FLICKR8K or ../shared/data/flickr8k.
 """
 
@@ -16,11 +18,15 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from prefect import flow
 
+from core.files import sha256_text
+from core.photos import decoded_batches
 from core.workspace import Workspace
 from models.beam import caption_vectors
 from models.captioner import load_model
@@ -29,7 +35,7 @@ from tasks.cache import TaskRuns
 from tasks.captions import clean_captions_task
 from tasks.datasets import FLICKR8K_ARCHIVES, flickr8k_source_task
 from tasks.evaluate import diversity
-from tasks.features import collect_features, encode_shard_task, plan_shards, read_features
+from tasks.features import Features, _write_shard, collect_features, encode_shard_task, plan_shards, read_features, shared_encoder
 from tasks.source import add_ingested_task
 from tasks.train import ScstConfig, TrainConfig, clean_references, finetune_scst, train_decoder
 
@@ -49,6 +55,21 @@ def inputs(workspace: str, encoder: str = "efficientnet-lite0", image_size: int 
     rejects = run.map(encode_shard_task, {"photos": shards}, workspace=ws, encoder_name=encoder, image_size=image_size, grid=grid, batch_size=None)
     features = collect_features(ws, [p for s in shards for p in s], encoder, image_size, grid, [r for s in rejects for r in s])
     return ws, captions, features, manifest
+
+
+def mirrored(ws: Workspace, features: Features, manifest) -> Features:
+    """The features of every photo's mirror image (left-right), encoded once into WORKSPACE by the
+    same encoder; a view for `train_decoder(views=...)`."""
+    folder, pairs = f"{features.path}-mirror", [pair for shard in plan_shards(ws, manifest) for pair in shard]
+    done = ws.path(folder) / "_done"
+    if not done.exists():
+        encoder = shared_encoder(features.encoder, features.grid, ws.runtime_cache, torch.device("cpu"))
+        for s in range(0, len(pairs), 1024):
+            chunk = pairs[s : s + 1024]
+            vectors = [encoder.features(torch.stack(batch).flip(-1)).numpy() for batch in decoded_batches([ws.path(p) for _, p in chunk], features.image_size, 64)]
+            _write_shard(ws.path(folder), [i for i, _ in chunk], np.concatenate(vectors))
+        done.touch()
+    return replace(features, path=folder, digest=sha256_text(features.digest, "mirror"))
 
 
 def dev_scores(ws: Workspace, captions, features, model_ref, beam: int = 3, alpha: float = 0.7) -> dict:
@@ -74,9 +95,11 @@ def dev_scores(ws: Workspace, captions, features, model_ref, beam: int = 3, alph
 
 def main(workspace: str, name: str, spec: dict) -> dict:
     logging.getLogger("onenet").setLevel(logging.INFO)
-    ws, captions, features, _ = inputs(workspace, **spec.get("feats", {}))
+    ws, captions, features, manifest = inputs(workspace, **spec.get("feats", {}))
+    assert set(spec.get("views", ())) <= {"mirror"}, spec["views"]
+    views = tuple(mirrored(ws, features, manifest) for _ in spec.get("views", ()))
     started = time.perf_counter()
-    ref = train_decoder(ws, captions, features, TrainConfig(**spec.get("decoder", {})))
+    ref = train_decoder(ws, captions, features, TrainConfig(**spec.get("decoder", {})), views)
     result = {"name": name, "version": ref.version, "spec": spec, "train_s": round(time.perf_counter() - started), "xe": dev_scores(ws, captions, features, ref, **spec.get("eval", {}))}
     if spec.get("scst"):
         started = time.perf_counter()

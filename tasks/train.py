@@ -93,21 +93,35 @@ def word_frequencies(workspace: Workspace, captions: Ref) -> tuple[list[str], li
 
 @dataclass
 class Captions:
-    """One split's captions as a trainer reads them: word ids, and the feature row of each one's photo."""
+    """One split's captions as a trainer reads them: word ids, and the feature row of each one's photo
+    (with views, one row per view of the photo: each batch reads one of them at random)."""
 
     tokens: list[list[int]]
-    rows: np.ndarray  # (captions,)
+    rows: np.ndarray  # (captions,) or (captions, views)
+
+    @property
+    def photos(self) -> np.ndarray:
+        """(captions,): the row of each caption's photo as it is (the first view)."""
+        return self.rows if self.rows.ndim == 1 else self.rows[:, 0]
+
+    def batch_rows(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The feature rows a batch of captions reads: with views, one view per caption, drawn at random."""
+        rows = self.rows[batch]
+        return rows if rows.ndim == 1 else rows[np.arange(len(batch)), rng.integers(rows.shape[1], size=len(batch))]
 
 
-def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: TrainConfig) -> ModelRef:
+def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: TrainConfig, views: tuple[Features, ...] = ()) -> ModelRef:
+    """views: features of other views of the same photos (e.g. mirrored), read by training batches
+    at random beside the photo's own; validation reads the photos as they are."""
     rng = seeded(cfg.seed)
     device = default_device()
     train_ids, train_tokens, words = load_split(workspace, captions, "train")
     val_ids, val_tokens, _ = load_split(workspace, captions, "val")
     images = sorted(set(train_ids) | set(val_ids))
     row = {image_id: r for r, image_id in enumerate(images)}
-    feats = torch.from_numpy(read_features(workspace, features, images)).to(device)  # (N, D)
-    train = Captions(train_tokens, np.array([row[i] for i in train_ids], dtype=np.int64))
+    feats = torch.from_numpy(np.concatenate([read_features(workspace, f, images) for f in (features, *views)])).to(device)  # (N * (1 + views), D)
+    train_rows = np.array([row[i] for i in train_ids], dtype=np.int64)
+    train = Captions(train_tokens, np.stack([train_rows + k * len(images) for k in range(1 + len(views))], axis=1) if views else train_rows)
     val = Captions(val_tokens, np.array([row[i] for i in val_ids], dtype=np.int64))
     if cfg.select_by not in ("cider", "loss"):
         raise OnenetError(f"select_by must be 'cider' or 'loss', not {cfg.select_by!r}")
@@ -129,7 +143,7 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
     if top:
         model.top.load_state_dict(top.state_dict())
     with torch.no_grad():
-        pooled = model.image_features(feats[np.unique(train.rows)])  # (N_train, feature_dim): the frozen top's, at the start
+        pooled = model.image_features(feats[np.unique(train.photos)])  # (N_train, feature_dim): the frozen top's, at the start
     model.feature_mean.copy_(pooled.mean(0))
     model.feature_std.copy_(feature_scale(pooled.std(0), tuned=top is not None))
     del pooled
@@ -152,7 +166,7 @@ def train_decoder(workspace: Workspace, captions: Ref, features: Features, cfg: 
         model.members = nn.ModuleList(members)
 
     metrics = {k: round(float(v), 5) for k, v in best.record.items()} | {"val_perplexity": round(math.exp(best.record["val_loss"]), 4)}
-    version = "m" + sha256_text(captions.digest, features.digest, json.dumps(asdict(cfg), sort_keys=True))[:10]
+    version = "m" + sha256_text(captions.digest, features.digest, *(v.digest for v in views), json.dumps(asdict(cfg), sort_keys=True))[:10]
     checkpoint = {
         **model.cpu().checkpoint(),
         "version": version,
@@ -197,14 +211,15 @@ def fit_decoder(
         started, seen_tokens, total_loss = time.perf_counter(), 0, 0.0
         if tuned:
             model.top.requires_grad_(epoch >= cfg.tune_from)
-        batches = photo_batches(rng, train.rows, steps_per_epoch) if tuned else length_batches(rng, lengths, steps_per_epoch)
+        batches = photo_batches(rng, train.photos, steps_per_epoch) if tuned else length_batches(rng, lengths, steps_per_epoch)
         for batch in batches:
             tokens = pad_batch([train.tokens[i] for i in batch]).to(device)  # (B, T)
-            if tuned:  # the top runs once per photo of the batch
-                photos, owners = each_once(train.rows[batch])
+            rows = train.batch_rows(batch, rng)
+            if tuned:  # the top runs once per photo (and view) of the batch
+                photos, owners = each_once(rows)
                 loss, n = training_step(model, optimiser, feats[photos], tokens, cfg.label_smoothing, owners.to(device))
             else:
-                loss, n = training_step(model, optimiser, feats[train.rows[batch]], tokens, cfg.label_smoothing)
+                loss, n = training_step(model, optimiser, feats[rows], tokens, cfg.label_smoothing)
             schedule.step()
             seen_tokens, total_loss = seen_tokens + n, total_loss + loss * n
         tokens_per_s = seen_tokens / (time.perf_counter() - started)

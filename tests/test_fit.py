@@ -50,3 +50,19 @@ def test_seeded_seeds_torch_and_numpy_alike():
     first = seeded(3).permutation(10), torch.rand(3)
     again = seeded(3).permutation(10), torch.rand(3)
     assert (first[0] == again[0]).all() and torch.equal(first[1], again[1])
+
+
+def test_views_each_batch_reads_one_view_of_each_photo_at_random():
+    """tasks.train.Captions with a row per view: a batch reads the photo's own row or its other
+    view's, both occur, and `photos` (what validation and feature statistics read) is the photo's own."""
+    import numpy as np
+
+    from tasks.train import Captions
+
+    own = np.arange(50)
+    views = Captions([[1]] * 50, np.stack([own, own + 100], axis=1))
+    rows = views.batch_rows(np.arange(50), np.random.default_rng(0))
+    assert np.array_equal(views.photos, own) and np.all((rows == own) | (rows == own + 100))
+    assert 10 < np.sum(rows >= 100) < 40
+    plain = Captions([[1]] * 50, own)
+    assert np.array_equal(plain.batch_rows(np.arange(5, 10), np.random.default_rng(0)), own[5:10]) and plain.photos is own

@@ -14,7 +14,7 @@ import torch
 
 from bench.common import peak_rss_mb
 
-SECTIONS = ("features", "decoder", "runtime", "formats", "search-8k", "search-100k", "search-1m", "pipeline", "scale")
+SECTIONS = ("features", "decoder", "runtime", "formats", "heic", "search-8k", "search-100k", "search-1m", "pipeline", "scale")
 DEFAULT_SECTIONS = SECTIONS[:-1]  # `scale` is its own command: make bench-scale
 SEARCH_SIZES = {"search-8k": 8_000, "search-100k": 100_000, "search-1m": 1_000_000}
 
@@ -45,6 +45,10 @@ def main() -> None:
         from bench import formats
 
         rows = formats.run(bounds, args.full)
+    elif args.name == "heic":
+        from bench import heic
+
+        rows = heic.run(bounds, args.full)
     elif args.name in SEARCH_SIZES:
         from bench import search
 

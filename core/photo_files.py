@@ -1,9 +1,10 @@
 """What a photo file is to onenet: the formats it reads, opening one, and what it says about itself.
 
 Formats: everything Pillow reads (JPEG, PNG, WebP, TIFF, GIF, BMP, and AVIF natively since
-Pillow 11.2), HEIC/HEIF through pillow-heif (libheif), and camera RAW through rawpy (libraw):
-the camera's embedded JPEG preview when it is big enough, else the sensor data demosaiced at half
-size (a CNN that sees 224 pixels needs no more).
+Pillow 11.2), HEIC/HEIF through pillow-heif (libheif), and camera RAW through rawpy (libraw).
+A CNN that sees 224 pixels needs no 12 MP decode: a HEIC's embedded preview (the phone's
+thumbnail, 320 x 240 on an iPhone) is read instead when it is big enough, and a RAW's embedded
+JPEG preview, else its sensor data demosaiced at half size (`pixels_read` says which).
 
 `open_photo(path)` gives a Pillow image of any of them; `photo_metadata(path)` the pixel size and
 when, where and with which camera it was taken, from its EXIF when present (a photo without EXIF,
@@ -34,6 +35,7 @@ BROWSER_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".avif"}
 # Formats a JPEG beside them replaces: a camera writing RAW+JPEG keeps both of one shot; the
 # JPEG is the photo the camera made of it, the RAW the sensor data behind it.
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
+HEIF_SUFFIXES = {".heic", ".heif"}  # phones store a small preview inside (AVIF files rarely do)
 
 _FORMAT_NAMES = {".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WebP"}
 
@@ -53,26 +55,77 @@ def format_name(path: Path | str) -> str:
 @contextmanager
 def open_photo(path: Path | str, min_side: int = 0) -> Iterator[Image.Image]:
     """A Pillow image of the photo at `path`, opened lazily where the format allows (a header
-    read, pixels on first use). RAW files are rendered: their embedded JPEG preview when its
-    shorter side is at least `min_side`, else the sensor data demosaiced at half resolution.
+    read, pixels on first use). A HEIC's embedded preview is read instead of the photo when its
+    shorter side is at least `min_side` (> 0). RAW files are rendered: their embedded JPEG
+    preview when its shorter side is at least `min_side`, else the sensor data demosaiced at half
+    resolution.
 
     Raises what Pillow raises (OSError, UnidentifiedImageError, ...); RAW files libraw cannot
     read raise OSError with libraw's reason."""
     if not is_raw(path):
-        with Image.open(path) as im:
+        preview = _heif_preview(path, min_side) if Path(path).suffix.lower() in HEIF_SUFFIXES and min_side > 0 else None
+        with preview or Image.open(path) as im:
             yield im
         return
+    im, _ = _raw_render(path, min_side)
+    with im:
+        yield im
+
+
+def _raw_render(path: Path | str, min_side: int, pixels: bool = True) -> tuple[Image.Image | None, str]:
+    """A RAW file as (image, which pixels): its embedded JPEG preview when its shorter side is at
+    least `min_side`, else the sensor data demosaiced at half size (pixels=False: not done, None)."""
     import rawpy  # libraw: loaded only when a RAW file is met
 
     try:
         with rawpy.imread(str(path)) as raw:
             im = _raw_preview(raw, min_side)
-            if im is None:
-                im = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+            if im is not None:
+                return im, f"preview {im.size[0]}x{im.size[1]}"
+            return (Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)) if pixels else None), "half-size"
     except rawpy.LibRawError as e:
         raise OSError(f"libraw cannot read it: {type(e).__name__}: {_text(e)}") from None
-    with im:
-        yield im
+
+
+def _heif_thumbnail(path: Path | str, min_side: int):
+    """The smallest preview stored in a HEIC/HEIF whose shorter side is at least `min_side` and
+    whose shape is the photo's (within 2%: a preview cropped or turned otherwise is not the
+    photo), undecoded; None when there is none."""
+    heif = pillow_heif.open_heif(path, convert_hdr_to_8bit=True)
+    primary = heif[heif.primary_index]
+    shape, best = primary.size[0] / primary.size[1], None
+    for i in range(len(primary.info.get("thumbnails", []))):
+        thumb = primary.get_thumbnail(i)
+        w, h = thumb.size
+        if min(w, h) >= min_side and abs(w / h - shape) <= 0.02 * shape and (best is None or w * h < best.size[0] * best.size[1]):
+            best = thumb
+    return best
+
+
+def _heif_preview(path: Path | str, min_side: int) -> Image.Image | None:
+    try:
+        thumb = _heif_thumbnail(path, min_side)
+    except (OSError, ValueError, RuntimeError):  # not HEIF inside (a renamed JPEG...): Image.open decides
+        return None
+    return thumb.to_pillow() if thumb is not None else None
+
+
+def pixels_read(path: Path | str, min_side: int) -> str:
+    """Which pixels `open_photo(path, min_side)` reads: 'preview WxH' (a HEIC's or a RAW's
+    embedded preview), 'half-size' (a RAW's sensor data demosaiced at half size) or 'full'.
+    Raises what opening the file raises."""
+    if Path(path).suffix.lower() in HEIF_SUFFIXES and min_side > 0:
+        try:
+            thumb = _heif_thumbnail(path, min_side)
+        except (OSError, ValueError, RuntimeError):
+            return "full"
+        return f"preview {thumb.size[0]}x{thumb.size[1]}" if thumb is not None else "full"
+    if not is_raw(path):
+        return "full"
+    im, which = _raw_render(path, min_side, pixels=False)
+    if im is not None:
+        im.close()
+    return which
 
 
 def _raw_preview(raw, min_side: int) -> Image.Image | None:
@@ -112,6 +165,7 @@ class PhotoMetadata:
     gps_lat: float | None = None  # decimal degrees, north positive
     gps_lon: float | None = None  # decimal degrees, east positive
     orientation: int | None = None  # EXIF orientation 1..8 as stored (the pixels onenet reads are turned upright)
+    pixels_read: str | None = None  # what the CNN read of it: 'full', 'preview WxH' or 'half-size' (`pixels_read`)
     # width and height are the upright photo's, as a person sees it (orientation 5-8: the stored pixels turned a quarter)
 
     def row(self) -> dict:
@@ -122,21 +176,22 @@ METADATA_COLUMNS = tuple(PhotoMetadata.__dataclass_fields__)
 METADATA_SCHEMA = pa.schema([
     ("width", pa.int32()), ("height", pa.int32()), ("taken_at", pa.timestamp("us")), ("taken_at_offset", pa.string()),
     ("taken_at_source", pa.string()), ("camera_make", pa.string()), ("camera_model", pa.string()),
-    ("gps_lat", pa.float64()), ("gps_lon", pa.float64()), ("orientation", pa.int16()),
+    ("gps_lat", pa.float64()), ("gps_lon", pa.float64()), ("orientation", pa.int16()), ("pixels_read", pa.string()),
 ])
 
 
-def metadata_table(paths: list[Path | str], workers: int | None = 1) -> pa.Table:
+def metadata_table(paths: list[Path | str], workers: int | None = 1, min_side: int = 0) -> pa.Table:
     """`photo_metadata` of every path, as columns METADATA_COLUMNS, read on `workers` threads
-    (None: one per core, up to 16; an ingest shard reads on its own one thread)."""
+    (None: one per core, up to 16; an ingest shard reads on its own one thread). `min_side`: the
+    CNN's input size, for `pixels_read` (0: not recorded)."""
     workers = workers or min(16, os.cpu_count() or 1)
     if workers > 1 and len(paths) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            metas = list(pool.map(photo_metadata, paths))
+            metas = list(pool.map(lambda p: photo_metadata(p, min_side), paths))
     else:
-        metas = [photo_metadata(p) for p in paths]
+        metas = [photo_metadata(p, min_side) for p in paths]
     return pa.Table.from_pylist([m.row() for m in metas], schema=METADATA_SCHEMA)
 
 
@@ -155,8 +210,9 @@ _RAW_HEAD = 4 << 20
 UPRIGHT_SWAPS = (5, 6, 7, 8)  # EXIF orientations that turn the stored pixels a quarter: width and height trade places  # RAW files are TIFF-structured; their EXIF lies near the start
 
 
-def photo_metadata(path: Path | str) -> PhotoMetadata:
-    """Pixel size, capture time, camera, GPS and orientation of the photo at `path`.
+def photo_metadata(path: Path | str, min_side: int = 0) -> PhotoMetadata:
+    """Pixel size, capture time, camera, GPS and orientation of the photo at `path`, and (with
+    `min_side`, the CNN's input size) which of its pixels the CNN reads.
 
     Reads the header only (and, for RAW, the first 4 MiB). Never raises for what the file holds:
     without EXIF or with EXIF that does not parse, the time is the file's modification time
@@ -188,7 +244,13 @@ def photo_metadata(path: Path | str) -> PhotoMetadata:
     if found.get("taken_at") is None:
         local = datetime.fromtimestamp(mtime).astimezone()
         found.update(taken_at=local.replace(tzinfo=None), taken_at_offset=_offset_text(local.utcoffset()), taken_at_source="file")
-    return PhotoMetadata(width=width, height=height, **found)
+    which = None
+    if min_side > 0:
+        try:
+            which = pixels_read(path, min_side)
+        except Exception:  # noqa: BLE001 - as above: a file that does not open is described, not an error
+            which = None
+    return PhotoMetadata(width=width, height=height, pixels_read=which, **found)
 
 
 def _png_exif(path: Path) -> Image.Exif:

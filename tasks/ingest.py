@@ -421,7 +421,7 @@ def ingest_shard(
                 image_vecs = model.image_vectors(torch.from_numpy(feats).to(device))
             captions = caption_vectors(model, saved["vocab"], image_vecs)
             vectors = image_vecs.cpu().numpy()
-    described = metadata_table([os_path(p) for _, p in accepted])  # width, height, taken_at, camera, GPS, orientation
+    described = metadata_table([os_path(p) for _, p in accepted], min_side=settings["image_size"])  # width, height, taken_at, camera, GPS, ...
     table = pa.table(
         {
             "image_id": pa.array(ids, pa.string()),

@@ -49,7 +49,7 @@ def land(
     with writing(workspace) as con:
         promoted = land_version(
             con,
-            manifest=with_metadata(workspace, pq.read_table(workspace.path(manifest.path))),
+            manifest=with_metadata(workspace, pq.read_table(workspace.path(manifest.path)), features.image_size),
             captions=pq.read_table(workspace.path(captions.path) / "captions.parquet"),
             export_dir=workspace.path(export.path),
             version_row=version_row,
@@ -59,10 +59,10 @@ def land(
     return {"version": model.version, "promoted": promoted}
 
 
-def with_metadata(workspace: Workspace, manifest: pa.Table) -> pa.Table:
+def with_metadata(workspace: Workspace, manifest: pa.Table, image_size: int = 0) -> pa.Table:
     """The manifest with each photo's capture time, camera and place (core/photo_files.py) beside
-    its measured width and height."""
-    found = metadata_table([workspace.path(p) for p in manifest.column("path").to_pylist()], workers=None)
+    its measured width and height (and which pixels the CNN read at `image_size`)."""
+    found = metadata_table([workspace.path(p) for p in manifest.column("path").to_pylist()], workers=None, min_side=image_size)
     for name in found.column_names:
         if name not in manifest.column_names:
             manifest = manifest.append_column(name, found.column(name))

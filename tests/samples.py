@@ -31,9 +31,11 @@ def phone_exif(orientation: int = 1, taken: str = PHONE["taken"], offset: str | 
     return exif
 
 
-def save_phone_photo(image: Image.Image, path: Path, **exif) -> Path:
-    """`image` as the file `path` names (.heic, .avif, .jpg), with the phone's EXIF."""
-    image.convert("RGB").save(path, exif=phone_exif(**exif).tobytes(), quality=92)
+def save_phone_photo(image: Image.Image, path: Path, preview: int | None = None, **exif) -> Path:
+    """`image` as the file `path` names (.heic, .avif, .jpg), with the phone's EXIF; `preview`:
+    also a small copy inside (HEIC), `preview` pixels on its long side, as phones store one."""
+    more = {"thumbnails": [preview], "enc_params": {"preset": "ultrafast"}} if preview else {}
+    image.convert("RGB").save(path, exif=phone_exif(**exif).tobytes(), quality=92, **more)
     return path
 
 

@@ -119,6 +119,12 @@ def test_tour_and_explorer_show_everyday_examples(flickr8k):
             assert "dog" in page.input_value("#query")
             OUTPUT.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(OUTPUT / "explore-flickr8k.png"))
+            page.wait_for_function("document.getElementById('wordmap').dataset.ready", timeout=120_000)
+            for word in ("dog", "snow", "beach"):  # everyday words are on the map, and found there
+                page.fill("#map-find", word)
+                page.press("#map-find", "Enter")
+                page.wait_for_function(f"document.querySelector('#wordmap text.chosen')?.dataset.word === '{word}'", timeout=30_000)
+            page.screenshot(path=str(OUTPUT / "explore-flickr8k-words.png"), full_page=True)
             browser.close()
     finally:
         server.shutdown()

@@ -234,7 +234,8 @@ def test_hidden_system_and_excluded_files_are_passed_over_and_counted(ws, tmp_pa
 def test_phone_and_camera_formats_land_with_when_where_and_camera(ws, tmp_path):
     """An iPhone export and a camera card: HEIC and AVIF with EXIF, a truncated HEIC (rejected
     with its reason), a RAW alone (read through libraw), a RAW+JPEG pair (the JPEG only) and a
-    Mac's AppleDouble twin (passed over). Capture time, offset, camera and GPS land in `images`."""
+    Mac's AppleDouble twin (passed over). Capture time, offset, camera and GPS land in `images`,
+    and which pixels the CNN read: a big HEIC's embedded preview, the others' own."""
     root = tmp_path / "card"
     root.mkdir()
     scene = lambda i: shapes.scene(41, i).image  # noqa: E731
@@ -245,9 +246,10 @@ def test_phone_and_camera_formats_land_with_when_where_and_camera(ws, tmp_path):
     save_dng(scene(3), root / "DSC_0005.dng")
     scene(3).save(root / "DSC_0005.JPG", quality=92)  # the camera's JPEG of the same shot
     (root / "._IMG_0001.HEIC").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+    save_phone_photo(scene(4).resize((640, 640)), root / "IMG_0006.HEIC", preview=256)  # its 256 x 256 preview is read
 
     result = ingest_folders(ws, [str(root)])
-    assert result["new"] == 4 and result["files"] == 5 and result["rejected"] == 1
+    assert result["new"] == 5 and result["files"] == 6 and result["rejected"] == 1
     assert result["skipped"] == {"AppleDouble": 1, "RAW beside its JPEG": 1}
     (reject,) = result["rejects"]
     assert reject["path"].endswith("IMG_0003.heic") and "not a readable HEIC file" in reject["reason"]
@@ -256,12 +258,14 @@ def test_phone_and_camera_formats_land_with_when_where_and_camera(ws, tmp_path):
     try:
         result = q.con.execute(
             """SELECT regexp_extract(path, '[^/]+$') AS name, taken_at, taken_at_offset, taken_at_source, camera_make,
-                      camera_model, gps_lat, gps_lon, orientation, width, height, caption
+                      camera_model, gps_lat, gps_lon, orientation, width, height, pixels_read, caption
                FROM images JOIN current_captions USING (image_id) WHERE path LIKE ? ORDER BY name""", [f"{root}/%"]
         )
         columns = [d[0] for d in result.description]
         got = {r[0]: dict(zip(columns, r)) for r in result.fetchall()}
-        assert sorted(got) == ["DSC_0004.DNG", "DSC_0005.JPG", "IMG_0001.HEIC", "IMG_0002.avif"]
+        assert sorted(got) == ["DSC_0004.DNG", "DSC_0005.JPG", "IMG_0001.HEIC", "IMG_0002.avif", "IMG_0006.HEIC"]
+        read = {name: row["pixels_read"] for name, row in got.items()}
+        assert read == {"DSC_0004.DNG": "half-size", "DSC_0005.JPG": "full", "IMG_0001.HEIC": "full", "IMG_0002.avif": "full", "IMG_0006.HEIC": "preview 256x256"}, read
         heic = got["IMG_0001.HEIC"]
         assert (heic["taken_at"], heic["taken_at_offset"], heic["taken_at_source"]) == (datetime(2024, 7, 14, 16, 5, 9), "+02:00", "exif")
         assert (heic["camera_make"], heic["camera_model"], heic["orientation"]) == ("Apple", "iPhone 15", 1)
@@ -272,7 +276,7 @@ def test_phone_and_camera_formats_land_with_when_where_and_camera(ws, tmp_path):
         assert (raw["camera_make"], raw["camera_model"], raw["taken_at_source"]) == ("Sony", "ILCE-7M3", "file")
         assert (raw["width"], raw["height"]) == (128, 128) and raw["taken_at"] is not None
         assert got["DSC_0005.JPG"]["taken_at_source"] == "file" and got["DSC_0005.JPG"]["camera_make"] is None
-        for name, i in (("IMG_0001.HEIC", 0), ("IMG_0002.avif", 1)):  # the phone formats read as the photo they hold
+        for name, i in (("IMG_0001.HEIC", 0), ("IMG_0002.avif", 1), ("IMG_0006.HEIC", 4)):  # the phone formats read as the photo they hold
             assert shapes.scene(41, i).truth["objects"][0]["shape"] in got[name]["caption"]
         # every use reads them: a caption of the file, and photos like it
         assert q.caption(root / "IMG_0001.HEIC")["caption"] == heic["caption"]

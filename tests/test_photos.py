@@ -64,6 +64,36 @@ def test_phone_and_camera_formats_decode_to_the_photo_they_hold(tmp_path):
         decode(tmp_path / "cut.heic", 64)
 
 
+def test_a_heic_is_read_from_its_preview_when_that_is_big_enough(tmp_path):
+    """A phone's HEIC holds a small copy of the photo: read instead of the photo when its shorter
+    side is at least the CNN's input size (the pixels agree with the full decode's), else the
+    photo is decoded; turned upright either way; and `pixels_read` says which was read."""
+    import numpy as np
+    from PIL import Image, ImageOps
+    from samples import save_phone_photo
+
+    from core.photo_files import open_photo, photo_metadata, pixels_read
+    from core.photos import decode
+
+    rng = np.random.default_rng(0)
+    base = np.asarray(shapes.scene(5, 2).image.convert("RGB").resize((640, 480), Image.Resampling.BICUBIC), dtype=np.int16)
+    image = Image.fromarray(np.clip(base + rng.integers(-10, 11, base.shape), 0, 255).astype(np.uint8))
+    for orientation, size in ((1, (256, 192)), (6, (192, 256))):  # 6: stored on its side, upright when read
+        path = save_phone_photo(image, tmp_path / f"IMG_{orientation}.HEIC", preview=256, orientation=orientation)
+        with open_photo(path, 160) as im:
+            assert im.size == size
+        assert pixels_read(path, 160) == f"preview {size[0]}x{size[1]}" and pixels_read(path, 224) == "full"
+        assert photo_metadata(path, 160).pixels_read == f"preview {size[0]}x{size[1]}" and photo_metadata(path).pixels_read is None
+        with Image.open(path) as im:
+            full = np.asarray(ImageOps.exif_transpose(im).convert("RGB").resize((160, 160), Image.Resampling.BILINEAR), dtype=int)
+        assert np.abs(decode(path, 160).astype(int) - full).mean() < 4, orientation
+    plain = save_phone_photo(image, tmp_path / "IMG_plain.HEIC")
+    assert pixels_read(plain, 160) == "full"
+    renamed = tmp_path / "not_heic.heic"  # a JPEG with a HEIC's name: read as what it is
+    image.save(renamed, format="JPEG")
+    assert pixels_read(renamed, 160) == "full" and decode(renamed, 64).shape == (64, 64, 3)
+
+
 def test_metadata_without_exif_or_with_broken_exif_is_no_error(tmp_path):
     import os
     from datetime import datetime

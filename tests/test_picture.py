@@ -206,6 +206,7 @@ def test_evaluate_reports_the_pictures(pictured):
         assert rows["both"]["value"] <= min(rows["colour >= 10%"]["value"], rows["caption names colour and shape"]["value"])
 
 
+@pytest.mark.slow  # ~100 s on 2 cores (it trains a second captioner): the quick suite's 30-minute budget
 def test_evaluate_has_a_second_model_judge_the_pictures(pictured, tmp_path, record_property):
     """`evaluate --judge V`: a captioner trained with another seed (`train --decoder-seed 1`), which
     took no part in picking the pictures, reads the same pictures again. It sees the same colours

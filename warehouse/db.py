@@ -143,7 +143,7 @@ def macros_of_today(con: duckdb.DuckDBPyConnection, opened: Opened) -> bool:
 ADDED_COLUMNS = (
     *(("images", c, t) for c, t in (("taken_at", "TIMESTAMP"), ("taken_at_offset", "VARCHAR"), ("taken_at_source", "VARCHAR"),
                                      ("camera_make", "VARCHAR"), ("camera_model", "VARCHAR"), ("gps_lat", "DOUBLE"), ("gps_lon", "DOUBLE"),
-                                     ("orientation", "SMALLINT"))),
+                                     ("orientation", "SMALLINT"), ("pixels_read", "VARCHAR"))),
     ("model_versions", "joint_checkpoint", "VARCHAR"), ("model_versions", "index_kind", "VARCHAR"), ("model_versions", "picture_checkpoint", "VARCHAR"),
     ("rejects", "size", "BIGINT"), ("rejects", "mtime_ns", "BIGINT"),
 )

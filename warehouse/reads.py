@@ -320,6 +320,17 @@ def every_path(con: Connection) -> list[str]:
     return [p for (p,) in con.execute("SELECT path FROM images").fetchall()]
 
 
+def photo_facts(con: Connection, image_id: str) -> dict | None:
+    """What a person asks of one photo: its file, size, when and where it was taken, the camera."""
+    row = con.execute(
+        """SELECT path, width, height, taken_at, taken_at_offset, taken_at_source, camera_make, camera_model, gps_lat, gps_lon
+           FROM images WHERE image_id = ?""",
+        [image_id],
+    ).fetchone()
+    names = ("path", "width", "height", "taken_at", "taken_at_offset", "taken_at_source", "camera_make", "camera_model", "gps_lat", "gps_lon")
+    return dict(zip(names, row)) if row else None
+
+
 def current_caption(con: Connection, image_id: str) -> str | None:
     """The promoted version's caption of a photo."""
     row = con.execute("SELECT caption FROM current_captions WHERE image_id = ?", [image_id]).fetchone()

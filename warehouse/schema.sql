@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS images (
     camera_model    VARCHAR,
     gps_lat         DOUBLE,           -- decimal degrees, north positive
     gps_lon         DOUBLE,           -- decimal degrees, east positive
-    orientation     SMALLINT          -- EXIF orientation 1..8 (onenet reads pixels upright)
+    orientation     SMALLINT,         -- EXIF orientation 1..8 (onenet reads pixels upright)
+    pixels_read     VARCHAR           -- what the CNN read at ingest: full | preview WxH (HEIC, RAW) | half-size (RAW)
 );
 
 CREATE TABLE IF NOT EXISTS captions (

@@ -79,9 +79,12 @@ def _raw_render(path: Path | str, min_side: int, pixels: bool = True) -> tuple[I
 
     try:
         with rawpy.imread(str(path)) as raw:
-            im = _raw_preview(raw, min_side)
+            im = _raw_preview(raw, min_side, upright=pixels)
             if im is not None:
-                return im, f"preview {im.size[0]}x{im.size[1]}"
+                w, h = im.size
+                if not pixels and im.getexif().get(_ORIENTATION) in UPRIGHT_SWAPS:
+                    w, h = h, w  # the size upright, as when its pixels are read
+                return im, f"preview {w}x{h}"
             return (Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)) if pixels else None), "half-size"
     except rawpy.LibRawError as e:
         raise OSError(f"libraw cannot read it: {type(e).__name__}: {_text(e)}") from None
@@ -105,9 +108,9 @@ def _heif_thumbnail(path: Path | str, min_side: int):
 def _heif_preview(path: Path | str, min_side: int) -> Image.Image | None:
     try:
         thumb = _heif_thumbnail(path, min_side)
-    except (OSError, ValueError, RuntimeError):  # not HEIF inside (a renamed JPEG...): Image.open decides
+        return thumb.to_pillow() if thumb is not None else None
+    except Exception:  # noqa: BLE001 - not HEIF inside (a renamed JPEG), or a preview that does not decode: the photo itself is read
         return None
-    return thumb.to_pillow() if thumb is not None else None
 
 
 def pixels_read(path: Path | str, min_side: int) -> str:
@@ -117,7 +120,7 @@ def pixels_read(path: Path | str, min_side: int) -> str:
     if Path(path).suffix.lower() in HEIF_SUFFIXES and min_side > 0:
         try:
             thumb = _heif_thumbnail(path, min_side)
-        except (OSError, ValueError, RuntimeError):
+        except Exception:  # noqa: BLE001 - as in _heif_preview: the photo itself is read
             return "full"
         return f"preview {thumb.size[0]}x{thumb.size[1]}" if thumb is not None else "full"
     if not is_raw(path):
@@ -128,7 +131,9 @@ def pixels_read(path: Path | str, min_side: int) -> str:
     return which
 
 
-def _raw_preview(raw, min_side: int) -> Image.Image | None:
+def _raw_preview(raw, min_side: int, upright: bool = True) -> Image.Image | None:
+    """The RAW's embedded JPEG preview if its shorter side is at least `min_side`; turned upright
+    (decoded), or with upright=False only opened (its header read: size, not pixels)."""
     import rawpy
 
     try:
@@ -141,7 +146,7 @@ def _raw_preview(raw, min_side: int) -> Image.Image | None:
     if min(im.size) < min_side:
         im.close()
         return None
-    return ImageOps.exif_transpose(im)
+    return ImageOps.exif_transpose(im) if upright else im
 
 
 def _text(e: Exception) -> str:

@@ -188,6 +188,7 @@ def search_for(page, text: str, until: str = "") -> None:
     page.press("#query", "Enter")
     page.wait_for_function(f"document.getElementById('status').textContent.includes({json.dumps('“' + text + '”')})", timeout=60_000)
     page.wait_for_function("[...document.querySelectorAll('#results .card img')].every(i => i.complete && i.naturalWidth > 0)", timeout=60_000)
+    page.wait_for_function("[...document.querySelectorAll('#results .card')].every(c => c.style.getPropertyValue('--ar'))", timeout=10_000)  # shaped as their photos
 
 
 def captions_of(page, where: str) -> list[str]:
@@ -244,6 +245,20 @@ def test_whole_photos_and_the_large_view(explorer):
         page.click("#viewer .close")
         page.wait_for_function("!document.getElementById('viewer').open", timeout=10_000)
         assert page.input_value("#query") == "a green star" and len(captions_of(page, "#results")) == len(captions)
+        page.click("#results .card >> nth=0")  # two photos deep, Escape returns to the results in one step
+        page.wait_for_function(f"document.getElementById('viewer').dataset.imageId === '{first}' && document.getElementById('viewer').open", timeout=30_000)
+        page.click("#viewer .similar .card >> nth=0")
+        page.wait_for_function(f"document.getElementById('viewer').dataset.imageId === '{second}'", timeout=30_000)
+        page.keyboard.press("Escape")
+        page.wait_for_function("!document.getElementById('viewer').open && location.hash === ''", timeout=10_000)
+        assert page.input_value("#query") == "a green star"
+
+        link = page.context.browser.new_page(viewport={"width": 1280, "height": 900})  # a link to one photo opens its large view; Escape leaves the page's own address
+        link.goto(f"{explorer['base']}/#photo={explorer['wide']}")
+        link.wait_for_function(f"document.getElementById('viewer').open && document.getElementById('viewer').dataset.imageId === '{explorer['wide']}'", timeout=60_000)
+        link.keyboard.press("Escape")
+        link.wait_for_function("!document.getElementById('viewer').open && location.hash === ''", timeout=10_000)
+        link.close()
         assert problems == [], problems
 
 
@@ -308,10 +323,14 @@ def test_a_word_map_a_person_can_read(explorer):
         near = page.eval_on_selector_all("#wordmap text.near", "ts => ts.map(t => t.dataset.word)")
         assert sum(w in ("green", "blue", "purple", "orange", "yellow") for w in near) >= 2, near
         page.screenshot(path=str(OUTPUT / "explore-words.png"), full_page=True)
-        page.click(f"#wordmap text[data-word='{near[0]}']")
-        page.wait_for_function(f"document.getElementById('word').value === '{near[0]}'", timeout=30_000)
+        in_view = page.evaluate("""() => { const m = document.getElementById('wordmap').getBoundingClientRect();
+            return [...document.querySelectorAll('#wordmap text.near')].filter(t => { const r = t.getBoundingClientRect();
+                return r.left >= m.left && r.right <= m.right && r.top >= m.top && r.bottom <= m.bottom; }).map(t => t.dataset.word); }""")
+        assert in_view, near
+        page.click(f"#wordmap text[data-word='{in_view[0]}']")
+        page.wait_for_function(f"document.getElementById('word').value === '{in_view[0]}'", timeout=30_000)
         page.click("#word-status .suggest")
-        page.wait_for_function(f"document.getElementById('status').textContent.includes('“a {near[0]}”')", timeout=60_000)
+        page.wait_for_function(f"document.getElementById('status').textContent.includes('“a {in_view[0]}”')", timeout=60_000)
         assert problems == [], problems
 
 

@@ -322,13 +322,13 @@ def every_path(con: Connection) -> list[str]:
 
 def photo_facts(con: Connection, image_id: str) -> dict | None:
     """What a person asks of one photo: its file, size, when and where it was taken, the camera."""
-    row = con.execute(
+    found = con.execute(
         """SELECT path, width, height, taken_at, taken_at_offset, taken_at_source, camera_make, camera_model, gps_lat, gps_lon
            FROM images WHERE image_id = ?""",
         [image_id],
-    ).fetchone()
-    names = ("path", "width", "height", "taken_at", "taken_at_offset", "taken_at_source", "camera_make", "camera_model", "gps_lat", "gps_lon")
-    return dict(zip(names, row)) if row else None
+    )
+    row = found.fetchone()
+    return dict(zip([d[0] for d in found.description], row)) if row else None
 
 
 def current_caption(con: Connection, image_id: str) -> str | None:

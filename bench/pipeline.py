@@ -177,6 +177,9 @@ def run(bounds: dict, full: bool, workspace: str | None = None) -> tuple[list[Ro
         # issue 17's goal (>= 2x faster than the code of the day it was filed) compares two commits:
         # `make bench-against` (bench/against.py) measures both in one run
     rows.append(metadata_share(ws, root / "phone1000", timed))
+    from bench.heic import ingest_rows  # issue 42: an iPhone library end to end
+
+    rows += ingest_rows(ws.root, root / "iphone", timed)
     write_scenes(root / "new100", 2, 100)
     hundred = timed("ingest 100", lambda: ingest_flow(workspace=str(ws.root), folders=[str(root / "new100")]))
     again = timed("re-ingest 100", lambda: ingest_flow(workspace=str(ws.root), folders=[str(root / "new100")]))

@@ -63,7 +63,7 @@ def open_photo(path: Path | str, min_side: int = 0) -> Iterator[Image.Image]:
     Raises what Pillow raises (OSError, UnidentifiedImageError, ...); RAW files libraw cannot
     read raise OSError with libraw's reason."""
     if not is_raw(path):
-        preview = _heif_preview(path, min_side) if Path(path).suffix.lower() in HEIF_SUFFIXES and min_side > 0 else None
+        preview = _heif_preview(path, min_side) if _may_read_heif_preview(path, min_side) else None
         with preview or Image.open(path) as im:
             yield im
         return
@@ -88,6 +88,10 @@ def _raw_render(path: Path | str, min_side: int, pixels: bool = True) -> tuple[I
             return (Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)) if pixels else None), "half-size"
     except rawpy.LibRawError as e:
         raise OSError(f"libraw cannot read it: {type(e).__name__}: {_text(e)}") from None
+
+
+def _may_read_heif_preview(path: Path | str, min_side: int) -> bool:
+    return min_side > 0 and Path(path).suffix.lower() in HEIF_SUFFIXES
 
 
 def _heif_thumbnail(path: Path | str, min_side: int):
@@ -116,8 +120,10 @@ def _heif_preview(path: Path | str, min_side: int) -> Image.Image | None:
 def pixels_read(path: Path | str, min_side: int) -> str:
     """Which pixels `open_photo(path, min_side)` reads: 'preview WxH' (a HEIC's or a RAW's
     embedded preview), 'half-size' (a RAW's sensor data demosaiced at half size) or 'full'.
-    Raises what opening the file raises."""
-    if Path(path).suffix.lower() in HEIF_SUFFIXES and min_side > 0:
+    Decided from the file's header, as `open_photo` decides, without decoding pixels (a HEIC
+    preview listed but undecodable, which `open_photo` replaces by the photo, still reads as
+    'preview'). Raises what opening the file raises."""
+    if _may_read_heif_preview(path, min_side):
         try:
             thumb = _heif_thumbnail(path, min_side)
         except Exception:  # noqa: BLE001 - as in _heif_preview: the photo itself is read

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.flickr8k_levers import inputs
+from bench.flickr8k_levers import inputs, record
 from models.beam import beam_search, caption_text
 from models.captioner import END_ID, PAD_ID, pad_batch, with_end
 from models.encoder import load_encoder
@@ -174,9 +174,9 @@ def main(workspace: str, name: str, spec: dict) -> dict:
         with torch.no_grad():
             val_loss = sum(model.loss(grid[val_rows[s : s + 500]].float(), pad_batch(val_tokens[s : s + 500]), 0.0)[0].item() * len(val_rows[s : s + 500]) for s in range(0, len(val_rows), 500)) / len(val_rows)
         greedy = cider(refs, dict(zip(dev, captions_of(model, words, dev_grid, 1, 0.0))))
-        record = {"epoch": epoch, "train_loss": round(total / tokens_n, 3), "val_loss": round(val_loss, 3), "val_cider": round(greedy, 1), "tokens_per_s": round(tokens_n / (time.perf_counter() - t0))}
-        history.append(record)
-        log.info("%s", record)
+        scores = {"epoch": epoch, "train_loss": round(total / tokens_n, 3), "val_loss": round(val_loss, 3), "val_cider": round(greedy, 1), "tokens_per_s": round(tokens_n / (time.perf_counter() - t0))}
+        history.append(scores)
+        log.info("%s", scores)
         if greedy > best[0]:
             best = (greedy, {k: v.clone() for k, v in model.state_dict().items()}, epoch)
     train_s = time.perf_counter() - started
@@ -188,10 +188,7 @@ def main(workspace: str, name: str, spec: dict) -> dict:
         "examples": dict(list(zip(dev, texts))[:5]),
     }
     torch.save({"config": asdict(cfg), "state_dict": model.state_dict(), "vocab": words}, Path(workspace) / f"attention-{name}.pt")
-    with open(Path(workspace) / "levers.jsonl", "a") as f:
-        f.write(json.dumps(result) + "\n")
-    print(json.dumps(result, indent=1))
-    return result
+    return record(workspace, result)
 
 
 if __name__ == "__main__":

@@ -105,6 +105,11 @@ def main(workspace: str, name: str, spec: dict) -> dict:
         started = time.perf_counter()
         tuned = finetune_scst(ws, captions, features, ref, ScstConfig(**spec["scst"]))
         result |= {"scst_s": round(time.perf_counter() - started), "scst": dev_scores(ws, captions, features, tuned, **spec.get("eval", {}))}
+    return record(workspace, result)
+
+
+def record(workspace: str, result: dict) -> dict:
+    """One lever's result: appended to WORKSPACE/levers.jsonl and printed."""
     with open(Path(workspace) / "levers.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
     print(json.dumps(result, indent=1))

@@ -10,7 +10,8 @@
     GET /api/examples           a description and words that fit this workspace (onenet/examples.py)
     GET /api/wordmap.json       the most frequent words placed by t-SNE (x, y in 0..1; rank 0: commonest)
     GET /api/imagine.png?q=     the image decoder's picture for a description (models with one)
-    GET /photo/<image id>       a collection photo's bytes (HEIC, RAW, TIFF: as a JPEG)
+    GET /photo/<image id>[?s=card]   a collection photo's bytes (HEIC, RAW, TIFF: as a JPEG; for a
+                                card in the grid, from the file's small preview where it has one)
     GET /favicon.ico            the page's icon (also /favicon.svg)
 
 Photos are addressed by image id only, never by path: the id is looked up in the warehouse, and
@@ -68,10 +69,14 @@ def _date(text: str, name: str):
         raise OnenetError(f"{name}: {text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def as_jpeg(path: Path, longest: int = 1600) -> bytes:
+LARGE, CARD = (1600, 512), (640, 240)  # (longest side served, shortest side of a preview that may stand in)
+
+
+def as_jpeg(path: Path, size: tuple[int, int] = LARGE) -> bytes:
     """A photo a browser cannot show (HEIC, camera RAW, TIFF) as a JPEG, upright, at most
-    `longest` pixels on its long side."""
-    image = upright_thumbnail(path, longest, min_side=512)
+    `size[0]` pixels on its long side, read from the file's embedded preview where its shorter
+    side is at least `size[1]` (a phone's 320 x 240 HEIC preview for a card: no 12 MP decode)."""
+    image = upright_thumbnail(path, size[0], min_side=size[1])
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=88)
     return buffer.getvalue()
@@ -109,7 +114,7 @@ class Explorer:
             yield self.queries
 
     def _match(self, m) -> dict:
-        return {"image_id": m.image_id, "caption": m.caption, "score": round(m.score, 4), "url": f"/photo/{m.image_id}", "name": Path(m.path).name}
+        return {"image_id": m.image_id, "caption": m.caption, "score": round(m.score, 4), "url": f"/photo/{m.image_id}?s=card", "name": Path(m.path).name}
 
     def _suggest(self, unknown: list[str]) -> dict[str, list[str]]:
         """Known words spelled like each unknown word (the page's "did you mean")."""
@@ -252,7 +257,8 @@ def make_handler(explorer: Explorer):
                     path = explorer.photo(url.path[len("/photo/"):])
                     if path.suffix.lower() in BROWSER_SUFFIXES:
                         return self._send(HTTPStatus.OK, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream")
-                    return self._send(HTTPStatus.OK, as_jpeg(path), "image/jpeg")  # HEIC, RAW, TIFF: no browser shows them all
+                    # HEIC, RAW, TIFF: no browser shows them all
+                    return self._send(HTTPStatus.OK, as_jpeg(path, CARD if args.get("s") == "card" else LARGE), "image/jpeg")
                 return self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)
             except FileNotFoundError:
                 return self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)

@@ -18,7 +18,7 @@ OUTPUT = Path(os.environ.get("ONENET_TEST_OUTPUT", ROOT / "test-output"))
 CHROMIUM = Path(os.environ.get("ONENET_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 OUTSIDE = "ab" * 32  # an image id whose file is a link to outside the workspace
-PHONE_ID, RAW_ID = "cd" * 32, "ef" * 32  # a HEIC and a camera RAW in the workspace
+PHONE_ID, RAW_ID, PREVIEW_ID = "cd" * 32, "ef" * 32, "9c" * 32  # a HEIC, a camera RAW and a HEIC with a phone's preview
 
 
 WIDE_TAKEN = 1577880000  # 2020-01-01 12:00 UTC: the file date of the wide photo (the suite's own photos are from today)
@@ -61,9 +61,10 @@ def explorer(trained, tmp_path_factory):
     from tasks import shapes
 
     save_phone_photo(shapes.scene(3, 0).image.resize((96, 64)), ws.path("raw/IMG_0001.HEIC"))
+    save_phone_photo(shapes.scene(3, 2).image.resize((1200, 900)), ws.path("raw/IMG_0003.HEIC"), preview=320)
     save_dng(shapes.scene(3, 1).image, ws.path("raw/DSC_0002.DNG"))
     con = connect(ws)
-    for image_id, path in ((OUTSIDE, "raw/link.png"), (PHONE_ID, "raw/IMG_0001.HEIC"), (RAW_ID, "raw/DSC_0002.DNG")):
+    for image_id, path in ((OUTSIDE, "raw/link.png"), (PHONE_ID, "raw/IMG_0001.HEIC"), (RAW_ID, "raw/DSC_0002.DNG"), (PREVIEW_ID, "raw/IMG_0003.HEIC")):
         con.execute("INSERT INTO images (image_id, path, source) VALUES (?, ?, 'folder')", [image_id, path])
     publish_snapshot(con, ws)
     con.close()
@@ -140,10 +141,15 @@ def test_phone_and_raw_photos_are_served_as_jpeg(explorer):
 
     from PIL import Image
 
-    for image_id, size in ((PHONE_ID, (96, 64)), (RAW_ID, (64, 64))):  # RAW: demosaiced at half size
+    for image_id, size in ((PHONE_ID, (96, 64)), (RAW_ID, (64, 64)), (PREVIEW_ID, (1200, 900))):  # RAW: demosaiced at half size
         status, body = get(f"{explorer['base']}/photo/{image_id}")
         assert status == 200 and body[:3] == b"\xff\xd8\xff", image_id
         assert Image.open(io.BytesIO(body)).size == size
+    # a card in the grid reads a phone's 320 x 240 preview instead of decoding the photo; a HEIC
+    # without one is decoded as it is
+    for image_id, size in ((PREVIEW_ID, (320, 240)), (PHONE_ID, (96, 64))):
+        status, body = get(f"{explorer['base']}/photo/{image_id}?s=card")
+        assert status == 200 and Image.open(io.BytesIO(body)).size == size, image_id
 
 
 def test_only_collection_photos_inside_the_workspace_are_served(explorer):

@@ -233,7 +233,7 @@ def test_whole_photos_and_the_large_view(explorer):
 
         search_for(page, "a green star")
         captions = captions_of(page, "#results")
-        assert sum("green star" in c for c in captions[:5]) >= 4 and "by joint" in page.inner_text("#status"), captions
+        assert sum("green star" in c for c in captions[:5]) >= 4 and "matched by the joint text-image space" in page.inner_text("#status"), captions
         page.screenshot(path=str(OUTPUT / "explore-search.png"))
         first = page.get_attribute("#results .card >> nth=0", "data-image-id")
         page.click("#results .card >> nth=0")
@@ -242,6 +242,9 @@ def test_whole_photos_and_the_large_view(explorer):
         similar = captions_of(page, "#viewer .similar")
         assert sum("star" in c for c in similar[:5]) >= 4, similar
         assert first not in page.eval_on_selector_all("#viewer .similar .card", "els => els.map(e => e.dataset.imageId)")
+        page.wait_for_function("(i => i.complete && i.naturalWidth > 0)(document.querySelector('#viewer .large'))", timeout=30_000)
+        width, natural = page.eval_on_selector("#viewer .large", "i => [i.clientWidth, i.naturalWidth]")
+        assert width <= 2 * natural + 1, (width, natural)  # a small photo is not blown up past twice its size
         page.screenshot(path=str(OUTPUT / "explore-similar.png"))
         second = page.get_attribute("#viewer .similar .card >> nth=0", "data-image-id")
         page.click("#viewer .similar .card >> nth=0")  # a similar photo opens large in its turn; back returns to the first
@@ -279,7 +282,7 @@ def test_empty_queries_errors_and_did_you_mean(explorer):
         assert "Type a description" in page.inner_text("#status") and page.locator("#results .card").count() == 0
 
         search_for(page, "a red circel")
-        assert page.locator("#results .card").count() >= 5 and "circel" in page.inner_text("#status")
+        assert page.locator("#results .card").count() >= 5 and "searched without “circel”" in page.inner_text("#status")
         page.screenshot(path=str(OUTPUT / "explore-did-you-mean.png"))
         page.fill("#query", "rde circel")
         page.press("#query", "Enter")
@@ -315,6 +318,7 @@ def test_a_word_map_a_person_can_read(explorer):
         page.wait_for_function("document.getElementById('wordmap').dataset.ready", timeout=60_000)
         heights = page.eval_on_selector_all("#wordmap text", "ts => ts.map(t => t.getBoundingClientRect().height)")
         assert len(heights) >= 20 and min(heights) >= 12, heights  # CSS px: the old 700-px PNG shown at 362 px had 4-px labels
+        assert overlapping_labels(page) == [], "words drawn over each other"
         page.click("#zoom-in")
         page.click("#zoom-in")
         assert page.get_attribute("#wordmap", "data-scale") == "2.25"
@@ -340,12 +344,24 @@ def test_a_word_map_a_person_can_read(explorer):
         assert problems == [], problems
 
 
+def overlapping_labels(page) -> list:
+    """Pairs of word-map labels whose boxes overlap by more than 1 px each way (a word the map
+    draws must be readable, not half under another)."""
+    return page.evaluate("""() => { const rs = [...document.querySelectorAll('#wordmap text')].map(t => [t.dataset.word, t.getBoundingClientRect()]);
+        const out = [];
+        for (let i = 0; i < rs.length; i++) for (let j = i + 1; j < rs.length; j++) { const [a, p] = rs[i], [b, q] = rs[j];
+            if (Math.min(p.right, q.right) - Math.max(p.left, q.left) > 1 && Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top) > 1) out.push([a, b]); }
+        return out; }""")
+
+
 def test_the_page_at_a_phone_width(explorer):
     """At 390 px the page is one column with nothing wider than the screen; the large view fits."""
     with browser_page(explorer, 390, 844) as (page, problems):
         search_for(page, "a red circle", until="2020-12-31")
         widths = page.evaluate("[document.documentElement.scrollWidth, ...[...document.querySelectorAll('#results .card')].map(c => c.getBoundingClientRect().right)]")
         assert max(widths) <= 391, widths
+        page.wait_for_function("document.getElementById('wordmap').dataset.ready", timeout=60_000)
+        assert overlapping_labels(page) == [], "words drawn over each other at a phone's width"
         page.screenshot(path=str(OUTPUT / "explore-phone.png"), full_page=True)
         page.click("#results .card >> nth=0")
         page.wait_for_function("document.getElementById('viewer').open && document.querySelector('#viewer .large').complete", timeout=30_000)

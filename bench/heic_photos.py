@@ -31,7 +31,7 @@ from core import photo_files
 from core.photos import decode
 from models.beam import caption_vectors
 from models.captioner import load_model
-from models.metrics import caption_scores, tokenised
+from models.metrics import caption_scores, cider_by_image
 from tasks.features import plan_shards, shared_encoder
 from tasks.train import clean_references
 
@@ -52,14 +52,6 @@ def _read_three(photo: Path, tmp: Path, size: int) -> dict[str, np.ndarray]:
     heic.unlink()
     jpeg.unlink()
     return out
-
-
-def _per_photo_cider(refs: dict[str, list[str]], texts: dict[str, str]) -> np.ndarray:
-    from pycocoevalcap.cider.cider import Cider
-
-    r, c = tokenised(refs, texts)
-    ids = sorted(r)
-    return np.asarray(Cider().compute_score({i: r[i] for i in ids}, {i: c[i] for i in ids})[1]) * 100
 
 
 def main(workspace: str, version: str, n: int = 40) -> dict:
@@ -85,7 +77,8 @@ def main(workspace: str, version: str, n: int = 40) -> dict:
     def same(a: str, b: str) -> float:
         return round(float(np.mean([texts[a][i] == texts[b][i] for i in ids])), 3)
 
-    cider = {k: _per_photo_cider(refs, texts[k]) for k in SOURCES}
+    per_photo = {k: cider_by_image(refs, texts[k]) for k in SOURCES}
+    cider = {k: np.array([per_photo[k][i] for i in ids]) for k in SOURCES}
     rng = np.random.default_rng(0)
     draws = rng.integers(0, len(ids), (2000, len(ids)))
 

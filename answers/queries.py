@@ -37,6 +37,7 @@ from core.served_index import read_served
 from core.text import clean
 from core.vectors import faiss_id, normalise
 from core.workspace import Workspace
+from models.attention import grid_captioner
 from models.beam import caption_vectors
 from models.captioner import load_model, pad_batch
 from models.encoder import load_encoder
@@ -192,9 +193,13 @@ class Queries:
 
     def caption(self, photo: str | Path, beam_size: int | None = None) -> dict:
         """Caption any photo, in the collection or not (`beam_size`: other than the model's)."""
-        image_id, vector = self.photo_vector(Path(photo))
         decoding = self.model.decoding.but(beam_size=beam_size)
-        text, score = caption_vectors(self.model, self.words, torch.from_numpy(vector[None]).to(self.device), decoding)[0]
+        if self.grids is not None:  # the version's photo captioner reads the photo's grid
+            image_id, trunk = self.photo_features(Path(photo), self.grids.encoder)
+            text, score = self.grids.captions(trunk, self.words, decoding)[0]
+        else:
+            image_id, vector = self.photo_vector(Path(photo))
+            text, score = caption_vectors(self.model, self.words, torch.from_numpy(vector[None]).to(self.device), decoding)[0]
         return {"photo": str(photo), "image_id": image_id, "caption": text, "score": score}
 
     def similar_images(self, photo_or_id: str, k: int = 5, plus: list[str] = (), minus: list[str] = ()) -> list[Match]:
@@ -259,13 +264,20 @@ class Queries:
 
     def photo_vector(self, path: Path) -> tuple[str, np.ndarray]:
         """(image_id, image vector) of a photo file, encoded with the model's own encoder."""
+        image_id, features = self.photo_features(path, self.checkpoint["encoder"]["name"])
+        with torch.no_grad():
+            vector = self.model.image_vectors(features)[0]  # (dim,)
+        return image_id, vector.cpu().numpy()
+
+    def photo_features(self, path: Path, encoder: str) -> tuple[str, torch.Tensor]:
+        """(image_id, CNN features (1, D)) of a photo file: the version's pooled features, or the
+        trunk's map its photo captioner reads (`encoder`: which)."""
         if not path.is_file():
             raise OnenetError(f"photo not found: {path}")
         settings = self.checkpoint["encoder"]
         pixels = load_pixels(path, settings["image_size"]).unsqueeze(0).to(self.device)  # (1, 3, S, S)
-        with torch.no_grad():
-            vector = self.model.image_vectors(self.cnn.features(pixels))[0]  # (dim,)
-        return sha256_file(path), vector.cpu().numpy()
+        cnn = self.cnn if encoder == settings["name"] else self.trunk_cnn
+        return sha256_file(path), cnn.features(pixels)
 
     def image_vectors(self, image_ids: list[str]) -> np.ndarray:
         rows = reads.image_vectors(self.con, image_ids, (self.version, self.dim))
@@ -569,6 +581,16 @@ class Queries:
         """The frozen CNN that turns photos and pictures into features."""
         settings = self.checkpoint["encoder"]
         return load_encoder(settings["name"], settings["grid"], cache_dir=self.workspace.runtime_cache).to(self.device)
+
+    @cached_property
+    def trunk_cnn(self):
+        """The frozen CNN cut below its head: the map the version's photo captioner reads."""
+        return load_encoder(self.grids.encoder, self.checkpoint["encoder"]["grid"], cache_dir=self.workspace.runtime_cache).to(self.device)
+
+    @cached_property
+    def grids(self):
+        """The version's photo captioner over the grid (models/attention.py), or None."""
+        return grid_captioner(self.checkpoint, self.device)
 
     @cached_property
     def index(self) -> faiss.Index:

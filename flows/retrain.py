@@ -38,8 +38,9 @@ GATE_EVAL = EvalOptions(retrieval_images=0)
 class GateOptions:
     """When a retrained model may replace the promoted one."""
 
-    # task/method/metric; the method "beam" is each version's own beam search (beam3 for one
-    # trained with the default width), so a candidate trained with another width is comparable
+    # task/method/metric; the method "beam" is each version's own photo captions by beam search
+    # (beam3 for one trained with the default width, attention-beam3 for one whose captioner
+    # attends over the grid), so a candidate trained with another width or captioner is comparable
     metrics: list[str] = field(default_factory=lambda: ["captions/beam/CIDEr", "captions/beam/BLEU-4"])
     tolerance: float = 0.02  # a gated metric may be at most 2% (relative) below the incumbent's
     evaluation: EvalOptions = field(default_factory=lambda: GATE_EVAL)
@@ -104,6 +105,7 @@ def compare(candidate: list[dict], incumbent: list[dict], g: GateOptions) -> lis
     def by_name(rows: list[dict]) -> dict[str, float | None]:
         named = {f"{r['task']}/{r['method']}/{r['metric']}": r["value"] for r in rows}
         own_beam = {f"{r['task']}/beam/{r['metric']}": r["value"] for r in rows if re.fullmatch(r"beam\d+", r["method"])}
+        own_beam |= {f"{r['task']}/beam/{r['metric']}": r["value"] for r in rows if re.fullmatch(r"attention-beam\d+", r["method"])}
         return named | own_beam
 
     new, old = by_name(candidate), by_name(incumbent)

@@ -21,6 +21,7 @@ from models.captioner import Decoding
 from models.encoder import DEFAULT_ENCODER, trunk_name
 from models.joint import JOINT_LOSSES, JointConfig
 from models.picture import PICTURE_FRAMES, PictureConfig
+from tasks.attention import AttentionTrainConfig, train_attention_task
 from tasks.cache import TaskRuns
 from tasks.captions import clean_captions_task
 from tasks.datasets import FLICKR8K_ARCHIVES, flickr8k_source_task, karpathy_source_task
@@ -57,6 +58,7 @@ class TrainOptions:
     max_words: int = 20
     decoder: TrainConfig = field(default_factory=TrainConfig)
     scst: ScstConfig = field(default_factory=ScstConfig)  # self-critical fine-tuning after the decoder (0 epochs: none)
+    attention: AttentionTrainConfig = field(default_factory=AttentionTrainConfig)  # the photo captioner over the grid (tasks/attention.py; 0 epochs: none)
     shard_size: int = 1024  # photos per mapped task (feature and caption shards): the unit of scale-out
     joint: JointConfig = field(default_factory=JointConfig)  # the caption encoder for search (models/joint.py)
     picture: PictureConfig = field(default_factory=PictureConfig)  # the image decoder for imagine (models/picture.py; 0 epochs: none)
@@ -70,6 +72,9 @@ PHOTO_DEFAULTS = {
     "encoder": "efficientnet-lite0",
     "image_size": 224,  # the photos are 224 px: the largest size that carries information
     "decoder": TrainConfig(epochs=8, batch_size=128, dropout=0.3, select_by="cider", decoding=Decoding(length_alpha=1.0)),
+    # photo captions from a decoder that attends over the 7 x 7 grid: +1.6 to +2.2 BLEU-4 and
+    # +7.5 CIDEr over the best vector decoder on dev (two seeds); its kept epochs were 4 and 6 of 8
+    "attention": AttentionTrainConfig(epochs=6),
     # VSE++'s hardest-negative loss ranked photos better than InfoNCE on dev
     "joint": JointConfig(epochs=25, loss="max-violation"),
     # photos have no plain background to cut a subject from: the image decoder draws them whole,
@@ -79,14 +84,14 @@ PHOTO_DEFAULTS = {
 
 
 def options_for(source: str, decoder: dict | None = None, decoding: dict | None = None, scst: dict | None = None, joint: dict | None = None,
-                picture: dict | None = None, **given) -> TrainOptions:
+                picture: dict | None = None, attention: dict | None = None, **given) -> TrainOptions:
     """TrainOptions for `source` with its defaults, then every option the user gave (None = not
-    given). decoder / decoding / scst / joint / picture: fields of those configs that were given."""
+    given). decoder / decoding / scst / joint / picture / attention: fields of those configs that were given."""
     base = TrainOptions(source=source, **(PHOTO_DEFAULTS if source != "shapes" else {}))
     given = {k: v for k, v in given.items() if v is not None}
     parts = {
         name: replace(getattr(base, name), **{k: v for k, v in (fields or {}).items() if v is not None})
-        for name, fields in (("decoder", decoder), ("scst", scst), ("joint", joint), ("picture", picture))
+        for name, fields in (("decoder", decoder), ("scst", scst), ("joint", joint), ("picture", picture), ("attention", attention))
     }
     parts["decoder"] = replace(parts["decoder"], decoding=parts["decoder"].decoding.but(**(decoding or {})))
     return replace(base, **given, **parts)
@@ -119,6 +124,14 @@ def train_flow(workspace: str, options: TrainOptions | None = None, promote: boo
     model = run(train_decoder_task, workspace=ws, captions=captions, features=features, cfg=o.decoder)
     if o.scst.epochs:
         model = run(scst_task, workspace=ws, captions=captions, features=features, model=model, cfg=o.scst)
+    if o.attention.epochs:  # the photo captioner reads the trunk's map (the encoder below its head), encoded once too
+        cells = trunk_name(o.encoder, 0)
+        cell_rejects = run.map(
+            encode_shard_task, {"photos": shards}, workspace=ws, encoder_name=cells, image_size=o.image_size,
+            grid=o.grid, batch_size=o.feature_batch,
+        )
+        cells = collect_features(ws, photos, cells, o.image_size, o.grid, [r for shard in cell_rejects for r in shard])
+        model = run(train_attention_task, workspace=ws, captions=captions, cells=cells, model=model, cfg=o.attention)
     vectors = run(export_vectors_task, workspace=ws, manifest=manifest, features=features, model=model)
     joint = run(train_joint_task, workspace=ws, captions=captions, vectors=vectors, model=model, cfg=o.joint) if o.joint.epochs else None
     picture = (
@@ -164,6 +177,11 @@ def check_options(o: TrainOptions) -> None:
     if o.decoder.decoders > 1 and o.scst.epochs:
         raise OnenetError("--decoders > 1 with --scst-epochs: self-critical training changes the image vectors the other decoders learned to read; choose one")
     at_least("--max-caption-words", o.decoder.decoding.max_len)
+    at_least("--attention-epochs", o.attention.epochs, 0)
+    if o.attention.epochs and o.tune_blocks != -1:
+        raise OnenetError("--attention-epochs with --tune-blocks: the attending captioner reads the frozen encoder's grid; choose one")
+    if o.attention.epochs:
+        trunk_name(o.encoder, 0)  # an EfficientNet-Lite encoder: the grid is its head's map
     at_least("--rerank", o.decoder.decoding.rerank, 0)
     if o.picture.frame not in PICTURE_FRAMES:
         raise OnenetError(f"--imagine-frame must be {' or '.join(map(repr, PICTURE_FRAMES))}, not {o.picture.frame!r}")

@@ -1,22 +1,28 @@
 """A decoder that attends over the photo's grid of cells: Show, Attend and Tell's soft attention
-(Xu et al. 2015).
+(Xu et al. 2015), and the photo captioner built on it.
 
-Measured against the vector decoder in bench/flickr8k_attention.py (BENCHMARKS.md, "A decoder
-that attends over the grid"); not yet a captioner of the product, which writes every caption
-from the image vector (models/captioner.py). Beam search (models/beam.py) writes with it as
-with a Captioner: `start(grid)` and `step(tokens, state)`, the state's tensors with the batch
-on dim 1.
+`AttendTell` is the decoder; `GridCaptioner` is what a model version carries when it was trained
+with one (`onenet train --attention-epochs N`, the photo default): the frozen encoder's head over
+the stored trunk map (the encoder cut below its head, "efficientnet-lite0@16"), the cells
+standardised with the training photos' statistics, and the decoder over them. It writes the
+captions of photos; every other use (image vectors, word vectors, search, similar photos,
+imagine, captioning a bare vector) reads the version's vector captioner (models/captioner.py),
+whose image vectors the same trunk map gives through `pooled`. Beam search (models/beam.py)
+writes with AttendTell as with a Captioner: `start(grid)` and `step(tokens, state)`, the state's
+tensors with the batch on dim 1.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.captioner import END_ID, PAD_ID, with_end
+from models.beam import beam_search, caption_text
+from models.captioner import END_ID, PAD_ID, Decoding, with_end
+from models.encoder import EncoderTop
 
 
 @dataclass(frozen=True)
@@ -87,3 +93,69 @@ class AttendTell(nn.Module):
         h, c, a, keys = state
         logits, (h1, c1), _ = self._step(tokens, h[0], c[0], a[0], keys[0])
         return F.log_softmax(logits, -1), (h1[None], c1[None], a, keys)
+
+
+class GridCaptioner(nn.Module):
+    """The photo captioner of a version trained with attention: stored trunk features (the
+    encoder cut below its head) -> the frozen head's map -> standardised cells -> AttendTell.
+
+    `encoder` names the cut ("efficientnet-lite0@16"); `grid` is the version's pooling grid, so
+    `pooled` gives the features the version's image vectors are made from (the frozen encoder's
+    own, within float rounding), from the same trunk map."""
+
+    def __init__(self, encoder: str, grid: int, vocab_size: int, cfg: AttentionConfig, decoding: Decoding | None = None):
+        super().__init__()
+        self.encoder, self.cfg, self.decoding = encoder, cfg, decoding or Decoding()
+        self.decoder = AttendTell(vocab_size, cfg)  # drawn first: a seed gives the weights the bench measured
+        self.top = EncoderTop(encoder, grid).requires_grad_(False)  # frozen: the pretrained head, never trained here
+        self.register_buffer("cell_mean", torch.zeros(cfg.features))
+        self.register_buffer("cell_std", torch.ones(cfg.features))
+
+    @property
+    def label(self) -> str:
+        """The method name of its captions (generated_captions, evaluations): e.g. attention-beam3."""
+        return f"attention-{self.decoding.label}"
+
+    def raw_cells(self, trunk: torch.Tensor) -> torch.Tensor:
+        """(B, trunk features) -> the head map's cells (B, h * w, 1280), not standardised."""
+        return self.top.head_map(trunk).flatten(2).transpose(1, 2)
+
+    def cells(self, trunk: torch.Tensor) -> torch.Tensor:
+        """(B, trunk features) -> standardised cells (B, h * w, 1280), what the decoder reads."""
+        return (self.raw_cells(trunk) - self.cell_mean) / self.cell_std
+
+    def pooled(self, trunk: torch.Tensor) -> torch.Tensor:
+        """(B, trunk features) -> the pooled features the vector captioner reads (the frozen encoder's)."""
+        return self.top(trunk)
+
+    @torch.no_grad()
+    def captions(self, trunk: torch.Tensor, words: list[str], decoding: Decoding | None = None, batch_size: int = 250) -> list[tuple[str, float]]:
+        """(caption, score) for each photo of `trunk` (N, trunk features), by beam search with the
+        version's decoding settings (`decoding`: other ones for this call)."""
+        d = decoding or self.decoding
+        self.eval()
+        out = []
+        for s in range(0, len(trunk), batch_size):
+            grid = self.cells(trunk[s : s + batch_size].float())
+            out += [(caption_text(words, c.tokens), c.score) for c in beam_search(self.decoder, grid, d.beam_size, d.max_len, d.length_alpha)]
+        return out
+
+    def checkpoint(self) -> dict:
+        return {"encoder": self.encoder, "grid": self.top.grid, "config": asdict(self.cfg), "state_dict": self.state_dict()}
+
+    @classmethod
+    def from_checkpoint(cls, entry: dict, vocab_size: int, decoding: Decoding) -> "GridCaptioner":
+        model = cls(entry["encoder"], entry["grid"], vocab_size, AttentionConfig(**entry["config"]), decoding)
+        model.load_state_dict(entry["state_dict"])
+        return model.eval()
+
+
+def grid_captioner(checkpoint: dict, device: torch.device | None = None) -> GridCaptioner | None:
+    """The photo captioner a model checkpoint carries (its "attention" entry), or None: the
+    version writes photo captions from the image vector."""
+    entry = checkpoint.get("attention")
+    if entry is None:
+        return None
+    decoding = Decoding(**checkpoint["decoding"]) if checkpoint.get("decoding") else Decoding()
+    model = GridCaptioner.from_checkpoint(entry, len(checkpoint["vocab"]), decoding)
+    return model.to(device or torch.device("cpu")).requires_grad_(False)

@@ -327,10 +327,14 @@ class EncoderTop(nn.Module):
 
     def forward(self, trunk: torch.Tensor) -> torch.Tensor:
         """(B, c * h * w + taps) trunk features -> (B, out_dim) pooled features."""
-        maps, taps = trunk[:, : trunk.shape[1] - self.tap_dim], trunk[:, trunk.shape[1] - self.tap_dim :]
+        return pool(self.head_map(trunk), self.grid, trunk[:, trunk.shape[1] - self.tap_dim :])
+
+    def head_map(self, trunk: torch.Tensor) -> torch.Tensor:
+        """(B, c * h * w + taps) trunk features -> the head's map (B, 1280, h', w'): what the
+        pooled features average, and the cells a decoder that attends reads (models/attention.py)."""
+        maps = trunk[:, : trunk.shape[1] - self.tap_dim]
         side = math.isqrt(maps.shape[1] // self.channels)
-        x = self.blocks(maps.reshape(len(trunk), self.channels, side, side))
-        return pool(F.relu6(self.head(x)), self.grid, taps)
+        return F.relu6(self.head(self.blocks(maps.reshape(len(trunk), self.channels, side, side))))
 
 
 def split_cut(name: str) -> tuple[str, int | None]:

@@ -74,6 +74,8 @@ def train(
     scst_epochs: Optional[int] = typer.Option(None, help="self-critical (CIDEr-D) fine-tuning epochs after cross-entropy (0: none) [default: 0 for shapes]"),
     scst_lr: Optional[float] = typer.Option(None, help="self-critical fine-tuning learning rate [default: 5e-05]"),
     scst_baseline: Optional[str] = typer.Option(None, help="self-critical baseline: 'greedy' caption's reward (Rennie et al.) or 'mean' of the other samples"),
+    attention_epochs: Optional[int] = typer.Option(None, help="photo captioner that attends over the encoder's grid: training epochs (0: none, photo captions come from the image vector) [default: 0 for shapes, 6 for photos]"),
+    attention_seed: Optional[int] = typer.Option(None, help="the attending captioner's initial weights and caption order [default: 0]"),
     joint_epochs: Optional[int] = typer.Option(None, help="caption encoder (text->image search): training epochs (0: no encoder) [default: 15]"),
     joint_hidden: Optional[int] = typer.Option(None, help="caption encoder: GRU width per direction [default: 512]"),
     joint_loss: Optional[str] = typer.Option(None, help="caption encoder: 'infonce' (all in-batch negatives) or 'max-violation' (VSE++'s hardest negative) [default: infonce for shapes]"),
@@ -107,6 +109,7 @@ def train(
         decoding=dict(beam_size=beam, length_alpha=length_alpha, max_len=max_caption_words, rerank=rerank),
         scst=dict(epochs=scst_epochs, lr=scst_lr, baseline=scst_baseline), joint=dict(epochs=joint_epochs, hidden=joint_hidden, loss=joint_loss),
         picture=dict(epochs=imagine_epochs, frame=imagine_frame, align_photos=imagine_align),
+        attention=dict(epochs=attention_epochs, seed=attention_seed),
     )
     check_options(options)  # before Prefect starts: a wrong path is one line, not a failed flow run
 
@@ -123,6 +126,8 @@ def train(
     if not c.json:
         m = result["metrics"]
         console.print(f"validation: loss {m['val_loss']:.3f}, next-word accuracy {m['val_accuracy']:.3f} (epoch {m['epoch']})")
+        if "attention_epoch" in m:
+            console.print(f"photo captioner over the grid: validation greedy CIDEr {m['attention_val_cider']:.1f} (epoch {m['attention_epoch']})")
 
 
 def _train_gated(c: Context, options, gate, runner) -> None:

@@ -25,6 +25,7 @@ import torch
 
 from core.errors import OnenetError
 from core.workspace import Workspace
+from models.attention import GridCaptioner, grid_captioner
 from models.beam import caption_vectors
 from models.captioner import UNK_ID, Captioner, Decoding, load_model, pad_batch
 from models.inversion import InversionConfig, invert
@@ -64,6 +65,7 @@ class SplitData:
     raw: dict[str, list[str]]
     clean: dict[str, list[str]]
     features: np.ndarray  # (N, D) for ids
+    trunk: np.ndarray | None = None  # (N, D') the trunk's map for ids, when the version's photo captioner reads the grid
     train_ids: list[str] = field(default_factory=list)
     train_raw: dict[str, list[str]] = field(default_factory=dict)
     train_features: np.ndarray | None = None
@@ -93,6 +95,8 @@ def load_split_data(workspace: Workspace, checkpoint: dict, split: str, with_tra
     if train:
         data.train_ids, data.train_raw = [r[0] for r in train], {r[0]: r[1] for r in train}
         data.train_features = read_feature_rows(folder, data.train_ids)
+    if "attention" in checkpoint:
+        data.trunk = read_feature_rows(workspace.path(feature_dir(checkpoint["attention"]["encoder"], enc["image_size"], enc["grid"])), data.ids)
     return data
 
 
@@ -131,14 +135,21 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)).astype(np.float32)
 
 
-def evaluate_captions(model: Captioner, words: list[str], data: SplitData, decoding: Decoding) -> tuple[list[dict], dict[str, list[str]]]:
+def evaluate_captions(model: Captioner, words: list[str], data: SplitData, decoding: Decoding, grids: GridCaptioner | None = None) -> tuple[list[dict], dict[str, list[str]]]:
     """Metric rows and the captions each method wrote (in data.ids order): greedy, `decoding`
-    (the model's beam search) and the nearest-neighbour baseline."""
+    (the model's beam search) and the nearest-neighbour baseline; with a photo captioner over
+    the grid (`grids`, the version's photo captions), its greedy and beam search captions too."""
     methods: dict[str, list[str]] = {}
     for name, settings in (("greedy", decoding.but(beam_size=1)), (decoding.label, decoding)):
         started = time.perf_counter()
         methods[name] = generate(model, words, data.features, settings)
         log.info("evaluate: %s captions for %d photos in %.1fs", name, len(data.ids), time.perf_counter() - started)
+    if grids is not None:
+        trunk = torch.from_numpy(data.trunk).to(next(grids.parameters()).device)
+        for name, settings in (("attention-greedy", decoding.but(beam_size=1)), (f"attention-{decoding.label}", decoding)):
+            started = time.perf_counter()
+            methods[name] = [c for c, _ in grids.captions(trunk, words, settings)]
+            log.info("evaluate: %s captions for %d photos in %.1fs", name, len(data.ids), time.perf_counter() - started)
     methods["nn-baseline"] = nearest_neighbour_captions(data)
     rows = []
     for name, captions in methods.items():
@@ -533,7 +544,7 @@ def evaluate_model(workspace: Workspace, version: str, checkpoint_path: str, o: 
     data = load_split_data(workspace, checkpoint, o.split)
     log.info("evaluate: model %s on %s (%d photos, %d captions)", version, o.split, len(data.ids), sum(map(len, data.raw.values())))
     decoding = model.decoding.but(beam_size=o.beam_size, rerank=o.rerank)  # the model's, unless told otherwise
-    caption_rows, captions = evaluate_captions(model, words, data, decoding)
+    caption_rows, captions = evaluate_captions(model, words, data, decoding, grid_captioner(checkpoint, next(model.parameters()).device))
     joint = load_encoder_checkpoint(workspace.path(joint_path)) if joint_path else None
     retrieval_rows = evaluate_retrieval(model, words, data, o, decoding.rerank, joint)
     word_rows, word_checks = evaluate_words(model, words)

@@ -19,10 +19,11 @@ from core.files import sha256_text, write_parquet
 from core.vectors import to_column, to_matrix
 from core.workspace import Workspace
 from models import single_thread
+from models.attention import grid_captioner
 from models.beam import caption_vectors
 from models.captioner import SPECIALS, load_model
 from tasks.cache import Ref, cached_task
-from tasks.features import Features, read_features
+from tasks.features import Features, feature_dir, read_feature_rows, read_features
 from tasks.train import ModelRef
 
 log = logging.getLogger("onenet.export")
@@ -62,20 +63,27 @@ def caption_shards(workspace: Workspace, vectors: Ref, shard_size: int = 1024) -
 
 
 def caption_shard(workspace: Workspace, vectors: Ref, model_ref: ModelRef, image_ids: list[str]) -> Ref:
-    """Beam-search captions (the model's decoding settings) for one shard of exported image
-    vectors -> captions/part-<digest>.parquet."""
+    """Beam-search captions (the model's decoding settings) for one shard of exported photos ->
+    captions/part-<digest>.parquet: by the version's photo captioner over the photos' grids
+    (models/attention.py) when it has one, else from their image vectors."""
     model, checkpoint = load_model(workspace.path(model_ref.path))
     decoding = model.decoding
     device = next(model.parameters()).device
     table = pq.read_table(workspace.path(vectors.path) / "image_vectors.parquet")
     wanted = set(image_ids)
     rows = [k for k, i in enumerate(table.column("image_id").to_pylist()) if i in wanted]
-    matrix = to_matrix(table.column("vec").take(rows))
     ids = table.column("image_id").take(rows).to_pylist()
     started = time.perf_counter()
-    captions = caption_vectors(model, checkpoint["vocab"], torch.from_numpy(matrix).to(device))
-    log.info("export: captioned %d photos (beam %d) in %.1fs", len(captions), decoding.beam_size, time.perf_counter() - started)
-    digest = sha256_text(vectors.digest, str(decoding.beam_size), *ids)
+    grids = grid_captioner(checkpoint, device)
+    if grids is None:
+        matrix = to_matrix(table.column("vec").take(rows))
+        captions, method = caption_vectors(model, checkpoint["vocab"], torch.from_numpy(matrix).to(device)), decoding.label
+    else:
+        encoder = checkpoint["encoder"]
+        trunk = read_feature_rows(workspace.path(feature_dir(grids.encoder, encoder["image_size"], encoder["grid"])), ids)
+        captions, method = grids.captions(torch.from_numpy(trunk).to(device), checkpoint["vocab"]), grids.label
+    log.info("export: captioned %d photos (%s) in %.1fs", len(captions), method, time.perf_counter() - started)
+    digest = sha256_text(vectors.digest, method, *ids)
     path = workspace.path(vectors.path) / "captions" / f"part-{digest[:16]}.parquet"
     write_parquet(
         pa.table(
@@ -83,7 +91,7 @@ def caption_shard(workspace: Workspace, vectors: Ref, model_ref: ModelRef, image
                 "image_id": ids,
                 "caption": [c for c, _ in captions],
                 "score": [float(s) for _, s in captions],
-                "method": [decoding.label] * len(captions),
+                "method": [method] * len(captions),
             }
         ),
         path,

@@ -80,11 +80,14 @@ def extract_features(
     batch_size: int | None = None,
     shard_size: int = 1024,
     fresh: dict[str, np.ndarray] | None = None,
+    store: bool = True,
 ) -> Features:
     """Encode the (image_id, workspace-relative path) pairs that no shard holds yet.
 
     fresh: a dict that also receives the features encoded here (image_id -> row), so a caller
-    that needs them at once (an ingest shard) does not read back what was just written."""
+    that needs them at once (an ingest shard) does not read back what was just written.
+    store=False: only into `fresh` (features too large to keep for every photo ingested, such as
+    a trunk's map); what shards already hold is still not encoded again."""
     folder = workspace.path(feature_dir(encoder_name, image_size, grid))
     done = stored_ids(folder)
     todo = [(i, p) for i, p in dict(images).items() if i not in done]
@@ -103,7 +106,7 @@ def extract_features(
             if fresh is not None:
                 fresh.update(zip(batch_ids, batch_vectors))
             if len(ids) >= shard_size or seen == len(todo):
-                if ids:
+                if ids and store:
                     _write_shard(folder, ids, np.concatenate(vectors))
                     crash_point("features")
                 ids, vectors = [], []

@@ -40,6 +40,7 @@ from core.text import clean
 from core.vectors import faiss_id, normalise, to_column, to_matrix
 from core.workspace import Workspace
 from models import single_thread
+from models.attention import grid_captioner
 from models.beam import caption_vectors
 from models.captioner import load_model
 from tasks.features import extract_features, read_features
@@ -404,10 +405,16 @@ def ingest_shard(
         return Part(workspace.relative(path), tuple(map(tuple, json.loads(pq.read_schema(path).metadata[b"rejects"]))))
     crash_point("ingest-shard-start")  # tests: a shard that kills whatever runs it
     with single_thread():
-        model, saved = shared_captioner(workspace.path(checkpoint))
+        model, saved, grids = shared_captioner(workspace.path(checkpoint))
         settings = saved["encoder"]
+        # A version with a photo captioner over the grid reads the trunk's map: its head gives both
+        # the pooled features of the image vector and the cells, in one CNN pass. The map is not
+        # stored (62 KB a photo), only what is made of it.
+        encoder = settings["name"] if grids is None else grids.encoder
         fresh: dict[str, np.ndarray] = {}
-        features = extract_features(workspace, photos, settings["name"], settings["image_size"], settings["grid"], batch_size, fresh=fresh)
+        features = extract_features(
+            workspace, photos, encoder, settings["image_size"], settings["grid"], batch_size, fresh=fresh, store=grids is None,
+        )
         rejects = [(p, shown(reason)) for p, reason in features.rejects]  # a name that is not UTF-8: its bytes as \\xHH
         bad = {p for p, _ in rejects}
         accepted = [(i, p) for i, p in photos if p not in bad]
@@ -416,10 +423,12 @@ def ingest_shard(
         if ids:
             device = next(model.parameters()).device
             # the features just encoded, or (photos another run encoded) read from their shards
-            feats = np.stack([fresh[i] for i in ids]) if all(i in fresh for i in ids) else read_features(workspace, features, ids)
+            stored = [i for i in ids if i not in fresh]
+            fresh.update(zip(stored, read_features(workspace, features, stored)) if stored else ())
+            feats = torch.from_numpy(np.stack([fresh[i] for i in ids])).to(device)
             with torch.no_grad():
-                image_vecs = model.image_vectors(torch.from_numpy(feats).to(device))
-            captions = caption_vectors(model, saved["vocab"], image_vecs)
+                image_vecs = model.image_vectors(feats if grids is None else grids.pooled(feats))
+            captions = caption_vectors(model, saved["vocab"], image_vecs) if grids is None else grids.captions(feats, saved["vocab"])
             vectors = image_vecs.cpu().numpy()
     described = metadata_table([os_path(p) for _, p in accepted], min_side=settings["image_size"])  # width, height, taken_at, camera, GPS, ...
     table = pa.table(
@@ -438,8 +447,9 @@ def ingest_shard(
 
 
 def shared_captioner(path: Path):
-    """The captioner of a checkpoint, loaded once per process for every shard and ingest after it
-    (only read: no_grad vectors and beam search). Keyed by the file's size and mtime too, so a
+    """The captioner of a checkpoint, its checkpoint and its photo captioner over the grid (None
+    without one), loaded once per process for every shard and ingest after it (only read: no_grad
+    vectors and beam search). Keyed by the file's size and mtime too, so a
     checkpoint written again is read again."""
     stat = path.stat()
     return _captioner(str(path), stat.st_size, stat.st_mtime_ns)
@@ -447,7 +457,13 @@ def shared_captioner(path: Path):
 
 @functools.lru_cache(maxsize=2)
 def _captioner(path: str, size: int, mtime_ns: int):
-    return load_model(Path(path))
+    model, checkpoint = load_model(Path(path))
+    return model, checkpoint, grid_captioner(checkpoint, next(model.parameters()).device)
+
+
+def caption_method(model, checkpoint: dict, grids) -> str:
+    """The method name of the photo captions a version writes: beam3, or attention-beam3."""
+    return model.decoding.label if grids is None else grids.label
 
 
 def land(workspace: Workspace, plan: Plan, parts: list[Part], prune: bool = False) -> dict:
@@ -483,7 +499,7 @@ def land_parts(con, workspace: Workspace, plan: Plan, parts: list[Part]) -> tupl
         images=photos.select(["image_id", "path", *(c for c in METADATA_COLUMNS if c in photos.column_names)]) if photos is not None else _NO_PHOTOS,
         vectors=to_matrix(photos.column("vec")) if ids else np.zeros((0, 1), np.float32),
         captions=list(zip(photos.column("caption").to_pylist(), photos.column("score").to_pylist())) if ids else [],
-        caption_method=shared_captioner(workspace.path(plan.current.checkpoint))[0].decoding.label,
+        caption_method=caption_method(*shared_captioner(workspace.path(plan.current.checkpoint))),
         human_captions=list(plan.human),
         rejects=[(p, r, *plan.stats.get(p, (None, None))) for p, r in list(plan.rejects) + rejected],
         paths=[s for s in plan.seen if s[0] not in unreadable],  # the copies of photos

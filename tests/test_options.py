@@ -50,3 +50,16 @@ def test_decoding_options_set_at_training_are_the_models():
     assert o.decoder.decoding.rerank == 100
     with pytest.raises(OnenetError, match="--beam must be at least 1"):
         check_options(options_for("shapes", decoding={"beam_size": 0}))
+
+
+def test_photos_get_the_attending_photo_captioner_and_it_is_refused_where_it_cannot_work():
+    assert options_for("flickr8k").attention.epochs == PHOTO_DEFAULTS["attention"].epochs > 0
+    assert options_for("shapes").attention.epochs == 0
+    assert options_for("flickr8k", attention={"epochs": 0, "seed": None}).attention.epochs == 0  # turned off
+    with pytest.raises(OnenetError, match="--tune-blocks"):
+        check_options(options_for("flickr8k", tune_blocks=1))  # the grid is the frozen encoder's
+    check_options(options_for("flickr8k", tune_blocks=1, attention={"epochs": 0}))
+    with pytest.raises(OnenetError, match="EfficientNet-Lite"):
+        check_options(options_for("flickr8k", encoder="torchvision:resnet50"))
+    with pytest.raises(OnenetError, match="--attention-epochs"):
+        check_options(options_for("shapes", attention={"epochs": -1}))

@@ -21,7 +21,7 @@ from models.captioner import Decoding
 from models.encoder import DEFAULT_ENCODER, trunk_name
 from models.joint import JOINT_LOSSES, JointConfig
 from models.picture import PICTURE_FRAMES, PictureConfig
-from tasks.attention import AttentionTrainConfig, train_attention_task
+from tasks.attention import AttentionTrainConfig, add_attention_decoders_task, train_attention_task
 from tasks.cache import TaskRuns
 from tasks.captions import clean_captions_task
 from tasks.datasets import FLICKR8K_ARCHIVES, flickr8k_source_task, karpathy_source_task
@@ -131,7 +131,9 @@ def train_flow(workspace: str, options: TrainOptions | None = None, promote: boo
             grid=o.grid, batch_size=o.feature_batch,
         )
         cells = collect_features(ws, photos, cells, o.image_size, o.grid, [r for shard in cell_rejects for r in shard])
-        model = run(train_attention_task, workspace=ws, captions=captions, cells=cells, model=model, cfg=o.attention)
+        model = run(train_attention_task, workspace=ws, captions=captions, cells=cells, model=model, cfg=replace(o.attention, decoders=1))
+        if o.attention.decoders > 1:  # more photo captioners, trained after the first (which stays cached)
+            model = run(add_attention_decoders_task, workspace=ws, captions=captions, cells=cells, model=model, cfg=o.attention)
     vectors = run(export_vectors_task, workspace=ws, manifest=manifest, features=features, model=model)
     joint = run(train_joint_task, workspace=ws, captions=captions, vectors=vectors, model=model, cfg=o.joint) if o.joint.epochs else None
     picture = (
@@ -178,6 +180,7 @@ def check_options(o: TrainOptions) -> None:
         raise OnenetError("--decoders > 1 with --scst-epochs: self-critical training changes the image vectors the other decoders learned to read; choose one")
     at_least("--max-caption-words", o.decoder.decoding.max_len)
     at_least("--attention-epochs", o.attention.epochs, 0)
+    at_least("--attention-decoders", o.attention.decoders)
     if o.attention.epochs and o.tune_blocks != -1:
         raise OnenetError("--attention-epochs with --tune-blocks: the attending captioner reads the frozen encoder's grid; choose one")
     if o.attention.epochs:

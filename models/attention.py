@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.beam import beam_search, caption_text
-from models.captioner import END_ID, PAD_ID, Decoding, with_end
+from models.captioner import END_ID, PAD_ID, Decoding, Ensemble, with_end
 from models.encoder import EncoderTop
 
 
@@ -103,13 +103,22 @@ class GridCaptioner(nn.Module):
     `pooled` gives the features the version's image vectors are made from (the frozen encoder's
     own, within float rounding), from the same trunk map."""
 
-    def __init__(self, encoder: str, grid: int, vocab_size: int, cfg: AttentionConfig, decoding: Decoding | None = None):
+    def __init__(self, encoder: str, grid: int, vocab_size: int, cfg: AttentionConfig, decoding: Decoding | None = None, members: int = 0):
         super().__init__()
         self.encoder, self.cfg, self.decoding = encoder, cfg, decoding or Decoding()
         self.decoder = AttendTell(vocab_size, cfg)  # drawn first: a seed gives the weights the bench measured
         self.top = EncoderTop(encoder, grid).requires_grad_(False)  # frozen: the pretrained head, never trained here
         self.register_buffer("cell_mean", torch.zeros(cfg.features))
         self.register_buffer("cell_std", torch.ones(cfg.features))
+        # Further decoders over the same cells (`--attention-decoders N`), each trained alone with
+        # its own seed; captions are written by all of them together (`writer`).
+        self.members = nn.ModuleList(AttendTell(vocab_size, cfg) for _ in range(members))
+
+    @property
+    def writer(self) -> "AttendTell | Ensemble":
+        """What beam search writes with: the decoder, or with members, all of them together (the
+        mean of their next-word log-probabilities, as models/captioner.py's Ensemble)."""
+        return Ensemble([self.decoder, *self.members]) if len(self.members) else self.decoder
 
     @property
     def label(self) -> str:
@@ -129,23 +138,26 @@ class GridCaptioner(nn.Module):
         return self.top(trunk)
 
     @torch.no_grad()
-    def captions(self, trunk: torch.Tensor, words: list[str], decoding: Decoding | None = None, batch_size: int = 250) -> list[tuple[str, float]]:
+    def captions(self, trunk: torch.Tensor, words: list[str], decoding: Decoding | None = None, batch_size: int = 250,
+                 writer: AttendTell | None = None) -> list[tuple[str, float]]:
         """(caption, score) for each photo of `trunk` (N, trunk features), by beam search with the
-        version's decoding settings (`decoding`: other ones for this call)."""
+        version's decoding settings (`decoding`: other ones for this call). `writer`: one decoder
+        alone instead of the captioner's writer (training measures each on its own)."""
         d = decoding or self.decoding
+        writer = writer or self.writer
         self.eval()
         out = []
         for s in range(0, len(trunk), batch_size):
             grid = self.cells(trunk[s : s + batch_size].float())
-            out += [(caption_text(words, c.tokens), c.score) for c in beam_search(self.decoder, grid, d.beam_size, d.max_len, d.length_alpha)]
+            out += [(caption_text(words, c.tokens), c.score) for c in beam_search(writer, grid, d.beam_size, d.max_len, d.length_alpha)]
         return out
 
     def checkpoint(self) -> dict:
-        return {"encoder": self.encoder, "grid": self.top.grid, "config": asdict(self.cfg), "state_dict": self.state_dict()}
+        return {"encoder": self.encoder, "grid": self.top.grid, "config": asdict(self.cfg), "members": len(self.members), "state_dict": self.state_dict()}
 
     @classmethod
     def from_checkpoint(cls, entry: dict, vocab_size: int, decoding: Decoding) -> "GridCaptioner":
-        model = cls(entry["encoder"], entry["grid"], vocab_size, AttentionConfig(**entry["config"]), decoding)
+        model = cls(entry["encoder"], entry["grid"], vocab_size, AttentionConfig(**entry["config"]), decoding, entry.get("members", 0))
         model.load_state_dict(entry["state_dict"])
         return model.eval()
 

@@ -210,9 +210,10 @@ class Ensemble:
     normalised again (a product of the decoders' distributions). Its state is the tuple of theirs,
     so beam search repeats and selects beams in all of them."""
 
-    def __init__(self, decoders: list[Captioner]):
+    def __init__(self, decoders: list):
+        """decoders: Captioners reading one image vector, or AttendTells reading one grid (models/attention.py)."""
         self.decoders = decoders
-        self.decoding = decoders[0].decoding
+        self.decoding = getattr(decoders[0], "decoding", None)
 
     def start(self, image_vecs: torch.Tensor):
         return self._combined([d.start(image_vecs) for d in self.decoders])

@@ -76,6 +76,7 @@ def train(
     scst_baseline: Optional[str] = typer.Option(None, help="self-critical baseline: 'greedy' caption's reward (Rennie et al.) or 'mean' of the other samples"),
     attention_epochs: Optional[int] = typer.Option(None, help="photo captioner that attends over the encoder's grid: training epochs (0: none, photo captions come from the image vector) [default: 0 for shapes, 6 for photos]"),
     attention_seed: Optional[int] = typer.Option(None, help="the attending captioner's initial weights and caption order [default: 0]"),
+    attention_decoders: Optional[int] = typer.Option(None, help="attending decoders that write photo captions together, each trained alone (~25 min each on Flickr8k, 2 cores) [default: 1]"),
     joint_epochs: Optional[int] = typer.Option(None, help="caption encoder (text->image search): training epochs (0: no encoder) [default: 15]"),
     joint_hidden: Optional[int] = typer.Option(None, help="caption encoder: GRU width per direction [default: 512]"),
     joint_loss: Optional[str] = typer.Option(None, help="caption encoder: 'infonce' (all in-batch negatives) or 'max-violation' (VSE++'s hardest negative) [default: infonce for shapes]"),
@@ -109,7 +110,7 @@ def train(
         decoding=dict(beam_size=beam, length_alpha=length_alpha, max_len=max_caption_words, rerank=rerank),
         scst=dict(epochs=scst_epochs, lr=scst_lr, baseline=scst_baseline), joint=dict(epochs=joint_epochs, hidden=joint_hidden, loss=joint_loss),
         picture=dict(epochs=imagine_epochs, frame=imagine_frame, align_photos=imagine_align),
-        attention=dict(epochs=attention_epochs, seed=attention_seed),
+        attention=dict(epochs=attention_epochs, seed=attention_seed, decoders=attention_decoders),
     )
     check_options(options)  # before Prefect starts: a wrong path is one line, not a failed flow run
 

@@ -6,7 +6,9 @@ whose vocabulary and decoding settings it shares. Show, Attend and Tell's soft a
 (models/attention.py) over the frozen head's 7 x 7 map at 224 px; the epoch with the best greedy
 CIDEr on the validation photos is kept. Writes models/<version>.pt: the vector captioner's
 checkpoint with an "attention" entry, a new version (the vector captioner's digest, the trunk
-features' and this config's), so every use of the version reads one file.
+features' and this config's), so every use of the version reads one file. With
+`--attention-decoders N` (task `train-attention-decoders`), N - 1 more decoders are trained after
+it over the same cells, each alone with its own seed, and write photo captions together with it.
 
 Measured on Flickr8k dev (BENCHMARKS.md, "A decoder that attends over the grid"): BLEU-4 +1.6 to
 +2.2 and CIDEr +7.5 over the best vector decoder, on two seeds.
@@ -27,7 +29,7 @@ from core.errors import OnenetError
 from core.files import atomic_path, sha256_text
 from core.workspace import Workspace
 from models import default_device
-from models.attention import AttentionConfig, GridCaptioner
+from models.attention import AttendTell, AttentionConfig, GridCaptioner
 from models.captioner import Decoding, pad_batch
 from models.encoder import EncoderTop
 from models.fit import fit, seeded
@@ -52,6 +54,7 @@ class AttentionTrainConfig:
     dropout: float = 0.5
     alpha_c: float = 1.0  # weight of the doubly stochastic penalty (each cell looked at about once per caption)
     seed: int = 0
+    decoders: int = 1  # attending decoders that write photo captions together (the others: seeds seed + 1, ...)
 
 
 def cell_statistics(model: GridCaptioner, trunk: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,79 +70,133 @@ def cell_statistics(model: GridCaptioner, trunk: torch.Tensor, batch: int = 256)
     return mean.float(), std.float().clamp_min(1e-2)
 
 
-def train_attention(workspace: Workspace, captions: Ref, cells: Features, base: ModelRef, cfg: AttentionTrainConfig) -> ModelRef:
-    if cfg.epochs < 1:
-        raise OnenetError("an attending captioner needs at least 1 epoch")
-    checkpoint = torch.load(workspace.path(base.path), map_location="cpu", weights_only=True)
-    rng = seeded(cfg.seed)
-    device = default_device()
+@dataclass
+class GridData:
+    """What every attending decoder of a version is trained and measured on: the trunk's map of
+    the photos (half precision) and, by row, the training and validation captions and dev photos."""
+
+    trunk: torch.Tensor  # (photos, trunk features) float16
+    train_rows: np.ndarray
+    train_tokens: list[list[int]]
+    val_rows: np.ndarray
+    val_tokens: list[list[int]]
+    dev: list[str]  # the validation photos greedy CIDEr scores
+    dev_rows: list[int]
+    refs: dict[str, list[str]]
+    words: list[str]
+
+
+def grid_data(workspace: Workspace, captions: Ref, cells: Features, vocab: list[str], version: str) -> GridData:
     train_ids, train_tokens, words = load_split(workspace, captions, "train")
-    if words != checkpoint["vocab"]:
-        raise OnenetError(f"the captions' vocabulary is not model {base.version}'s: train them together")
+    if words != vocab:
+        raise OnenetError(f"the captions' vocabulary is not model {version}'s: train them together")
     val_ids, val_tokens, _ = load_split(workspace, captions, "val")
     refs = clean_references(workspace, captions, "val")
     dev = sorted(refs)
     images = sorted(set(train_ids) | set(val_ids) | set(dev))
     row = {image_id: r for r, image_id in enumerate(images)}
-    trunk = torch.from_numpy(read_features(workspace, cells, images)).to(torch.float16).to(device)  # half: 8,000 photos in ~0.25 GB
-    train_rows = np.array([row[i] for i in train_ids], dtype=np.int64)
-    val_rows = np.array([row[i] for i in val_ids], dtype=np.int64)
-    dev_rows = [row[i] for i in dev]
-    decoding = Decoding(**checkpoint["decoding"])
-    acfg = AttentionConfig(features=1280, dim=checkpoint["config"]["dim"], att=cfg.att, hidden=cfg.hidden, dropout=cfg.dropout)
-    model = GridCaptioner(cells.encoder, checkpoint["encoder"]["grid"], len(words), acfg, decoding)
-    model.top.load_state_dict(EncoderTop.pretrained(cells.encoder, checkpoint["encoder"]["grid"]).state_dict())
-    model.to(device)
-    mean, std = cell_statistics(model, trunk[np.unique(train_rows)])
-    model.cell_mean.copy_(mean)
-    model.cell_std.copy_(std)
-    optimiser = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr)
+    trunk = torch.from_numpy(read_features(workspace, cells, images)).to(torch.float16).to(default_device())  # half: 8,000 photos in ~0.25 GB
+    return GridData(
+        trunk, np.array([row[i] for i in train_ids], dtype=np.int64), train_tokens, np.array([row[i] for i in val_ids], dtype=np.int64),
+        val_tokens, dev, [row[i] for i in dev], refs, words,
+    )
+
+
+def fit_grid_decoder(model: GridCaptioner, decoder: AttendTell, data: GridData, cfg: AttentionTrainConfig, rng: np.random.Generator, name: str):
+    """Train `decoder` (the captioner's own or a member) on the captioner's cells for cfg.epochs;
+    it ends with the weights of its epoch with the best greedy CIDEr on the dev photos, written by
+    it alone. Returns (kept epoch, history)."""
+    device = data.trunk.device
+    optimiser = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
+    greedy = model.decoding.but(beam_size=1)
 
     def run_epoch(epoch: int) -> dict:
-        model.train()
+        decoder.train()
         started, total, tokens_n = time.perf_counter(), 0.0, 0
-        order = rng.permutation(len(train_rows))
+        order = rng.permutation(len(data.train_rows))
         for s in range(0, len(order), cfg.batch_size):
             batch = order[s : s + cfg.batch_size]
             with torch.no_grad():
-                grid = model.cells(trunk[train_rows[batch]].float())
-            loss, n = model.decoder.loss(grid, pad_batch([train_tokens[i] for i in batch]).to(device), cfg.alpha_c)
+                grid = model.cells(data.trunk[data.train_rows[batch]].float())
+            loss, n = decoder.loss(grid, pad_batch([data.train_tokens[i] for i in batch]).to(device), cfg.alpha_c)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.decoder.parameters(), 5.0)
+            nn.utils.clip_grad_norm_(decoder.parameters(), 5.0)
             optimiser.step()
             total, tokens_n = total + loss.item() * n, tokens_n + n
         tokens_per_s = tokens_n / (time.perf_counter() - started)
-        model.eval()
+        decoder.eval()
         with torch.no_grad():
             val_loss = sum(
-                model.decoder.loss(model.cells(trunk[val_rows[s : s + 500]].float()), pad_batch(val_tokens[s : s + 500]).to(device), 0.0)[0].item()
-                * len(val_rows[s : s + 500])
-                for s in range(0, len(val_rows), 500)
-            ) / max(len(val_rows), 1)
-        greedy = model.captions(trunk[dev_rows], words, decoding.but(beam_size=1)) if dev else []
-        val_cider = cider(refs, dict(zip(dev, (c for c, _ in greedy)))) if dev else 0.0
+                decoder.loss(model.cells(data.trunk[rows].float()), pad_batch(data.val_tokens[s : s + 500]).to(device), 0.0)[0].item() * len(rows)
+                for s in range(0, len(data.val_rows), 500) for rows in [data.val_rows[s : s + 500]]
+            ) / max(len(data.val_rows), 1)
+        texts = model.captions(data.trunk[data.dev_rows], data.words, greedy, writer=decoder) if data.dev else []
+        val_cider = cider(data.refs, dict(zip(data.dev, (c for c, _ in texts)))) if data.dev else 0.0
         record = {"epoch": epoch, "train_loss": total / tokens_n, "val_loss": val_loss, "val_cider": val_cider, "tokens_per_s": tokens_per_s}
-        log.info("attention: epoch %d/%d  loss %.3f  val_loss %.3f  val_cider %.1f  (%.0f tokens/s)", epoch, cfg.epochs, record["train_loss"], val_loss, val_cider, tokens_per_s)
+        log.info("%s: epoch %d/%d  loss %.3f  val_loss %.3f  val_cider %.1f  (%.0f tokens/s)", name, epoch, cfg.epochs, record["train_loss"], val_loss, val_cider, tokens_per_s)
         return record
 
-    best, history = fit(model, cfg.epochs, run_epoch, lambda r: r["val_cider"] if dev else -r["val_loss"], log=log, name="attention")
-    version = "m" + sha256_text(base.digest, cells.digest, json.dumps(asdict(cfg), sort_keys=True))[:10]
+    best, history = fit(decoder, cfg.epochs, run_epoch, lambda r: r["val_cider"] if data.dev else -r["val_loss"], log=log, name=name)
+    return best, history
+
+
+def train_attention(workspace: Workspace, captions: Ref, cells: Features, base: ModelRef, cfg: AttentionTrainConfig) -> ModelRef:
+    """The version's photo captioner, one decoder (further ones: `add_attention_decoders`)."""
+    if cfg.epochs < 1:
+        raise OnenetError("an attending captioner needs at least 1 epoch")
+    checkpoint = torch.load(workspace.path(base.path), map_location="cpu", weights_only=True)
+    rng = seeded(cfg.seed)
+    data = grid_data(workspace, captions, cells, checkpoint["vocab"], base.version)
+    acfg = AttentionConfig(features=1280, dim=checkpoint["config"]["dim"], att=cfg.att, hidden=cfg.hidden, dropout=cfg.dropout)
+    model = GridCaptioner(cells.encoder, checkpoint["encoder"]["grid"], len(data.words), acfg, Decoding(**checkpoint["decoding"]))
+    model.top.load_state_dict(EncoderTop.pretrained(cells.encoder, checkpoint["encoder"]["grid"]).state_dict())
+    model.to(data.trunk.device)
+    mean, std = cell_statistics(model, data.trunk[np.unique(data.train_rows)])
+    model.cell_mean.copy_(mean)
+    model.cell_std.copy_(std)
+    best, history = fit_grid_decoder(model, model.decoder, data, cfg, rng, "attention")
     metrics = {
         **base.metrics, "attention_epoch": best.record["epoch"], "attention_val_loss": round(best.record["val_loss"], 5),
         "attention_val_cider": round(best.record["val_cider"], 5),
     }
-    out = {
-        **checkpoint, "version": version, "metrics": metrics, "base_version": base.version,
-        "attention": {**model.cpu().checkpoint(), "train_config": asdict(cfg), "history": history},
-    }
+    entry = {**model.cpu().checkpoint(), "train_config": asdict(cfg), "history": history}
+    return save_version(workspace, {**checkpoint, "base_version": base.version}, entry, metrics, base.digest, cells.digest, json.dumps(asdict(cfg), sort_keys=True))
+
+
+def add_attention_decoders(workspace: Workspace, captions: Ref, cells: Features, base: ModelRef, cfg: AttentionTrainConfig) -> ModelRef:
+    """A version whose photo captions `cfg.decoders` attending decoders write together: `base`'s
+    photo captioner and cfg.decoders - 1 more over its cells, each trained alone with its own seed
+    (cfg.seed + k) and kept at its own best epoch, as `--decoders N` does for the vector captioner."""
+    checkpoint = torch.load(workspace.path(base.path), map_location="cpu", weights_only=True)
+    model = GridCaptioner.from_checkpoint(checkpoint["attention"], len(checkpoint["vocab"]), Decoding(**checkpoint["decoding"])).to(default_device())
+    data = grid_data(workspace, captions, cells, checkpoint["vocab"], base.version)
+    histories = []
+    for k in range(len(model.members) + 1, cfg.decoders):
+        rng = seeded(cfg.seed + k)  # before the member's weights are drawn
+        member = AttendTell(len(data.words), model.cfg).to(data.trunk.device)
+        _, history = fit_grid_decoder(model, member, data, cfg, rng, f"attention decoder {k + 1}/{cfg.decoders}")
+        model.members.append(member.requires_grad_(False))
+        histories.append(history)
+    entry = {**checkpoint["attention"], **model.cpu().checkpoint(), "member_history": histories}
+    return save_version(workspace, {**checkpoint, "base_version": base.version}, entry, base.metrics, base.digest, json.dumps(asdict(cfg), sort_keys=True))
+
+
+def save_version(workspace: Workspace, checkpoint: dict, attention: dict, metrics: dict, *digests: str) -> ModelRef:
+    """models/<version>.pt: `checkpoint` with its "attention" entry; the version is a digest of `digests`."""
+    version = "m" + sha256_text(*digests)[:10]
     path = workspace.path(f"models/{version}.pt")
     with atomic_path(path) as tmp:
-        torch.save(out, tmp)
-    log.info("attention: model %s  kept epoch %d  val greedy CIDEr %.1f", version, best.epoch, best.record["val_cider"])
+        torch.save({**checkpoint, "version": version, "metrics": metrics, "attention": attention}, tmp)
+    log.info("attention: model %s  photo captioner of %d decoder(s), kept epoch %s", version, 1 + attention.get("members", 0), metrics.get("attention_epoch"))
     return ModelRef(workspace.relative(path), version, version, metrics)
 
 
 @cached_task(name="train-attention")
 def train_attention_task(workspace: Workspace, captions: Ref, cells: Features, model: ModelRef, cfg: AttentionTrainConfig) -> ModelRef:
     return train_attention(workspace, captions, cells, model, cfg)
+
+
+@cached_task(name="train-attention-decoders")
+def add_attention_decoders_task(workspace: Workspace, captions: Ref, cells: Features, model: ModelRef, cfg: AttentionTrainConfig) -> ModelRef:
+    return add_attention_decoders(workspace, captions, cells, model, cfg)

@@ -13,7 +13,7 @@ from core.workspace import Workspace
 from flows.evaluate import evaluate_flow
 from models.attention import AttendTell, AttentionConfig, grid_captioner
 from models.beam import beam_search
-from models.captioner import load_model, pad_batch
+from models.captioner import Ensemble, load_model, pad_batch
 from models.encoder import DEFAULT_ENCODER, load_encoder
 from tasks import shapes
 from tasks.evaluate import EvalOptions
@@ -67,7 +67,7 @@ def attending(tmp_path_factory) -> dict:
     ws = Workspace.at(tmp_path_factory.mktemp("attending"))
     options = TrainOptions(
         n_images=IMAGES, decoder=TrainConfig(epochs=4), joint=JointConfig(epochs=1),
-        attention=AttentionTrainConfig(epochs=4, att=128, hidden=256, dropout=0.2, lr=2e-3),
+        attention=AttentionTrainConfig(epochs=4, att=128, hidden=256, dropout=0.2, lr=2e-3, decoders=2),
     )
     return {"workspace": ws, "result": train_flow(workspace=str(ws.root), options=options)}
 
@@ -77,6 +77,10 @@ def test_the_version_writes_photo_captions_from_the_grid_and_reads_every_other_u
     model, checkpoint = load_model(ws.path(f"models/{version}.pt"), torch.device("cpu"))
     grids = grid_captioner(checkpoint)
     assert grids is not None and grids.encoder == f"{DEFAULT_ENCODER}@16"
+    assert len(grids.members) == 1 and isinstance(grids.writer, Ensemble)  # two decoders write together
+    first = torch.load(ws.path(f"models/{checkpoint['base_version']}.pt"), weights_only=True)
+    assert first["attention"]["members"] == 0 and torch.equal(  # the first decoder is the one trained alone
+        first["attention"]["state_dict"]["decoder.out.weight"], checkpoint["attention"]["state_dict"]["decoder.out.weight"])
     assert checkpoint["encoder"]["name"] == DEFAULT_ENCODER  # the image vectors: the frozen encoder's pooled features, as without it
 
     # the training photos' captions: written by the attending captioner, and right about the scene

@@ -130,6 +130,12 @@ def test_the_version_writes_photo_captions_from_the_grid_and_reads_every_other_u
 
     gated = compare(result["rows"], result["rows"], GateOptions(metrics=["captions/beam/CIDEr"]))
     assert gated[0]["candidate"] == round(cider["attention-beam3"], 3)
+    from warehouse.db import reading
+    from warehouse.reads import latest_caption_metrics
+
+    with reading(ws) as con:  # what `onenet status` shows: the photo captions' scores
+        shown = {metric: value for split, metric, value in latest_caption_metrics(con, version)}
+    assert shown["CIDEr"] == cider["attention-beam3"] != cider["beam3"]
 
 
 def scenes_of(ws: Workspace) -> dict[str, dict]:

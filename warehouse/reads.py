@@ -373,10 +373,14 @@ def recent_promotions(con: Connection, n: int = 5) -> list[tuple]:
 
 
 def latest_caption_metrics(con: Connection, version: str) -> list[tuple[str, str, float | None]]:
-    """(split, metric, value) of the beam-search caption metrics of the version's latest evaluation."""
-    return con.execute(
-        """SELECT split, metric, value FROM evaluations
-           WHERE version = ? AND task = 'captions' AND starts_with(method, 'beam')
+    """(split, metric, value) of the beam-search caption metrics of the version's latest
+    evaluation: its photo captions' (`attention-beamN` where the version has a photo captioner
+    over the grid, else `beamN`)."""
+    rows = con.execute(
+        """SELECT split, metric, value, starts_with(method, 'attention-') FROM evaluations
+           WHERE version = ? AND task = 'captions' AND (starts_with(method, 'beam') OR starts_with(method, 'attention-beam'))
              AND evaluated_at = (SELECT max(evaluated_at) FROM evaluations WHERE version = ?)""",
         [version, version],
     ).fetchall()
+    photo = any(r[3] for r in rows)
+    return [(split, metric, value) for split, metric, value, attending in rows if attending == photo]

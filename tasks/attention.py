@@ -105,7 +105,7 @@ def grid_data(workspace: Workspace, captions: Ref, cells: Features, vocab: list[
 def fit_grid_decoder(model: GridCaptioner, decoder: AttendTell, data: GridData, cfg: AttentionTrainConfig, rng: np.random.Generator, name: str):
     """Train `decoder` (the captioner's own or a member) on the captioner's cells for cfg.epochs;
     it ends with the weights of its epoch with the best greedy CIDEr on the dev photos, written by
-    it alone. Returns (kept epoch, history)."""
+    it alone. Returns (the kept epoch, the record of every epoch)."""
     device = data.trunk.device
     optimiser = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
     greedy = model.decoding.but(beam_size=1)

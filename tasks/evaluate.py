@@ -32,7 +32,7 @@ from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
 from models.metrics import caption_scores, recall_at
 from tasks.cache import cached_task
-from tasks.features import feature_dir, read_feature_rows, stored_ids
+from tasks.features import feature_dir, grid_feature_dir, read_feature_rows, stored_ids
 from tasks.joint import load_encoder_checkpoint
 from tasks.word_checks import run_checks
 
@@ -96,7 +96,7 @@ def load_split_data(workspace: Workspace, checkpoint: dict, split: str, with_tra
         data.train_ids, data.train_raw = [r[0] for r in train], {r[0]: r[1] for r in train}
         data.train_features = read_feature_rows(folder, data.train_ids)
     if "attention" in checkpoint:
-        data.trunk = read_feature_rows(workspace.path(feature_dir(checkpoint["attention"]["encoder"], enc["image_size"], enc["grid"])), data.ids)
+        data.trunk = read_feature_rows(workspace.path(grid_feature_dir(checkpoint)), data.ids)
     return data
 
 

@@ -23,7 +23,7 @@ from models.attention import grid_captioner
 from models.beam import caption_vectors
 from models.captioner import SPECIALS, load_model
 from tasks.cache import Ref, cached_task
-from tasks.features import Features, feature_dir, read_feature_rows, read_features
+from tasks.features import Features, grid_feature_dir, read_feature_rows, read_features
 from tasks.train import ModelRef
 
 log = logging.getLogger("onenet.export")
@@ -79,8 +79,7 @@ def caption_shard(workspace: Workspace, vectors: Ref, model_ref: ModelRef, image
         matrix = to_matrix(table.column("vec").take(rows))
         captions, method = caption_vectors(model, checkpoint["vocab"], torch.from_numpy(matrix).to(device)), decoding.label
     else:
-        encoder = checkpoint["encoder"]
-        trunk = read_feature_rows(workspace.path(feature_dir(grids.encoder, encoder["image_size"], encoder["grid"])), ids)
+        trunk = read_feature_rows(workspace.path(grid_feature_dir(checkpoint)), ids)
         captions, method = grids.captions(torch.from_numpy(trunk).to(device), checkpoint["vocab"]), grids.label
     log.info("export: captioned %d photos (%s) in %.1fs", len(captions), method, time.perf_counter() - started)
     digest = sha256_text(vectors.digest, method, *ids)

@@ -52,6 +52,13 @@ def feature_dir(encoder: str, image_size: int, grid: int) -> str:
     return f"features/{encoder.replace(':', '-')}-{image_size}px-g{grid}-f{FEATURE_LAYOUT}"
 
 
+def grid_feature_dir(checkpoint: dict) -> str:
+    """Where the trunk maps that a version's photo captioner reads are stored (its "attention"
+    entry names the cut encoder; size and grid are the version's)."""
+    enc = checkpoint["encoder"]
+    return feature_dir(checkpoint["attention"]["encoder"], enc["image_size"], enc["grid"])
+
+
 def stored_ids(folder: Path) -> set[str]:
     ids: set[str] = set()
     for shard in sorted(folder.glob("part-*.parquet")):

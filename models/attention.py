@@ -63,25 +63,38 @@ class AttendTell(nn.Module):
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
 
     def _step(self, word: torch.Tensor, h, c, a, keys):
-        """One word in: (B,) -> logits (B, V), new (h, c), attention weights (B, 49)."""
-        weights = self.att_v(torch.tanh(keys + self.att_h(h).unsqueeze(1))).squeeze(2).softmax(1)  # (B, 49)
+        """One word in: (B,) -> the output layer's input (B, dim), new (h, c), attention weights (B, cells)."""
+        weights = self.att_v(torch.tanh(keys + self.att_h(h).unsqueeze(1))).squeeze(2).softmax(1)  # (B, cells)
         z = torch.sigmoid(self.gate(h)) * (weights.unsqueeze(2) * a).sum(1)  # (B, att)
         h, c = self.cell(torch.cat([self.embed(word), z], 1), (h, c))
-        return self.out(self.drop(self.out_h(h) + self.out_z(z))), (h, c), weights
+        return self.drop(self.out_h(h) + self.out_z(z)), (h, c), weights
 
-    def loss(self, grid: torch.Tensor, tokens: torch.Tensor, alpha_c: float) -> tuple[torch.Tensor, int]:
-        """Teacher-forced cross-entropy + the doubly stochastic penalty; (loss, target tokens)."""
-        targets = with_end(tokens)  # (B, T + 1)
-        inputs = torch.cat([torch.full_like(tokens[:, :1], END_ID), tokens], 1)  # <end> as the start symbol
+    def loss(self, grid: torch.Tensor, tokens: torch.Tensor, alpha_c: float, photo: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+        """Teacher-forced cross-entropy + the doubly stochastic penalty; (loss, target tokens).
+
+        `grid` (P, cells, features) holds the photos and `photo` (B,) says whose each caption of
+        `tokens` (B, T) is (default: caption i is photo i's), so a photo's cells are projected
+        once for all its captions. The captions run longest first and each step feeds only those
+        not yet ended (no step is spent on padding); the output layer runs once over all steps."""
         a, keys = self.cells(grid)
         h, c = self.initial(a)
-        logits, seen = [], torch.zeros(a.shape[:2], device=a.device)
-        for t in range(inputs.size(1)):
-            out, (h, c), weights = self._step(inputs[:, t], h, c, a, keys)
-            logits.append(out)
-            seen = seen + weights * (targets[:, t] != PAD_ID).unsqueeze(1)
-        ce = F.cross_entropy(torch.stack(logits, 2), targets, ignore_index=PAD_ID)
-        return ce + alpha_c * ((1 - seen) ** 2).mean(), int((targets != PAD_ID).sum())
+        targets = with_end(tokens)  # (B, T + 1)
+        lengths = (targets != PAD_ID).sum(1)
+        order = lengths.argsort(descending=True)
+        rows = order if photo is None else photo[order]
+        a, keys, h, c, targets = a[rows], keys[rows], h[rows], c[rows], targets[order]
+        inputs = torch.cat([torch.full_like(targets[:, :1], END_ID), targets[:, :-1]], 1)  # <end> as the start symbol
+        live = (lengths[order][None, :] > torch.arange(targets.size(1), device=lengths.device)[:, None]).sum(1).tolist()  # captions still running at each step
+        outputs, wanted, seen = [], [], torch.zeros(a.shape[:2], device=a.device)
+        for t, n in enumerate(live):
+            if n == 0:
+                break
+            out, (h, c), weights = self._step(inputs[:n, t], h[:n], c[:n], a[:n], keys[:n])
+            outputs.append(out)
+            wanted.append(targets[:n, t])
+            seen = seen + F.pad(weights, (0, 0, 0, len(seen) - n))
+        ce = F.cross_entropy(self.out(torch.cat(outputs)), torch.cat(wanted))
+        return ce + alpha_c * ((1 - seen) ** 2).mean(), int(lengths.sum())
 
     # beam search (models/beam.py): every tensor of the state has the batch on dim 1
     def start(self, grid: torch.Tensor):
@@ -91,8 +104,8 @@ class AttendTell(nn.Module):
 
     def step(self, tokens: torch.Tensor, state):
         h, c, a, keys = state
-        logits, (h1, c1), _ = self._step(tokens, h[0], c[0], a[0], keys[0])
-        return F.log_softmax(logits, -1), (h1[None], c1[None], a, keys)
+        out, (h1, c1), _ = self._step(tokens, h[0], c[0], a[0], keys[0])
+        return F.log_softmax(self.out(out), -1), (h1[None], c1[None], a, keys)
 
 
 class GridCaptioner(nn.Module):

@@ -102,6 +102,13 @@ def grid_data(workspace: Workspace, captions: Ref, cells: Features, vocab: list[
     )
 
 
+def by_photo(rows: np.ndarray) -> list[np.ndarray]:
+    """Caption indices grouped by their photo (`rows`: each caption's photo row), photos in row order."""
+    order = np.argsort(rows, kind="stable")
+    _, starts = np.unique(rows[order], return_index=True)
+    return np.split(order, starts[1:]) if len(rows) else []
+
+
 def fit_grid_decoder(model: GridCaptioner, decoder: AttendTell, data: GridData, cfg: AttentionTrainConfig, rng: np.random.Generator, name: str):
     """Train `decoder` (the captioner's own or a member) on the captioner's cells for cfg.epochs;
     it ends with the weights of its epoch with the best greedy CIDEr on the dev photos, written by
@@ -110,27 +117,36 @@ def fit_grid_decoder(model: GridCaptioner, decoder: AttendTell, data: GridData, 
     optimiser = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
     greedy = model.decoding.but(beam_size=1)
 
+    train_photos, val_photos = by_photo(data.train_rows), by_photo(data.val_rows)
+    per_batch = max(1, round(cfg.batch_size * len(train_photos) / max(len(data.train_rows), 1)))  # photos: ~batch_size captions
+
+    def loss(photos: list[np.ndarray], rows: np.ndarray, tokens: list[list[int]], alpha_c: float):
+        """The decoder's loss on the captions of `photos` (each an array of caption indices)."""
+        captions = np.concatenate(photos)
+        with torch.no_grad():
+            grid = model.cells(data.trunk[rows[[p[0] for p in photos]]].float())
+        photo = torch.from_numpy(np.repeat(np.arange(len(photos)), [len(p) for p in photos])).to(device)
+        return decoder.loss(grid, pad_batch([tokens[i] for i in captions]).to(device), alpha_c, photo)
+
     def run_epoch(epoch: int) -> dict:
         decoder.train()
         started, total, tokens_n = time.perf_counter(), 0.0, 0
-        order = rng.permutation(len(data.train_rows))
-        for s in range(0, len(order), cfg.batch_size):
-            batch = order[s : s + cfg.batch_size]
-            with torch.no_grad():
-                grid = model.cells(data.trunk[data.train_rows[batch]].float())
-            loss, n = decoder.loss(grid, pad_batch([data.train_tokens[i] for i in batch]).to(device), cfg.alpha_c)
+        order = rng.permutation(len(train_photos))
+        for s in range(0, len(order), per_batch):
+            value, n = loss([train_photos[i] for i in order[s : s + per_batch]], data.train_rows, data.train_tokens, cfg.alpha_c)
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             nn.utils.clip_grad_norm_(decoder.parameters(), 5.0)
             optimiser.step()
-            total, tokens_n = total + loss.item() * n, tokens_n + n
+            total, tokens_n = total + value.item() * n, tokens_n + n
         tokens_per_s = tokens_n / (time.perf_counter() - started)
         decoder.eval()
         with torch.no_grad():
-            val_loss = sum(
-                decoder.loss(model.cells(data.trunk[rows].float()), pad_batch(data.val_tokens[s : s + 500]).to(device), 0.0)[0].item() * len(rows)
-                for s in range(0, len(data.val_rows), 500) for rows in [data.val_rows[s : s + 500]]
-            ) / max(len(data.val_rows), 1)
+            val_total, val_n = 0.0, 0
+            for s in range(0, len(val_photos), 100):
+                value, n = loss(val_photos[s : s + 100], data.val_rows, data.val_tokens, 0.0)
+                val_total, val_n = val_total + value.item() * n, val_n + n
+            val_loss = val_total / max(val_n, 1)
         texts = model.captions(data.trunk[data.dev_rows], data.words, greedy, writer=decoder) if data.dev else []
         val_cider = cider(data.refs, dict(zip(data.dev, (c for c, _ in texts)))) if data.dev else 0.0
         record = {"epoch": epoch, "train_loss": total / tokens_n, "val_loss": val_loss, "val_cider": val_cider, "tokens_per_s": tokens_per_s}

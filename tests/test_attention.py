@@ -13,7 +13,7 @@ from core.workspace import Workspace
 from flows.evaluate import evaluate_flow
 from models.attention import AttendTell, AttentionConfig, grid_captioner
 from models.beam import beam_search
-from models.captioner import Ensemble, load_model, pad_batch
+from models.captioner import END_ID, PAD_ID, Ensemble, load_model, pad_batch
 from models.encoder import DEFAULT_ENCODER, load_encoder
 from tasks import shapes
 from tasks.evaluate import EvalOptions
@@ -50,6 +50,42 @@ def test_its_attention_weights_are_a_distribution_over_the_cells():
     _, _, weights = model._step(torch.tensor([1, 1]), h, c, a, keys)
     assert weights.shape == (2, 49) and torch.allclose(weights.sum(1), torch.ones(2)) and (weights >= 0).all()
 
+
+
+def padded_reference_loss(model: AttendTell, grids: torch.Tensor, tokens: torch.Tensor, alpha_c: float) -> torch.Tensor:
+    """The loss written the plain way: every caption its own copy of its photo's cells, every
+    step run over every caption (padding included), the padded targets ignored."""
+    targets = torch.cat([tokens, torch.full_like(tokens[:, :1], PAD_ID)], 1)
+    targets[torch.arange(len(tokens)), (tokens != PAD_ID).sum(1)] = END_ID  # <end> after the last word
+    inputs = torch.cat([torch.full_like(tokens[:, :1], END_ID), tokens], 1)  # <end> as the start symbol
+    a, keys = model.cells(grids)
+    h, c = model.initial(a)
+    logits, seen = [], torch.zeros(a.shape[:2])
+    for t in range(inputs.size(1)):
+        out, (h, c), weights = model._step(inputs[:, t], h, c, a, keys)
+        logits.append(model.out(out))
+        seen = seen + weights * (targets[:, t] != PAD_ID).unsqueeze(1)
+    return F.cross_entropy(torch.stack(logits, 2), targets, ignore_index=PAD_ID) + alpha_c * ((1 - seen) ** 2).mean()
+
+
+def test_a_photos_captions_share_its_cells_and_no_step_runs_on_padding():
+    """Training feeds each photo's cells once for all its captions and runs each caption only
+    until it ends; its loss and gradients are the plain padded loss's."""
+    torch.manual_seed(0)
+    grids = torch.randn(3, 49, 16)
+    captions = [[3, 4, 5], [6, 7], [8, 9, 10, 11, 3], [4], [5, 6, 7, 8]]
+    photo = torch.tensor([0, 2, 1, 0, 2])  # two photos with two captions each, in no order
+    model = AttendTell(WORDS, AttentionConfig(features=16, dim=16, att=16, hidden=32)).eval()
+    reference = AttendTell(WORDS, AttentionConfig(features=16, dim=16, att=16, hidden=32)).eval()
+    reference.load_state_dict(model.state_dict())
+    loss, tokens = model.loss(grids, pad_batch(captions), 1.0, photo)
+    expected = padded_reference_loss(reference, grids[photo], pad_batch(captions), 1.0)
+    loss.backward()
+    expected.backward()
+    assert tokens == sum(len(c) + 1 for c in captions)
+    assert torch.allclose(loss, expected, atol=1e-6), (loss.item(), expected.item())
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name
 
 # --- a version whose photo captioner attends over the grid (tasks/attention.py) -----------------
 

@@ -76,7 +76,7 @@ def train(
     scst_baseline: Optional[str] = typer.Option(None, help="self-critical baseline: 'greedy' caption's reward (Rennie et al.) or 'mean' of the other samples"),
     attention_epochs: Optional[int] = typer.Option(None, help="photo captioner that attends over the encoder's grid: training epochs (0: none, photo captions come from the image vector) [default: 0 for shapes, 6 for photos]"),
     attention_seed: Optional[int] = typer.Option(None, help="the attending captioner's initial weights and caption order [default: 0]"),
-    attention_decoders: Optional[int] = typer.Option(None, help="attending decoders that write photo captions together, each trained alone (~25 min each on Flickr8k, 2 cores) [default: 1]"),
+    attention_decoders: Optional[int] = typer.Option(None, help="attending decoders that write photo captions together, each trained alone (~15 min each on Flickr8k, 2 cores) [default: 1]"),
     joint_epochs: Optional[int] = typer.Option(None, help="caption encoder (text->image search): training epochs (0: no encoder) [default: 15]"),
     joint_hidden: Optional[int] = typer.Option(None, help="caption encoder: GRU width per direction [default: 512]"),
     joint_loss: Optional[str] = typer.Option(None, help="caption encoder: 'infonce' (all in-batch negatives) or 'max-violation' (VSE++'s hardest negative) [default: infonce for shapes]"),

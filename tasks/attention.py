@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -36,7 +37,7 @@ from models.fit import fit, seeded
 from models.metrics import cider
 from tasks.cache import Ref, cached_task
 from tasks.features import Features, read_features
-from tasks.train import ModelRef, clean_references, load_split
+from tasks.train import ModelRef, clean_references, each_once, load_split, photo_batches
 
 log = logging.getLogger("onenet.attention")
 
@@ -102,13 +103,6 @@ def grid_data(workspace: Workspace, captions: Ref, cells: Features, vocab: list[
     )
 
 
-def by_photo(rows: np.ndarray) -> list[np.ndarray]:
-    """Caption indices grouped by their photo (`rows`: each caption's photo row), photos in row order."""
-    order = np.argsort(rows, kind="stable")
-    _, starts = np.unique(rows[order], return_index=True)
-    return np.split(order, starts[1:]) if len(rows) else []
-
-
 def fit_grid_decoder(model: GridCaptioner, decoder: AttendTell, data: GridData, cfg: AttentionTrainConfig, rng: np.random.Generator, name: str):
     """Train `decoder` (the captioner's own or a member) on the captioner's cells for cfg.epochs;
     it ends with the weights of its epoch with the best greedy CIDEr on the dev photos, written by
@@ -117,23 +111,21 @@ def fit_grid_decoder(model: GridCaptioner, decoder: AttendTell, data: GridData, 
     optimiser = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
     greedy = model.decoding.but(beam_size=1)
 
-    train_photos, val_photos = by_photo(data.train_rows), by_photo(data.val_rows)
-    per_batch = max(1, round(cfg.batch_size * len(train_photos) / max(len(data.train_rows), 1)))  # photos: ~batch_size captions
+    n_batches = max(1, math.ceil(len(data.train_rows) / cfg.batch_size))
 
-    def loss(photos: list[np.ndarray], rows: np.ndarray, tokens: list[list[int]], alpha_c: float):
-        """The decoder's loss on the captions of `photos` (each an array of caption indices)."""
-        captions = np.concatenate(photos)
+    def loss(rows: np.ndarray, tokens: list[list[int]], alpha_c: float):
+        """The decoder's loss on captions of the photos `rows` (a row per caption): each photo's
+        cells are made once for all its captions."""
+        photos, owners = each_once(rows)
         with torch.no_grad():
-            grid = model.cells(data.trunk[rows[[p[0] for p in photos]]].float())
-        photo = torch.from_numpy(np.repeat(np.arange(len(photos)), [len(p) for p in photos])).to(device)
-        return decoder.loss(grid, pad_batch([tokens[i] for i in captions]).to(device), alpha_c, photo)
+            grid = model.cells(data.trunk[photos].float())
+        return decoder.loss(grid, pad_batch(tokens).to(device), alpha_c, owners.to(device))
 
     def run_epoch(epoch: int) -> dict:
         decoder.train()
         started, total, tokens_n = time.perf_counter(), 0.0, 0
-        order = rng.permutation(len(train_photos))
-        for s in range(0, len(order), per_batch):
-            value, n = loss([train_photos[i] for i in order[s : s + per_batch]], data.train_rows, data.train_tokens, cfg.alpha_c)
+        for batch in photo_batches(rng, data.train_rows, n_batches):  # every caption of ~batch_size / 5 photos
+            value, n = loss(data.train_rows[batch], [data.train_tokens[i] for i in batch], cfg.alpha_c)
             optimiser.zero_grad(set_to_none=True)
             value.backward()
             nn.utils.clip_grad_norm_(decoder.parameters(), 5.0)
@@ -143,8 +135,8 @@ def fit_grid_decoder(model: GridCaptioner, decoder: AttendTell, data: GridData, 
         decoder.eval()
         with torch.no_grad():
             val_total, val_n = 0.0, 0
-            for s in range(0, len(val_photos), 100):
-                value, n = loss(val_photos[s : s + 100], data.val_rows, data.val_tokens, 0.0)
+            for s in range(0, len(data.val_rows), 500):
+                value, n = loss(data.val_rows[s : s + 500], data.val_tokens[s : s + 500], 0.0)
                 val_total, val_n = val_total + value.item() * n, val_n + n
             val_loss = val_total / max(val_n, 1)
         texts = model.captions(data.trunk[data.dev_rows], data.words, greedy, writer=decoder) if data.dev else []

@@ -13,7 +13,7 @@ from core.workspace import Workspace
 from flows.evaluate import evaluate_flow
 from models.attention import AttendTell, AttentionConfig, grid_captioner
 from models.beam import beam_search
-from models.captioner import END_ID, PAD_ID, Ensemble, load_model, pad_batch
+from models.captioner import END_ID, PAD_ID, Ensemble, load_model, pad_batch, with_end
 from models.encoder import DEFAULT_ENCODER, load_encoder
 from tasks import shapes
 from tasks.evaluate import EvalOptions
@@ -51,12 +51,10 @@ def test_its_attention_weights_are_a_distribution_over_the_cells():
     assert weights.shape == (2, 49) and torch.allclose(weights.sum(1), torch.ones(2)) and (weights >= 0).all()
 
 
-
 def padded_reference_loss(model: AttendTell, grids: torch.Tensor, tokens: torch.Tensor, alpha_c: float) -> torch.Tensor:
     """The loss written the plain way: every caption its own copy of its photo's cells, every
     step run over every caption (padding included), the padded targets ignored."""
-    targets = torch.cat([tokens, torch.full_like(tokens[:, :1], PAD_ID)], 1)
-    targets[torch.arange(len(tokens)), (tokens != PAD_ID).sum(1)] = END_ID  # <end> after the last word
+    targets = with_end(tokens)
     inputs = torch.cat([torch.full_like(tokens[:, :1], END_ID), tokens], 1)  # <end> as the start symbol
     a, keys = model.cells(grids)
     h, c = model.initial(a)
@@ -86,6 +84,7 @@ def test_a_photos_captions_share_its_cells_and_no_step_runs_on_padding():
     assert torch.allclose(loss, expected, atol=1e-6), (loss.item(), expected.item())
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+
 
 # --- a version whose photo captioner attends over the grid (tasks/attention.py) -----------------
 

@@ -31,13 +31,14 @@ import numpy as np
 import torch
 
 from core.errors import OnenetError
+from core.feature_store import grid_feature_dir, stored_rows
 from core.files import sha256_file
 from core.photos import load_pixels
 from core.served_index import read_served
 from core.text import clean
 from core.vectors import faiss_id, normalise
 from core.workspace import Workspace
-from models.attention import grid_captioner
+from models.attention import RERANK_DEPTH, RERANK_WEIGHT, grid_captioner
 from models.beam import caption_vectors
 from models.captioner import load_model, pad_batch
 from models.encoder import load_encoder
@@ -312,7 +313,7 @@ class Queries:
         if method not in SEARCH_METHODS:
             raise OnenetError(f"unknown search method {method!r}: choose auto, {', '.join(SEARCH_METHODS)}")
         if rerank is None:
-            rerank = self.model.decoding.rerank if method == "inversion" else 0
+            rerank = self.rerank_depth if method == "inversion" else 0
         nll = None
         if method == "joint":
             vector = self.text_vector(tokens)
@@ -356,12 +357,45 @@ class Queries:
             return self.caption_encoder(tokens.to(self.device))[0].cpu().numpy()
 
     def rerank(self, tokens: torch.Tensor, candidates: list[Match]) -> list[Match]:
-        """Candidates re-ordered by the decoder's likelihood of the query given each photo."""
+        """Candidates re-ordered by how well the query fits each photo. With a photo captioner:
+        cosine + RERANK_WEIGHT x its mean per-word log-probability of the query given the photo's
+        cells (models/attention.py); photos whose trunk map is neither stored nor readable from
+        their file keep their order after the others. Else by the vector decoder's likelihood
+        given each photo's vector."""
         ids = [m.image_id for m in candidates]
+        if self.grids is not None:
+            maps = self.trunk_maps(candidates)
+            if not maps:
+                return candidates
+            asked = [m for m in candidates if m.image_id in maps]
+            trunk = torch.from_numpy(np.stack([maps[m.image_id] for m in asked])).to(self.device)
+            with torch.no_grad():
+                fit = self.grids.fit(self.grids.read(self.grids.cells(trunk.float())), tokens.expand(len(asked), -1), torch.arange(len(asked), device=self.device))
+            score = np.array([m.score for m in asked]) + RERANK_WEIGHT * fit.cpu().numpy()
+            ranked = [(asked[j].image_id, float(score[j])) for j in np.argsort(-score, kind="stable")]
+            return self.matches(ranked) + [m for m in candidates if m.image_id not in maps]
         vecs = torch.from_numpy(self.image_vectors(ids)).to(self.device)  # (N, dim)
         with torch.no_grad():
             fit = self.model.sequence_nll(vecs, tokens.expand(len(ids), -1)).cpu().numpy()  # (N,)
         return self.matches([(ids[j], float(-fit[j])) for j in np.argsort(fit, kind="stable")])
+
+    def trunk_maps(self, photos: list[Match]) -> dict[str, np.ndarray]:
+        """The trunk maps the photo captioner reads, by image id: stored at training, else (photos
+        ingested later store none) encoded from the photo's file; a photo with neither is left out."""
+        maps = stored_rows(self.workspace.path(grid_feature_dir(self.checkpoint)), [m.image_id for m in photos])
+        for m in photos:
+            if m.image_id not in maps and Path(m.path).is_file():
+                try:
+                    maps[m.image_id] = self.photo_features(Path(m.path), self.grids.encoder)[1][0].cpu().numpy()
+                except (OnenetError, OSError):  # unreadable now: not re-ranked
+                    continue
+        return maps
+
+    @property
+    def rerank_depth(self) -> int:
+        """How many nearest photos a re-ranked search re-orders: the photo captioner's measured
+        depth, else the model's decoding setting."""
+        return RERANK_DEPTH if self.grids is not None else self.model.decoding.rerank
 
     def search_choice(self, by: str = "R@5") -> dict:
         """Which search the measurements favour for this version: the best text->image `by` among
@@ -380,7 +414,7 @@ class Queries:
         else:
             method, reason = "inversion+rerank", "no caption encoder for this version"
         base, _, rr = method.partition("+")
-        return {"method": base, "rerank": self.model.decoding.rerank if rr else 0, "reason": reason}
+        return {"method": base, "rerank": self.rerank_depth if rr else 0, "reason": reason}
 
     # --- text -> picture --------------------------------------------------------------------------
 

@@ -96,6 +96,27 @@ class AttendTell(nn.Module):
         ce = F.cross_entropy(self.out(torch.cat(outputs)), torch.cat(wanted))
         return ce + alpha_c * ((1 - seen) ** 2).mean(), int(lengths.sum())
 
+    @torch.no_grad()
+    def read(self, grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the decoder makes of photos' cells (P, cells, features) before any word: the
+        projected cells, their keys and the initial state, per photo."""
+        a, keys = self.cells(grid)
+        return (a, keys, *self.initial(a))
+
+    @torch.no_grad()
+    def caption_log_probs(self, read: tuple[torch.Tensor, ...], tokens: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+        """(B,) mean per-word log-probability (with <end>) of caption i (row i of `tokens`, padded)
+        given photo photo[i] of `read` (`read(grid)` of P photos), teacher-forced."""
+        a, keys, h, c = (t[photo] for t in read)
+        targets = with_end(tokens)  # (B, T + 1)
+        inputs = torch.cat([torch.full_like(targets[:, :1], END_ID), targets[:, :-1]], 1)
+        total = torch.zeros(len(tokens), device=a.device)
+        for t in range(targets.size(1)):
+            out, (h, c), _ = self._step(inputs[:, t], h, c, a, keys)
+            picked = F.log_softmax(self.out(out), -1).gather(1, targets[:, t : t + 1]).squeeze(1)
+            total += picked.masked_fill(targets[:, t] == PAD_ID, 0.0)
+        return total / (targets != PAD_ID).sum(1)
+
     # beam search (models/beam.py): every tensor of the state has the batch on dim 1
     def start(self, grid: torch.Tensor):
         a, keys = self.cells(grid)
@@ -106,6 +127,14 @@ class AttendTell(nn.Module):
         h, c, a, keys = state
         out, (h1, c1), _ = self._step(tokens, h[0], c[0], a[0], keys[0])
         return F.log_softmax(self.out(out), -1), (h1[None], c1[None], a, keys)
+
+
+# Search re-ranked by the photo captioner (answers/queries.py `rerank`, tasks/evaluate.py): the
+# caption encoder's RERANK_DEPTH nearest photos re-ordered by cosine + RERANK_WEIGHT x the mean
+# per-word log-probability of the query given each photo's cells. Chosen on Flickr8k dev
+# (BENCHMARKS.md, "Search re-ranked by the photo captioner"): text->image R@1 15.9 -> 20.7.
+RERANK_DEPTH = 20
+RERANK_WEIGHT = 0.5
 
 
 class GridCaptioner(nn.Module):
@@ -149,6 +178,17 @@ class GridCaptioner(nn.Module):
     def pooled(self, trunk: torch.Tensor) -> torch.Tensor:
         """(B, trunk features) -> the pooled features the vector captioner reads (the frozen encoder's)."""
         return self.top(trunk)
+
+    def read(self, cells: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """Each writing decoder's `read` of photos' standardised cells (P, cells, features), made
+        once for however many captions `fit` then asks about them."""
+        return [w.read(cells) for w in (self.decoder, *self.members)]
+
+    def fit(self, read: list[tuple[torch.Tensor, ...]], tokens: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+        """(B,) how well caption i fits photo photo[i] of `read` (this captioner's `read`): the
+        mean per-word log-probability by the decoder, or with members, the mean of theirs."""
+        writers = [self.decoder, *self.members]
+        return sum(w.caption_log_probs(r, tokens, photo) for w, r in zip(writers, read)) / len(writers)
 
     @torch.no_grad()
     def captions(self, trunk: torch.Tensor, words: list[str], decoding: Decoding | None = None, batch_size: int = 250,

@@ -25,9 +25,9 @@ import torch
 
 from core.errors import OnenetError
 from core.workspace import Workspace
-from models.attention import GridCaptioner, grid_captioner
+from models.attention import RERANK_DEPTH, RERANK_WEIGHT, GridCaptioner, grid_captioner
 from models.beam import caption_vectors
-from models.captioner import UNK_ID, Captioner, Decoding, load_model, pad_batch
+from models.captioner import PAD_ID, UNK_ID, Captioner, Decoding, load_model, pad_batch
 from models.inversion import InversionConfig, invert
 from models.joint import CaptionEncoder
 from models.metrics import caption_scores, recall_at
@@ -174,10 +174,12 @@ def diversity(captions: list[str], words: list[str]) -> dict[str, float]:
 # --- retrieval ---------------------------------------------------------------------------------
 
 
-def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: EvalOptions, rerank: int, joint: CaptionEncoder | None = None) -> list[dict]:
+def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: EvalOptions, rerank: int, joint: CaptionEncoder | None = None,
+                       grids: GridCaptioner | None = None) -> list[dict]:
     """recall@1/5/10 among the first `retrieval_images` photos of the split and all their captions.
     The caption encoder (`joint`) is cheap: it answers every caption; inversion a sample. The
-    re-ranked methods re-order the `rerank` nearest photos by caption likelihood."""
+    re-ranked methods re-order the `rerank` nearest photos by caption likelihood; with a photo
+    captioner (`grids`), joint+rerank is the search's (`grid_rerank_ranks`), over every caption."""
     device = next(model.parameters()).device
     ids = data.ids[: o.retrieval_images]
     index = {w: i for i, w in enumerate(words)}
@@ -187,6 +189,7 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
         vecs = model.image_vectors(torch.from_numpy(data.features[: len(ids)]).to(device))  # (N, dim)
     rng = np.random.default_rng(o.seed)
     n_images = len(ids)
+    trunk = data.trunk
     rows = []
 
     if joint is not None and pool:
@@ -211,12 +214,19 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
             {"task": "retrieval", "method": "joint", "metric": f"text->image {k}", "value": v, "n": len(pool)}
             for k, v in recall_at(plain).items()
         ]
-        asked = _sample(np.random.default_rng(o.seed + 1), len(pool), o.rerank_queries)  # the re-rank costs R decoder runs per query
-        reranked = rerank_ranks(model, vecs, [pool[q][1] for q in asked], truth.cpu().numpy()[asked], plain[asked], rerank, scores=scores[asked])
-        rows += [
-            {"task": "retrieval", "method": "joint+rerank", "metric": f"text->image {k}", "value": v, "n": len(asked)}
-            for k, v in recall_at(reranked).items()
-        ]
+        if grids is not None and trunk is not None:  # re-ranked by the photo captioner: every caption, both ways
+            to_image, to_text = grid_rerank_ranks(grids, torch.from_numpy(trunk[:n_images]).to(device), tokens, truth, scores, RERANK_DEPTH, RERANK_WEIGHT)
+            rows += [
+                {"task": "retrieval", "method": "joint+rerank", "metric": f"{way} {k}", "value": v, "n": len(r)}
+                for way, r in (("text->image", to_image), ("image->text", to_text)) for k, v in recall_at(r).items()
+            ]
+        else:
+            asked = _sample(np.random.default_rng(o.seed + 1), len(pool), o.rerank_queries)  # the re-rank costs R decoder runs per query
+            reranked = rerank_ranks(model, vecs, [pool[q][1] for q in asked], truth.cpu().numpy()[asked], plain[asked], rerank, scores=scores[asked])
+            rows += [
+                {"task": "retrieval", "method": "joint+rerank", "metric": f"text->image {k}", "value": v, "n": len(asked)}
+                for k, v in recall_at(reranked).items()
+            ]
         log.info("evaluate: text->image by the caption encoder, %d queries over %d photos in %.1fs", len(pool), n_images, time.perf_counter() - started)
 
     queries = _sample(rng, len(pool), o.text_queries)
@@ -291,6 +301,44 @@ def rerank_ranks(
             if len(hit):
                 out[s + q] = int(hit[0, 0])
     return out
+
+
+@torch.no_grad()
+def grid_rerank_ranks(
+    grids: GridCaptioner, trunk: torch.Tensor, tokens: torch.Tensor, truth: torch.Tensor, scores: torch.Tensor, depth: int, weight: float, batch: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(text->image, image->text) ranks of the search re-ranked by the photo captioner.
+
+    scores (Q, N): the caption encoder's cosines of the captions `tokens` (Q, T) and the photos of
+    `trunk` (N, trunk features); truth (Q,) each caption's photo. Text->image: each caption's
+    `depth` nearest photos re-ordered by cosine + weight x the captioner's mean per-word
+    log-probability of the caption given the photo, as the search does. Image->text: each
+    photo's `depth` nearest captions re-ordered the same way less the caption's mean
+    log-probability over its own `depth` nearest photos (a caption likely for any photo, "a dog
+    runs", is not preferred: pointwise mutual information). Outside the `depth`, ranks stay."""
+    q, n = scores.shape
+    top_photos, top_captions = scores.topk(min(depth, n), dim=1).indices, scores.T.topk(min(depth, q), dim=1).indices
+    row_top = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top_photos, True)
+    column_top = torch.zeros_like(scores, dtype=torch.bool).scatter_(0, top_captions.T, True)
+    pairs = (row_top | column_top).nonzero()  # (P, 2) caption, photo
+    pairs = pairs[(tokens[pairs[:, 0]] != PAD_ID).sum(1).argsort(stable=True)]  # similar lengths together: little padding
+    read = grids.read(torch.cat([grids.cells(trunk[s : s + 250].float()) for s in range(0, n, 250)]))  # every photo's cells once
+    fit = torch.empty(len(pairs), device=scores.device)
+    for s in range(0, len(pairs), batch):
+        chunk = pairs[s : s + batch]
+        asked = tokens[chunk[:, 0]]
+        fit[s : s + batch] = grids.fit(read, asked[:, : int((asked != PAD_ID).sum(1).max())], chunk[:, 1])
+    likelihood = torch.zeros_like(scores)
+    likelihood[pairs[:, 0], pairs[:, 1]] = fit
+    prior = (likelihood * row_top).sum(1, keepdim=True) / row_top.sum(1, keepdim=True)  # (Q, 1)
+    # the re-ordered `depth` come first (+ 100: cosines and log-probabilities are far smaller)
+    to_image = torch.where(row_top, scores + weight * likelihood + 100.0, scores)
+    to_text = torch.where(column_top, scores + weight * (likelihood - prior) + 100.0, scores)
+    image_ranks = (to_image > to_image.gather(1, truth[:, None])).sum(1)
+    own = truth.unsqueeze(0) == torch.arange(n, device=scores.device).unsqueeze(1)  # (N, Q)
+    best_own = to_text.T.masked_fill(~own, float("-inf")).max(1, keepdim=True).values  # (N, 1)
+    text_ranks = (to_text.T > best_own).sum(1)[own.any(1)]
+    return image_ranks.cpu().numpy(), text_ranks.cpu().numpy()
 
 
 @torch.no_grad()
@@ -544,9 +592,10 @@ def evaluate_model(workspace: Workspace, version: str, checkpoint_path: str, o: 
     data = load_split_data(workspace, checkpoint, o.split)
     log.info("evaluate: model %s on %s (%d photos, %d captions)", version, o.split, len(data.ids), sum(map(len, data.raw.values())))
     decoding = model.decoding.but(beam_size=o.beam_size, rerank=o.rerank)  # the model's, unless told otherwise
-    caption_rows, captions = evaluate_captions(model, words, data, decoding, grid_captioner(checkpoint, next(model.parameters()).device))
+    grids = grid_captioner(checkpoint, next(model.parameters()).device)
+    caption_rows, captions = evaluate_captions(model, words, data, decoding, grids)
     joint = load_encoder_checkpoint(workspace.path(joint_path)) if joint_path else None
-    retrieval_rows = evaluate_retrieval(model, words, data, o, decoding.rerank, joint)
+    retrieval_rows = evaluate_retrieval(model, words, data, o, decoding.rerank, joint, grids)
     word_rows, word_checks = evaluate_words(model, words)
     judge = (o.judge, *load_model(workspace.path(judge_path))) if judge_path else None
     picture_rows, pictures = evaluate_pictures(workspace, model, checkpoint, data, joint, picture_path, o, judge) if picture_path and joint else ([], [])

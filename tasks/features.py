@@ -9,7 +9,6 @@ Photos that cannot be decoded are returned as rejects (path, reason); the rest g
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
@@ -21,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.errors import OnenetError
 from core.faults import crash_point
+from core.feature_store import FEATURE_LAYOUT, feature_dir, grid_feature_dir, read_feature_rows, shard_ids, stored_ids  # noqa: F401 (re-exported)
 from core.files import sha256_text, write_parquet
-from core.vectors import to_column, to_matrix
+from core.vectors import to_column
 from core.workspace import Workspace
 from models import default_device, single_thread
 from models.encoder import Encoder, load_encoder
@@ -43,39 +42,6 @@ class Features:
     image_size: int
     grid: int
     rejects: tuple[tuple[str, str], ...] = field(default=())
-
-
-FEATURE_LAYOUT = 2  # bump when Encoder.features() changes what it returns
-
-
-def feature_dir(encoder: str, image_size: int, grid: int) -> str:
-    return f"features/{encoder.replace(':', '-')}-{image_size}px-g{grid}-f{FEATURE_LAYOUT}"
-
-
-def grid_feature_dir(checkpoint: dict) -> str:
-    """Where the trunk maps that a version's photo captioner reads are stored (its "attention"
-    entry names the cut encoder; size and grid are the version's)."""
-    enc = checkpoint["encoder"]
-    return feature_dir(checkpoint["attention"]["encoder"], enc["image_size"], enc["grid"])
-
-
-def stored_ids(folder: Path) -> set[str]:
-    ids: set[str] = set()
-    for shard in sorted(folder.glob("part-*.parquet")):
-        ids.update(shard_ids(shard))
-    return ids
-
-
-def shard_ids(shard: Path) -> tuple[str, ...]:
-    """The image ids a shard holds, read once per process: a shard is written once, atomically,
-    under a name made of its ids (an ingest asks twice: what is stored, then where its rows are)."""
-    stat = shard.stat()
-    return _shard_ids(str(shard), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4096)
-def _shard_ids(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
-    return tuple(pq.read_table(path, columns=["image_id"]).column(0).to_pylist())
 
 
 def extract_features(
@@ -147,26 +113,6 @@ def _write_shard(folder: Path, ids: list[str], vectors: np.ndarray) -> None:
 def read_features(workspace: Workspace, features: Features, image_ids: list[str]) -> np.ndarray:
     """(len(image_ids), D) float32 in the order asked; raises if an id has no stored features."""
     return read_feature_rows(workspace.path(features.path), image_ids)
-
-
-def read_feature_rows(folder: Path, image_ids: list[str]) -> np.ndarray:
-    """The stored features of `image_ids` from the shards in `folder`, in the order asked.
-
-    Only the id column of every shard is read; the features only from shards that hold a wanted
-    id, and only those rows (an ingest of 1,000 photos into 14,000 read every shard: 1.1 s)."""
-    by_id: dict[str, np.ndarray] = {}
-    wanted = set(image_ids)
-    for shard in sorted(folder.glob("part-*.parquet")):
-        ids = shard_ids(shard)
-        rows = [row for row, image_id in enumerate(ids) if image_id in wanted and image_id not in by_id]
-        if not rows:
-            continue
-        matrix = to_matrix(pq.read_table(shard, columns=["features"]).column(0).take(rows))
-        by_id.update(zip((ids[r] for r in rows), matrix))
-    missing = [i for i in image_ids if i not in by_id]
-    if missing:
-        raise OnenetError(f"{len(missing)} images have no stored features (first: {missing[0]})")
-    return np.stack([by_id[i] for i in image_ids]) if image_ids else np.zeros((0, 0), np.float32)
 
 
 # --- mapped over shards (the training flow) -------------------------------------------------------

@@ -302,8 +302,9 @@ class Queries:
         method: "joint" (the learned caption encoder, models/joint.py: one call and a faiss
         lookup), "inversion" (the article's: optimise an image vector until the decoder says the
         query, models/inversion.py), or "auto": the one with the better measured recall
-        (`search_choice`). Either way the `rerank` nearest photos can be re-ordered by how likely
-        the decoder finds the query given each photo's vector (0 turns it off; None: what the
+        (`search_choice`). Either way the `rerank` nearest photos can be re-ordered by how well
+        the query fits each (`rerank`: the photo captioner's likelihood given the photo's cells
+        where the version has one, else the vector decoder's; 0 turns it off; None: what the
         measurement chose, else on for inversion and off for joint).
         """
         tokens, unknown = self.query_tokens(text)

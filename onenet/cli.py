@@ -163,7 +163,7 @@ def search(
         os.environ.get("ONENET_SEARCH_METHOD", "auto"),
         help="auto (the better measured recall), joint (caption encoder) or inversion (the article's); env ONENET_SEARCH_METHOD",
     ),
-    rerank: Optional[int] = typer.Option(None, help="re-order this many nearest photos by caption likelihood (0: off) [default: as measured best]"),
+    rerank: Optional[int] = typer.Option(None, help="re-order this many nearest photos by how well the description fits each (the photo captioner's likelihood; 0: off) [default: as measured best]"),
 ) -> None:
     """Photos matching a description."""
     c = _ctx(ctx)

@@ -36,6 +36,10 @@ FLOORS = {"BLEU-4": 18.0, "METEOR": 18.5, "CIDEr": 44.0}  # three decoders of to
 VECTOR_FLOORS = {"BLEU-4": 15.5, "METEOR": 16.5, "CIDEr": 35.0}
 NN_MARGIN = {"BLEU-4": 3.0, "METEOR": 1.0, "CIDEr": 5.0}  # above the nearest-neighbour baseline by at least this
 SEARCH_R1_FLOOR = 14.0
+# Search re-ranked by the photo captioner (what `--method auto` picks; 2026-12-06, m803a8366c0):
+# text->image R@1 21.0, image->text 24.7 over all 5,000 dev captions (the caption encoder alone:
+# 15.9 / 19.4).
+RERANK_FLOORS = {"text->image R@1": 19.0, "image->text R@1": 22.0}
 # Imagine through the image decoder (2 epochs + the photo defaults' alignment on 960 photos, ~4
 # min; the best of 8 pictures; BENCHMARKS.md, "Imagine, learned"): the picture's nearest dev photo
 # is the described one within the top 50 of 1,000 for 46.4% of 1,000 dev captions (issue 19's
@@ -86,11 +90,13 @@ def test_captions_on_dev_clear_the_floors_and_the_baseline(flickr8k, record_prop
 def test_search_and_words_on_dev(flickr8k, record_property):
     rows = flickr8k["rows"]
     r1 = value(rows, "retrieval", "joint", "text->image R@1")  # all 5,000 captions
-    reranked = value(rows, "retrieval", "joint+rerank", "text->image R@1")  # a sample of 1,000
+    reranked = {m: value(rows, "retrieval", "joint+rerank", m) for m in RERANK_FLOORS}  # by the photo captioner, all 5,000
     back = value(rows, "retrieval", "joint", "image->text R@1")
     analogies = value(rows, "words", "word-vectors", "analogy top-5")
-    record_property("measured", f"text->image R@1 {r1:.1f} (re-ranked {reranked:.1f}) image->text R@1 {back:.1f} analogies {analogies:.0f}%")
+    record_property("measured", f"text->image R@1 {r1:.1f} image->text R@1 {back:.1f}; re-ranked {reranked}; analogies {analogies:.0f}%")
     assert r1 >= SEARCH_R1_FLOOR
+    for metric, floor in RERANK_FLOORS.items():
+        assert reranked[metric] >= floor, (metric, reranked)
     assert analogies >= 50
 
 

@@ -215,7 +215,8 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
             for k, v in recall_at(plain).items()
         ]
         if grids is not None and trunk is not None:  # re-ranked by the photo captioner: every caption, both ways
-            to_image, to_text = grid_rerank_ranks(grids, torch.from_numpy(trunk[:n_images]).to(device), tokens, truth, scores, RERANK_DEPTH, RERANK_WEIGHT)
+            depth = o.rerank or RERANK_DEPTH  # `onenet evaluate --rerank N` asks for another depth
+            to_image, to_text = grid_rerank_ranks(grids, torch.from_numpy(trunk[:n_images]).to(device), tokens, truth, scores, depth, RERANK_WEIGHT)
             rows += [
                 {"task": "retrieval", "method": "joint+rerank", "metric": f"{way} {k}", "value": v, "n": len(r)}
                 for way, r in (("text->image", to_image), ("image->text", to_text)) for k, v in recall_at(r).items()

@@ -36,7 +36,7 @@ from models.fit import seeded
 from models.joint import CaptionEncoder
 from models.metrics import recall_at
 from tasks.attention import grid_data
-from tasks.evaluate import load_split_data
+from tasks.evaluate import load_split_data, ranks_both_ways
 from tasks.joint import load_encoder_checkpoint
 
 log = logging.getLogger("onenet.bench")
@@ -64,30 +64,9 @@ class CellPool(nn.Module):
         return F.normalize(self.out(pooled), dim=-1)
 
 
-def loss(text: torch.Tensor, image: torch.Tensor, same: torch.Tensor, log_scale: torch.Tensor, kind: str, margin: float = 0.2) -> torch.Tensor:
-    cosine = text @ image.T
-    eye = torch.eye(len(cosine), dtype=torch.bool)
-    if kind == "max-violation":
-        positive = cosine.diagonal()
-        negatives = cosine.masked_fill(same | eye, float("-inf"))
-        return ((margin - positive + negatives.max(1).values).clamp_min(0) + (margin - positive + negatives.max(0).values).clamp_min(0)).mean()
-    logits = (log_scale.exp().clamp(max=100.0) * cosine).masked_fill(same & ~eye, float("-inf"))
-    target = torch.arange(len(logits))
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-
-
 def ranks(texts: torch.Tensor, images: torch.Tensor, truth: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    return ranks_of(texts @ images.T, truth)
-
-
-def ranks_of(scores: torch.Tensor, truth: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(text->image, image->text) 0-based ranks from caption x photo scores (Q, N)."""
-    images = scores.T
-    to_image = (scores > scores.gather(1, truth[:, None])).sum(1).numpy()
-    own = truth.unsqueeze(0) == torch.arange(len(images)).unsqueeze(1)  # (N, Q)
-    best_own = scores.T.masked_fill(~own, float("-inf")).max(1, keepdim=True).values
-    to_text = (scores.T > best_own).sum(1).numpy()
-    return to_image, to_text
+    scores = texts @ images.T
+    return ranks_both_ways(scores, scores, truth)
 
 
 def main(workspace: str, model: str, name: str, spec: dict) -> dict:
@@ -146,7 +125,7 @@ def main(workspace: str, model: str, name: str, spec: dict) -> dict:
                 chosen = [by_photo[r][rng.integers(len(by_photo[r]))] for r in chunk]
                 h = np.array([hash(tuple(t)) for t in chosen])
                 same = torch.from_numpy(h[:, None] == h[None, :])
-                value = loss(text(pad_batch(chosen)), side(cells[torch.from_numpy(chunk)].float()), same, text.log_scale, kind)
+                value = text.loss(pad_batch(chosen), side(cells[torch.from_numpy(chunk)].float()), same, kind)
                 optimiser.zero_grad(set_to_none=True)
                 value.backward()
                 nn.utils.clip_grad_norm_(params, 2.0)
@@ -167,7 +146,7 @@ def main(workspace: str, model: str, name: str, spec: dict) -> dict:
         fused = {}
         for w in (0.5, 1.0, 2.0):
             scores = (one_space_texts @ one_space_images.T + w * kept[1] @ kept[0].T)
-            to_image, to_text = ranks_of(scores, dev_truth)
+            to_image, to_text = ranks_both_ways(scores, scores, dev_truth)
             fused[w] = {"text->image": recall_at(to_image), "image->text": recall_at(to_text)}
             log.info("fused w %.1f: t->i %s  i->t %s", w, fused[w]["text->image"], fused[w]["image->text"])
         result["seeds"][seed] = {"best": best, "fused": fused, "train_s": round(time.perf_counter() - t0), "history": history}

@@ -189,7 +189,6 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
         vecs = model.image_vectors(torch.from_numpy(data.features[: len(ids)]).to(device))  # (N, dim)
     rng = np.random.default_rng(o.seed)
     n_images = len(ids)
-    trunk = data.trunk
     rows = []
 
     if joint is not None and pool:
@@ -200,23 +199,18 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
         with torch.no_grad():  # each caption encoded once; its scores serve both directions and the re-rank
             texts = torch.cat([joint(tokens[s : s + 512]) for s in range(0, len(tokens), 512)])  # (Q, dim)
             scores = texts @ units.T  # (Q, N)
-            plain = (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy()  # text->image
-            # image->text: each photo's best-placed own caption among all of them
-            own = truth.unsqueeze(0) == torch.arange(n_images, device=device).unsqueeze(1)  # (N, Q)
-            best_own = scores.T.masked_fill(~own, float("-inf")).max(1, keepdim=True).values  # (N, 1)
-            asked = own.any(1)
-            image_ranks = (scores.T > best_own).sum(1)[asked].cpu().numpy()
+            plain, image_ranks = ranks_both_ways(scores, scores, truth)  # text->image, image->text
         rows += [
-            {"task": "retrieval", "method": "joint", "metric": f"image->text {k}", "value": v, "n": int(asked.sum())}
+            {"task": "retrieval", "method": "joint", "metric": f"image->text {k}", "value": v, "n": len(image_ranks)}
             for k, v in recall_at(image_ranks).items()
         ]
         rows += [
             {"task": "retrieval", "method": "joint", "metric": f"text->image {k}", "value": v, "n": len(pool)}
             for k, v in recall_at(plain).items()
         ]
-        if grids is not None and trunk is not None:  # re-ranked by the photo captioner: every caption, both ways
+        if grids is not None and data.trunk is not None:  # re-ranked by the photo captioner: every caption, both ways
             depth = o.rerank or RERANK_DEPTH  # `onenet evaluate --rerank N` asks for another depth
-            to_image, to_text = grid_rerank_ranks(grids, torch.from_numpy(trunk[:n_images]).to(device), tokens, truth, scores, depth, RERANK_WEIGHT)
+            to_image, to_text = grid_rerank_ranks(grids, torch.from_numpy(data.trunk[:n_images]).to(device), tokens, truth, scores, depth, RERANK_WEIGHT)
             rows += [
                 {"task": "retrieval", "method": "joint+rerank", "metric": f"{way} {k}", "value": v, "n": len(r)}
                 for way, r in (("text->image", to_image), ("image->text", to_text)) for k, v in recall_at(r).items()
@@ -335,11 +329,18 @@ def grid_rerank_ranks(
     # the re-ordered `depth` come first (+ 100: cosines and log-probabilities are far smaller)
     to_image = torch.where(row_top, scores + weight * likelihood + 100.0, scores)
     to_text = torch.where(column_top, scores + weight * (likelihood - prior) + 100.0, scores)
-    image_ranks = (to_image > to_image.gather(1, truth[:, None])).sum(1)
-    own = truth.unsqueeze(0) == torch.arange(n, device=scores.device).unsqueeze(1)  # (N, Q)
+    return ranks_both_ways(to_image, to_text, truth)
+
+
+def ranks_both_ways(to_image: torch.Tensor, to_text: torch.Tensor, truth: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(text->image, image->text) 0-based ranks from caption x photo scores (Q, N), truth (Q,) each
+    caption's photo: each caption's photo among all photos by `to_image`, and each photo's
+    best-placed own caption among all captions by `to_text` (photos without a caption left out)."""
+    to_image_ranks = (to_image > to_image.gather(1, truth[:, None])).sum(1)
+    own = truth.unsqueeze(0) == torch.arange(to_text.size(1), device=truth.device).unsqueeze(1)  # (N, Q)
     best_own = to_text.T.masked_fill(~own, float("-inf")).max(1, keepdim=True).values  # (N, 1)
-    text_ranks = (to_text.T > best_own).sum(1)[own.any(1)]
-    return image_ranks.cpu().numpy(), text_ranks.cpu().numpy()
+    to_text_ranks = (to_text.T > best_own).sum(1)[own.any(1)]
+    return to_image_ranks.cpu().numpy(), to_text_ranks.cpu().numpy()
 
 
 @torch.no_grad()

@@ -207,7 +207,8 @@ def test_search_re_ranked_by_the_photo_captioner_finds_the_described_scenes(atte
     """Search's re-rank reads the photo captioner: "a red circle" finds red circles far more often
     among the top 5 than the caption encoder alone (trained 1 epoch here, so the right scenes are
     found by re-ranking its 100 nearest), and evaluate measures the same re-rank both ways."""
-    from models.attention import RERANK_DEPTH
+    from core.feature_store import grid_feature_dir, read_feature_rows
+    from models.attention import RERANK_DEPTH, RERANK_WEIGHT
     from tasks.evaluate import evaluate_retrieval, load_split_data
     from tasks.joint import load_encoder_checkpoint
 
@@ -225,13 +226,24 @@ def test_search_re_ranked_by_the_photo_captioner_finds_the_described_scenes(atte
                         any(o["colour"] == colour and o["shape"] == shape for o in truth[m.image_id]["objects"]) for m in result.matches if m.image_id in truth
                     ]
         joint_path = q.sql(f"SELECT joint_checkpoint FROM model_versions WHERE version = '{version}'")[1][0][0]
+        nearest = [m for m in q.search("a red circle", k=100, method="joint", rerank=0).matches if m.image_id in truth]  # the source's: maps stored
+        reranked = [m.image_id for m in q.search("a red circle", k=100, method="joint", rerank=100).matches if m.image_id in truth]
     finally:
         q.close()
+    # the order is the photo captioner's: cosine + RERANK_WEIGHT x its log-probability of the query given the stored cells
+    model, checkpoint = load_model(ws.path(f"models/{version}.pt"), torch.device("cpu"))
+    grids = grid_captioner(checkpoint)
+    trunk = torch.from_numpy(read_feature_rows(ws.path(grid_feature_dir(checkpoint)), [m.image_id for m in nearest]))
+    words = {w: i for i, w in enumerate(checkpoint["vocab"])}
+    query = torch.tensor([[words["a"], words["red"], words["circle"]]] * len(nearest))
+    with torch.no_grad():
+        fit = grids.fit(grids.read(grids.cells(trunk.float())), query, torch.arange(len(nearest)))  # its two decoders' mean
+    expected = [nearest[j].image_id for j in np.argsort(-(np.array([m.score for m in nearest]) + RERANK_WEIGHT * fit.numpy()), kind="stable")]
+    assert reranked[:10] == expected[:10]
     plain, reranked = np.mean(found["joint"]), np.mean(found["joint+rerank"])
     assert min(map(len, found.values())) > 100  # the scenes of the source (photos ingested later have no truth)
     assert reranked >= 0.45 and reranked > plain + 0.2, (plain, reranked)  # 0.61 against 0.12 measured
 
-    model, checkpoint = load_model(ws.path(f"models/{version}.pt"), torch.device("cpu"))
     data = load_split_data(ws, checkpoint, "val", with_train=False)
     rows = evaluate_retrieval(model, checkpoint["vocab"], data, EvalOptions(retrieval_images=100, text_queries=1, image_queries=1), 0,
                               load_encoder_checkpoint(ws.path(joint_path)), grid_captioner(checkpoint))

@@ -7,7 +7,8 @@ The one-space search (its caption encoder against its image vectors, as `onenet 
 the 1,000 dev photos and their 5,000 captions, then for each depth K and weight the re-rank that
 search and evaluate use (tasks/evaluate.py `grid_rerank_ranks`): each caption's K nearest photos
 re-ordered by cosine + weight x the photo captioner's mean per-word log-probability of the
-caption, and each photo's K nearest captions the same way less the caption's prior. Prints
+caption, and each photo's K nearest captions the same way less the caption's prior (its mean
+log-probability over its K nearest training photos). Prints
 text->image and image->text R@1/5/10 of each and appends one JSON line to WORKSPACE/levers.jsonl.
 """
 
@@ -25,7 +26,7 @@ from bench.flickr8k_levers import record
 from models.attention import grid_captioner
 from models.captioner import load_model, pad_batch
 from models.metrics import recall_at
-from tasks.evaluate import grid_rerank_ranks, load_split_data
+from tasks.evaluate import grid_rerank_ranks, load_split_data, training_bank
 from tasks.joint import load_encoder_checkpoint
 
 log = logging.getLogger("onenet.bench")
@@ -38,7 +39,7 @@ def main(workspace: str, model: str, spec: dict) -> dict:
     ws = Workspace.at(workspace)
     vector_model, checkpoint = load_model(ws.path(f"models/{model}.pt"), torch.device("cpu"))
     grids = grid_captioner(checkpoint)
-    data = load_split_data(ws, checkpoint, "val", with_train=False)
+    data = load_split_data(ws, checkpoint, "val")
     ids = data.ids[:1000]
     index = {w: i for i, w in enumerate(checkpoint["vocab"])}
     pool = [(j, [index[w] for w in c.split() if w in index]) for j, i in enumerate(ids) for c in data.clean[i]]
@@ -47,13 +48,15 @@ def main(workspace: str, model: str, spec: dict) -> dict:
     joint = load_encoder_checkpoint(next(ws.path("models").glob(f"{model}-joint-*.pt"))).cpu()
     with torch.no_grad():
         images = F.normalize(vector_model.image_vectors(torch.from_numpy(data.features[: len(ids)])), dim=1)
-        scores = torch.cat([joint(tokens[s : s + 512]) for s in range(0, len(tokens), 512)]) @ images.T  # (Q, N)
+        texts = torch.cat([joint(tokens[s : s + 512]) for s in range(0, len(tokens), 512)])
+        scores = texts @ images.T  # (Q, N)
     trunk = torch.from_numpy(data.trunk[: len(ids)])
     result: dict = {"name": "search-rerank", "model": model, "spec": spec}
     for depth in spec.get("depths", [20]):
+        bank = training_bank(vector_model, data, texts, depth)
         for weight in spec.get("weights", [0.5]):
             started = time.perf_counter()
-            to_image, to_text = grid_rerank_ranks(grids, trunk, tokens, truth, scores, depth, weight)
+            to_image, to_text = grid_rerank_ranks(grids, trunk, tokens, truth, scores, depth, weight, bank)
             row = {"text->image": recall_at(to_image), "image->text": recall_at(to_text), "seconds": round(time.perf_counter() - started)}
             result[f"depth {depth} weight {weight}"] = row
             log.info("depth %d weight %.2f: %s", depth, weight, row)

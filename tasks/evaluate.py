@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,6 +67,7 @@ class SplitData:
     clean: dict[str, list[str]]
     features: np.ndarray  # (N, D) for ids
     trunk: np.ndarray | None = None  # (N, D') the trunk's map for ids, when the version's photo captioner reads the grid
+    grid_folder: Path | None = None  # where the trunk's maps are stored (train's are read when needed)
     train_ids: list[str] = field(default_factory=list)
     train_raw: dict[str, list[str]] = field(default_factory=dict)
     train_features: np.ndarray | None = None
@@ -96,7 +98,8 @@ def load_split_data(workspace: Workspace, checkpoint: dict, split: str, with_tra
         data.train_ids, data.train_raw = [r[0] for r in train], {r[0]: r[1] for r in train}
         data.train_features = read_feature_rows(folder, data.train_ids)
     if "attention" in checkpoint:
-        data.trunk = read_feature_rows(workspace.path(grid_feature_dir(checkpoint)), data.ids)
+        data.grid_folder = workspace.path(grid_feature_dir(checkpoint))
+        data.trunk = read_feature_rows(data.grid_folder, data.ids)
     return data
 
 
@@ -210,7 +213,8 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
         ]
         if grids is not None and data.trunk is not None:  # re-ranked by the photo captioner: every caption, both ways
             depth = o.rerank or RERANK_DEPTH  # `onenet evaluate --rerank N` asks for another depth
-            to_image, to_text = grid_rerank_ranks(grids, torch.from_numpy(data.trunk[:n_images]).to(device), tokens, truth, scores, depth, RERANK_WEIGHT)
+            trunk = torch.from_numpy(data.trunk[:n_images]).to(device)
+            to_image, to_text = grid_rerank_ranks(grids, trunk, tokens, truth, scores, depth, RERANK_WEIGHT, training_bank(model, data, texts, depth))
             rows += [
                 {"task": "retrieval", "method": "joint+rerank", "metric": f"{way} {k}", "value": v, "n": len(r)}
                 for way, r in (("text->image", to_image), ("image->text", to_text)) for k, v in recall_at(r).items()
@@ -300,7 +304,8 @@ def rerank_ranks(
 
 @torch.no_grad()
 def grid_rerank_ranks(
-    grids: GridCaptioner, trunk: torch.Tensor, tokens: torch.Tensor, truth: torch.Tensor, scores: torch.Tensor, depth: int, weight: float, batch: int = 1024,
+    grids: GridCaptioner, trunk: torch.Tensor, tokens: torch.Tensor, truth: torch.Tensor, scores: torch.Tensor, depth: int, weight: float,
+    bank: tuple[torch.Tensor, torch.Tensor], batch: int = 1024,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(text->image, image->text) ranks of the search re-ranked by the photo captioner.
 
@@ -308,28 +313,59 @@ def grid_rerank_ranks(
     `trunk` (N, trunk features); truth (Q,) each caption's photo. Text->image: each caption's
     `depth` nearest photos re-ordered by cosine + weight x the captioner's mean per-word
     log-probability of the caption given the photo, as the search does. Image->text: each
-    photo's `depth` nearest captions re-ordered the same way less the caption's mean
-    log-probability over its own `depth` nearest photos (a caption likely for any photo, "a dog
-    runs", is not preferred: pointwise mutual information). Outside the `depth`, ranks stay."""
+    photo's `depth` nearest captions re-ordered the same way less weight x the caption's prior,
+    its mean log-probability over its `depth` nearest photos of `bank` (trunk maps (M, ...),
+    the caption encoder's cosines (Q, M)): photos outside the evaluated ones (`training_bank`),
+    so no photo asked about sets a caption's prior. A caption likely for any photo ("a dog
+    runs") is not preferred: pointwise mutual information. Outside the `depth`, ranks stay."""
     q, n = scores.shape
     top_photos, top_captions = scores.topk(min(depth, n), dim=1).indices, scores.T.topk(min(depth, q), dim=1).indices
     row_top = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top_photos, True)
     column_top = torch.zeros_like(scores, dtype=torch.bool).scatter_(0, top_captions.T, True)
     pairs = (row_top | column_top).nonzero()  # (P, 2) caption, photo
-    pairs = pairs[(tokens[pairs[:, 0]] != PAD_ID).sum(1).argsort(stable=True)]  # similar lengths together: little padding
-    read = grids.read(torch.cat([grids.cells(trunk[s : s + 250].float()) for s in range(0, n, 250)]))  # every photo's cells once
-    fit = torch.empty(len(pairs), device=scores.device)
-    for s in range(0, len(pairs), batch):
-        chunk = pairs[s : s + batch]
-        asked = tokens[chunk[:, 0]]
-        fit[s : s + batch] = grids.fit(read, asked[:, : int((asked != PAD_ID).sum(1).max())], chunk[:, 1])
     likelihood = torch.zeros_like(scores)
-    likelihood[pairs[:, 0], pairs[:, 1]] = fit
-    prior = (likelihood * row_top).sum(1, keepdim=True) / row_top.sum(1, keepdim=True)  # (Q, 1)
+    likelihood[pairs[:, 0], pairs[:, 1]] = caption_fits(grids, trunk, tokens, pairs, batch)
+    bank_trunk, bank_scores = bank
+    near = bank_scores.topk(min(depth, bank_scores.size(1)), dim=1).indices  # (Q, K) each caption's nearest in the bank
+    bank_pairs = torch.stack([torch.arange(q, device=near.device).repeat_interleave(near.size(1)), near.reshape(-1)], 1)
+    prior = caption_fits(grids, bank_trunk, tokens, bank_pairs, batch).view(q, -1).mean(1, keepdim=True)  # (Q, 1)
     # the re-ordered `depth` come first (+ 100: cosines and log-probabilities are far smaller)
     to_image = torch.where(row_top, scores + weight * likelihood + 100.0, scores)
     to_text = torch.where(column_top, scores + weight * (likelihood - prior) + 100.0, scores)
     return ranks_both_ways(to_image, to_text, truth)
+
+
+def caption_fits(grids: GridCaptioner, trunk: torch.Tensor, tokens: torch.Tensor, pairs: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    """(P,) the photo captioner's fit (`GridCaptioner.fit`) of caption pairs[i, 0] (a row of
+    `tokens`) to photo pairs[i, 1] (a row of `trunk`): each photo's cells read once, captions of
+    similar lengths batched together (little padding)."""
+    read = grids.read(torch.cat([grids.cells(trunk[s : s + 250].float()) for s in range(0, len(trunk), 250)]))
+    order = (tokens[pairs[:, 0]] != PAD_ID).sum(1).argsort(stable=True)
+    fit = torch.empty(len(pairs), device=tokens.device)
+    for s in range(0, len(pairs), batch):
+        chunk = pairs[order[s : s + batch]]
+        asked = tokens[chunk[:, 0]]
+        fit[order[s : s + batch]] = grids.fit(read, asked[:, : int((asked != PAD_ID).sum(1).max())], chunk[:, 1])
+    return fit
+
+
+BANK_PHOTOS = 10_000  # image->text's priors read at most this many training photos
+
+
+def training_bank(model: Captioner, data: SplitData, texts: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The photos a caption's prior is measured on (`grid_rerank_ranks`): the first BANK_PHOTOS
+    training photos that are among some caption's `depth` nearest: their trunk maps and the
+    cosines of the captions' vectors `texts` (Q, dim) to them."""
+    if data.train_features is None or not data.train_ids:
+        raise OnenetError("evaluate: the re-ranked search's image->text needs the training photos (load_split_data with_train)")
+    device = texts.device
+    features = torch.from_numpy(data.train_features[:BANK_PHOTOS]).to(device)
+    with torch.no_grad():
+        units = torch.nn.functional.normalize(model.image_vectors(features), dim=1)
+    bank_scores = texts @ units.T  # (Q, M)
+    needed = bank_scores.topk(min(depth, len(units)), dim=1).indices.unique()  # the rest is nobody's nearest: left out
+    trunk = torch.from_numpy(read_feature_rows(data.grid_folder, [data.train_ids[i] for i in needed.tolist()]))
+    return trunk.to(device), bank_scores[:, needed]
 
 
 def ranks_both_ways(to_image: torch.Tensor, to_text: torch.Tensor, truth: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -244,10 +244,38 @@ def test_search_re_ranked_by_the_photo_captioner_finds_the_described_scenes(atte
     assert min(map(len, found.values())) > 100  # the scenes of the source (photos ingested later have no truth)
     assert reranked >= 0.45 and reranked > plain + 0.2, (plain, reranked)  # 0.61 against 0.12 measured
 
-    data = load_split_data(ws, checkpoint, "val", with_train=False)
+    data = load_split_data(ws, checkpoint, "val")
     rows = evaluate_retrieval(model, checkpoint["vocab"], data, EvalOptions(retrieval_images=100, text_queries=1, image_queries=1), 0,
                               load_encoder_checkpoint(ws.path(joint_path)), grid_captioner(checkpoint))
     recall = {(r["method"], r["metric"]): r["value"] for r in rows}
     assert {("joint+rerank", "text->image R@5"), ("joint+rerank", "image->text R@5")} <= set(recall)
     assert recall["joint+rerank", "text->image R@5"] > recall["joint", "text->image R@5"], recall
 
+
+
+def test_image_to_text_priors_read_training_photos_not_the_evaluated_ones(attending):
+    """evaluate's re-ranked image->text subtracts each caption's prior, its fit to its nearest
+    *training* photos: replacing some evaluated photos' cells moves the ranks of those photos'
+    captions only, never another photo's (as a prior over the evaluated photos would)."""
+    from models.attention import RERANK_DEPTH, RERANK_WEIGHT
+    from tasks.evaluate import grid_rerank_ranks, load_split_data, training_bank
+    from tasks.joint import load_encoder_checkpoint
+
+    ws, version = attending["workspace"], attending["result"]["version"]
+    model, checkpoint = load_model(ws.path(f"models/{version}.pt"), torch.device("cpu"))
+    data = load_split_data(ws, checkpoint, "val")
+    joint = load_encoder_checkpoint(next(ws.path("models").glob(f"{version}-joint-*.pt")))
+    index = {w: i for i, w in enumerate(checkpoint["vocab"])}
+    pool = [(j, [index[w] for w in c.split() if w in index]) for j, i in enumerate(data.ids[:100]) for c in data.clean[i]]
+    tokens, truth = pad_batch([t for _, t in pool]), torch.tensor([j for j, _ in pool])
+    with torch.no_grad():
+        texts = joint(tokens)
+        scores = texts @ F.normalize(model.image_vectors(torch.from_numpy(data.features[:100])), dim=1).T
+    grids, bank, trunk = grid_captioner(checkpoint), training_bank(model, data, texts, RERANK_DEPTH), torch.from_numpy(data.trunk[:100])
+    _, before = grid_rerank_ranks(grids, trunk, tokens, truth, scores, RERANK_DEPTH, RERANK_WEIGHT, bank)
+    changed, half = trunk.clone(), len(trunk) // 2
+    changed[:half] = trunk[:half].roll(1, 0)  # the first half's photos now look like one another's to the captioner
+    _, after = grid_rerank_ranks(grids, changed, tokens, truth, scores, RERANK_DEPTH, RERANK_WEIGHT, bank)
+    assert len(before) == len(trunk) > 20  # every photo has captions
+    assert not np.array_equal(before[:half], after[:half])  # their own captions moved
+    assert np.array_equal(before[half:], after[half:]), np.nonzero(before[half:] != after[half:])  # no other photo's did

@@ -26,7 +26,7 @@ from bench.flickr8k_levers import record
 from models.attention import grid_captioner
 from models.captioner import load_model, pad_batch
 from models.metrics import recall_at
-from tasks.evaluate import grid_rerank_ranks, load_split_data, training_bank
+from tasks.evaluate import caption_pool, grid_rerank_ranks, load_split_data, training_bank
 from tasks.joint import load_encoder_checkpoint
 
 log = logging.getLogger("onenet.bench")
@@ -41,9 +41,7 @@ def main(workspace: str, model: str, spec: dict) -> dict:
     grids = grid_captioner(checkpoint)
     data = load_split_data(ws, checkpoint, "val")
     ids = data.ids[:1000]
-    index = {w: i for i, w in enumerate(checkpoint["vocab"])}
-    pool = [(j, [index[w] for w in c.split() if w in index]) for j, i in enumerate(ids) for c in data.clean[i]]
-    pool = [(j, t) for j, t in pool if t]
+    pool = caption_pool(data, checkpoint["vocab"], len(ids))
     tokens, truth = pad_batch([t for _, t in pool]), torch.tensor([j for j, _ in pool])
     joint = load_encoder_checkpoint(next(ws.path("models").glob(f"{model}-joint-*.pt"))).cpu()
     with torch.no_grad():

@@ -185,9 +185,7 @@ def evaluate_retrieval(model: Captioner, words: list[str], data: SplitData, o: E
     captioner (`grids`), joint+rerank is the search's (`grid_rerank_ranks`), over every caption."""
     device = next(model.parameters()).device
     ids = data.ids[: o.retrieval_images]
-    index = {w: i for i, w in enumerate(words)}
-    pool = [(j, [index[w] for w in c.split() if w in index]) for j, i in enumerate(ids) for c in data.clean[i]]
-    pool = [(j, t) for j, t in pool if t]  # captions with no known word cannot be asked
+    pool = caption_pool(data, words, len(ids))
     with torch.no_grad():
         vecs = model.image_vectors(torch.from_numpy(data.features[: len(ids)]).to(device))  # (N, dim)
     rng = np.random.default_rng(o.seed)
@@ -300,6 +298,14 @@ def rerank_ranks(
             if len(hit):
                 out[s + q] = int(hit[0, 0])
     return out
+
+
+def caption_pool(data: SplitData, words: list[str], n_images: int) -> list[tuple[int, list[int]]]:
+    """Every human caption of the split's first `n_images` photos as (photo's position, word ids),
+    the queries of the retrieval rows; captions with no known word cannot be asked."""
+    index = {w: i for i, w in enumerate(words)}
+    pool = [(j, [index[w] for w in c.split() if w in index]) for j, i in enumerate(data.ids[:n_images]) for c in data.clean[i]]
+    return [(j, t) for j, t in pool if t]
 
 
 @torch.no_grad()

@@ -252,21 +252,19 @@ def test_search_re_ranked_by_the_photo_captioner_finds_the_described_scenes(atte
     assert recall["joint+rerank", "text->image R@5"] > recall["joint", "text->image R@5"], recall
 
 
-
 def test_image_to_text_priors_read_training_photos_not_the_evaluated_ones(attending):
     """evaluate's re-ranked image->text subtracts each caption's prior, its fit to its nearest
     *training* photos: replacing some evaluated photos' cells moves the ranks of those photos'
     captions only, never another photo's (as a prior over the evaluated photos would)."""
     from models.attention import RERANK_DEPTH, RERANK_WEIGHT
-    from tasks.evaluate import grid_rerank_ranks, load_split_data, training_bank
+    from tasks.evaluate import caption_pool, grid_rerank_ranks, load_split_data, training_bank
     from tasks.joint import load_encoder_checkpoint
 
     ws, version = attending["workspace"], attending["result"]["version"]
     model, checkpoint = load_model(ws.path(f"models/{version}.pt"), torch.device("cpu"))
     data = load_split_data(ws, checkpoint, "val")
     joint = load_encoder_checkpoint(next(ws.path("models").glob(f"{version}-joint-*.pt")))
-    index = {w: i for i, w in enumerate(checkpoint["vocab"])}
-    pool = [(j, [index[w] for w in c.split() if w in index]) for j, i in enumerate(data.ids[:100]) for c in data.clean[i]]
+    pool = caption_pool(data, checkpoint["vocab"], 100)
     tokens, truth = pad_batch([t for _, t in pool]), torch.tensor([j for j, _ in pool])
     with torch.no_grad():
         texts = joint(tokens)

@@ -34,9 +34,10 @@ from tasks.evaluate import diversity
 
 def main(workspace: str, model: str, name: str, spec: dict) -> dict:
     logging.getLogger("onenet").setLevel(logging.INFO)
-    ws, captions, _, _ = inputs(workspace)
-    _, _, cells, _ = inputs(workspace, encoder="efficientnet-lite0@16")
-    checkpoint = torch.load(ws.path(f"models/{model}.pt"), map_location="cpu", weights_only=True)
+    checkpoint = torch.load(Path(workspace) / "models" / f"{model}.pt", map_location="cpu", weights_only=True)
+    size = checkpoint["encoder"]["image_size"]  # the cells at the version's own input size
+    ws, captions, _, _ = inputs(workspace, image_size=size)
+    _, _, cells, _ = inputs(workspace, encoder="efficientnet-lite0@16", image_size=size)
     captioner = grid_captioner(checkpoint)
     if captioner is None:
         raise SystemExit(f"model {model} has no photo captioner: train it with --attention-epochs N")

@@ -8,7 +8,8 @@ the 1,000 dev photos and their 5,000 captions, then for each depth K and weight 
 search and evaluate use (tasks/evaluate.py `grid_rerank_ranks`): each caption's K nearest photos
 re-ordered by cosine + weight x the photo captioner's mean per-word log-probability of the
 caption, and each photo's K nearest captions the same way less the caption's prior (its mean
-log-probability over its K nearest training photos). Prints
+log-probability over its K nearest training photos). "decoder": a photo captioner's weights kept by
+bench/flickr8k_photo_decoders.py (another seed) in place of the version's. Prints
 text->image and image->text R@1/5/10 of each and appends one JSON line to WORKSPACE/levers.jsonl.
 """
 
@@ -39,6 +40,8 @@ def main(workspace: str, model: str, spec: dict) -> dict:
     ws = Workspace.at(workspace)
     vector_model, checkpoint = load_model(ws.path(f"models/{model}.pt"), torch.device("cpu"))
     grids = grid_captioner(checkpoint)
+    if "decoder" in spec:  # a photo captioner kept by bench/flickr8k_photo_decoders.py, in place of the version's
+        grids.decoder.load_state_dict(torch.load(spec["decoder"], weights_only=True))
     data = load_split_data(ws, checkpoint, "val")
     ids = data.ids[:1000]
     pool = caption_pool(data, checkpoint["vocab"], len(ids))

@@ -30,6 +30,7 @@ from core.photos import decoded_batches
 from core.workspace import Workspace
 from models.beam import caption_vectors
 from models.captioner import load_model
+from models.encoder import trunk_name
 from models.metrics import caption_scores
 from tasks.cache import TaskRuns
 from tasks.captions import clean_captions_task
@@ -56,6 +57,15 @@ def inputs(workspace: str, encoder: str = "efficientnet-lite0", image_size: int 
     features = collect_features(ws, [p for s in shards for p in s], encoder, image_size, grid, [r for s in rejects for r in s])
     return ws, captions, features, manifest
 
+
+
+def version_cells(workspace: str, checkpoint: dict):
+    """The captions and the trunk-map features a trained version's photo captioner reads: its own
+    encoder, input size and grid, as `onenet train` encoded them."""
+    enc = checkpoint["encoder"]
+    ws, captions, _, _ = inputs(workspace, encoder=enc["name"], image_size=enc["image_size"], grid=enc["grid"])
+    _, _, cells, _ = inputs(workspace, encoder=trunk_name(enc["name"], 0), image_size=enc["image_size"], grid=enc["grid"])
+    return ws, captions, cells
 
 def mirrored(ws: Workspace, features: Features, manifest) -> Features:
     """The features of every photo's mirror image (left-right), encoded once into WORKSPACE by the

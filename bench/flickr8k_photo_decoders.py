@@ -23,10 +23,9 @@ from pathlib import Path
 
 import torch
 
-from bench.flickr8k_levers import inputs, record
+from bench.flickr8k_levers import record, version_cells
 from flows.train import PHOTO_DEFAULTS
 from models.attention import AttendTell, grid_captioner
-from models.encoder import trunk_name
 from models.fit import seeded
 from models.metrics import caption_scores
 from tasks.attention import fit_grid_decoder, grid_data
@@ -36,9 +35,7 @@ from tasks.evaluate import diversity
 def main(workspace: str, model: str, name: str, spec: dict) -> dict:
     logging.getLogger("onenet").setLevel(logging.INFO)
     checkpoint = torch.load(Path(workspace) / "models" / f"{model}.pt", map_location="cpu", weights_only=True)
-    encoder, size = checkpoint["encoder"]["name"], checkpoint["encoder"]["image_size"]  # the version's own cells
-    ws, captions, _, _ = inputs(workspace, encoder=encoder, image_size=size)
-    _, _, cells, _ = inputs(workspace, encoder=trunk_name(encoder, 0), image_size=size)
+    ws, captions, cells = version_cells(workspace, checkpoint)
     captioner = grid_captioner(checkpoint)
     if captioner is None:
         raise SystemExit(f"model {model} has no photo captioner: train it with --attention-epochs N")

@@ -23,13 +23,14 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.flickr8k_levers import inputs, record
+from bench.flickr8k_levers import record, version_cells
 from models.attention import grid_captioner
 from models.captioner import load_model, pad_batch
 from models.fit import seeded
@@ -72,9 +73,8 @@ def ranks(texts: torch.Tensor, images: torch.Tensor, truth: torch.Tensor) -> tup
 def main(workspace: str, model: str, name: str, spec: dict) -> dict:
     logging.getLogger("onenet").setLevel(logging.INFO)
     torch.set_num_threads(torch.get_num_threads())
-    ws, captions, _, _ = inputs(workspace)
-    _, _, trunk_features, _ = inputs(workspace, encoder="efficientnet-lite0@16")
-    checkpoint = torch.load(ws.path(f"models/{model}.pt"), map_location="cpu", weights_only=True)
+    checkpoint = torch.load(Path(workspace) / "models" / f"{model}.pt", map_location="cpu", weights_only=True)
+    ws, captions, trunk_features = version_cells(workspace, checkpoint)
     captioner = grid_captioner(checkpoint)
     data = grid_data(ws, captions, trunk_features, checkpoint["vocab"], model)
     started = time.perf_counter()
